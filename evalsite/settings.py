@@ -1,0 +1,301 @@
+"""Mergeable's one settings file, read from the environment.
+
+With nothing set, Mergeable runs on a laptop: SQLite in WAL mode and an embedded task queue
+(kombu's filesystem transport) under ``var/``. Set ``DATABASE_URL`` and ``CELERY_BROKER_URL``
+(or ``REDIS_URL``) to run on PostgreSQL and Redis with any number of workers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.csp import CSP
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def envbool(name: str, default: str = "False") -> bool:
+    value = os.getenv(name, default).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, got {value!r}")
+
+
+def envint(name: str, default: int) -> int:
+    value = os.getenv(name)
+    if value is None or value.strip() == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from None
+
+
+def envlist(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in os.getenv(name, default).split(",") if item.strip()]
+
+
+def envpath(name: str, default: Path) -> Path:
+    value = os.getenv(name)
+    if value is None or value.strip() == "":
+        return default
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        raise ImproperlyConfigured(f"{name} must be an absolute path, got {value!r}")
+    return path
+
+
+# Off unless asked for: manage.py and the Makefile turn it on for development.
+DEBUG = envbool("DEBUG", "False")
+VAR_DIR = envpath("MERGEABLE_VAR_DIR", BASE_DIR / "var")
+
+SECRET_KEY = os.getenv("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. Set SECRET_KEY to a long random string "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(50))') "
+            "or set DEBUG=true for development."
+        )
+    SECRET_KEY = "development-only-insecure-key-do-not-use-in-production"
+
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "127.0.0.1,localhost" if not DEBUG else "*")
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS")
+SITE_ROOT = os.getenv("SITE_ROOT", "http://127.0.0.1:8000")
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "django_htmx",
+    "axes",
+    "evalsite",
+    "runs",
+    "scoring",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "axes.middleware.AxesMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
+ROOT_URLCONF = "evalsite.urls"
+WSGI_APPLICATION = "evalsite.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.template.context_processors.csp",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "evalsite.roles.role_context",
+            ],
+        },
+    }
+]
+
+# Databases: SQLite in WAL mode by default; DATABASE_URL for PostgreSQL.
+if os.getenv("DATABASE_URL"):
+    try:
+        DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=60)}
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"DATABASE_URL is malformed: {exc}") from None
+else:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": VAR_DIR / "mergeable.sqlite3",
+            "OPTIONS": {
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+            # A file, not :memory:, so that worker subprocesses in tests see the same data.
+            "TEST": {"NAME": str(VAR_DIR / "test.sqlite3")},
+        }
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = os.getenv("TIME_ZONE", "UTC")
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = envpath("STATIC_ROOT", BASE_DIR / "staticfiles")
+MEDIA_ROOT = envpath("MEDIA_ROOT", VAR_DIR / "media")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+
+# Content-Security-Policy: no inline script or style anywhere; scripts carry a nonce.
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF, CSP.NONCE],
+    "style-src": [CSP.SELF],
+    "img-src": [CSP.SELF, "data:"],
+    "connect-src": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+    "form-action": [CSP.SELF],
+    "base-uri": [CSP.NONE],
+    "object-src": [CSP.NONE],
+}
+
+# Production hardening: on whenever DEBUG is off.
+SESSION_COOKIE_SECURE = not DEBUG and envbool("SECURE_COOKIES", "True")
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SESSION_COOKIE_HTTPONLY = True
+SECURE_HSTS_SECONDS = 0 if DEBUG else envint("SECURE_HSTS_SECONDS", 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+SECURE_HSTS_PRELOAD = not DEBUG
+SECURE_SSL_REDIRECT = not DEBUG and envbool("SECURE_SSL_REDIRECT", "True")
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+# django-axes: throttle password guessing.
+AXES_FAILURE_LIMIT = envint("AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = 0.25  # hours
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_ENABLED = envbool("AXES_ENABLED", "True")
+AXES_VERBOSE = False
+
+# Celery: Redis when configured, else kombu's filesystem transport under var/ (the embedded queue).
+CELERY_BROKER_URL = os.getenv("CELERY_BROKER_URL") or os.getenv("REDIS_URL") or ""
+EMBEDDED_QUEUE = not CELERY_BROKER_URL
+QUEUE_DIR = VAR_DIR / "queue"
+RUN_HARD_TIME_LIMIT = envint("MERGEABLE_RUN_TIME_LIMIT", 3 * 3600)
+if EMBEDDED_QUEUE:
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(QUEUE_DIR / "messages"),
+        "data_folder_out": str(QUEUE_DIR / "messages"),
+        "control_folder": str(QUEUE_DIR / "control"),
+        "store_processed": False,
+    }
+else:
+    # The visibility timeout must exceed the longest task, or Redis redelivers it mid-run.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": RUN_HARD_TIME_LIMIT + 3600}
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_TASK_SOFT_TIME_LIMIT = RUN_HARD_TIME_LIMIT - 60
+CELERY_TASK_TIME_LIMIT = RUN_HARD_TIME_LIMIT
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE = {
+    "reap-stale-runs": {"task": "runs.tasks.reap_stale_runs", "schedule": 30.0},
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# Mergeable's own settings.
+MERGEABLE_WORKSPACE_ROOT = envpath("MERGEABLE_WORKSPACE_ROOT", VAR_DIR / "workspaces")
+MERGEABLE_LOCAL_REPO_ROOTS = [
+    Path(p) for p in envlist("MERGEABLE_LOCAL_REPO_ROOTS", str(VAR_DIR / "repos"))
+]
+for _root in MERGEABLE_LOCAL_REPO_ROOTS:
+    if not _root.is_absolute():
+        raise ImproperlyConfigured(
+            f"MERGEABLE_LOCAL_REPO_ROOTS must list absolute paths, got {str(_root)!r}"
+        )
+
+MERGEABLE_SANDBOX = os.getenv("MERGEABLE_SANDBOX", "bubblewrap" if shutil.which("bwrap") else "none")
+if MERGEABLE_SANDBOX not in ("none", "bubblewrap"):
+    raise ImproperlyConfigured(
+        f"MERGEABLE_SANDBOX must be 'none' or 'bubblewrap', got {MERGEABLE_SANDBOX!r}"
+    )
+
+# Fernet keys, newest first. In development a fixed key keeps `make run` working out of the box.
+MERGEABLE_ENCRYPTION_KEYS = envlist("MERGEABLE_ENCRYPTION_KEYS")
+if not MERGEABLE_ENCRYPTION_KEYS:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "MERGEABLE_ENCRYPTION_KEYS is not set. Set it to one or more comma-separated Fernet "
+            "keys, newest first (python -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())')."
+        )
+    MERGEABLE_ENCRYPTION_KEYS = ["ZGV2ZWxvcG1lbnQtb25seS1rZXktMzItYnl0ZXMhISE="]
+try:
+    from cryptography.fernet import Fernet
+
+    for _key in MERGEABLE_ENCRYPTION_KEYS:
+        Fernet(_key)
+except ValueError:
+    raise ImproperlyConfigured(
+        "MERGEABLE_ENCRYPTION_KEYS must be comma-separated url-safe base64 Fernet keys"
+    ) from None
+
+MERGEABLE_MAX_ATTEMPTS = envint("MERGEABLE_MAX_ATTEMPTS", 3)
+MERGEABLE_HEARTBEAT_SECONDS = envint("MERGEABLE_HEARTBEAT_SECONDS", 10)
+MERGEABLE_STALE_AFTER_SECONDS = envint("MERGEABLE_STALE_AFTER_SECONDS", 120)
+MERGEABLE_ANSWER_TIMEOUT_SECONDS = envint("MERGEABLE_ANSWER_TIMEOUT_SECONDS", 900)
+MERGEABLE_ARTIFACT_TEXT_CAP = envint("MERGEABLE_ARTIFACT_TEXT_CAP", 512 * 1024)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.getenv("LOG_LEVEL", "INFO")},
+    "loggers": {
+        "axes": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,146 @@
+"""Campaign workflows: launch, cancel, retry, answer a question. Views and commands call these."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from runs.models import Campaign, Contestant, PromptSet, Run
+
+
+class LaunchError(ValueError):
+    pass
+
+
+def launch(
+    *,
+    prompt_set: PromptSet,
+    contestants: Sequence[Contestant],
+    repeats: int = 1,
+    name: str = "",
+    created_by=None,
+    budget_usd: float | None = None,
+    reviews_wanted: int = 2,
+) -> Campaign:
+    """Create a campaign and one run per prompt × contestant × repeat; enqueue after commit."""
+    if prompt_set.archived:
+        raise LaunchError(f"Prompt set {prompt_set.name!r} is archived")
+    prompts = list(prompt_set.active_prompts())
+    if not prompts:
+        raise LaunchError(f"Prompt set {prompt_set.name!r} has no prompts")
+    if not contestants:
+        raise LaunchError("Choose at least one contestant")
+    archived = [c.name for c in contestants if c.archived]
+    if archived:
+        raise LaunchError(f"Archived contestants cannot run: {', '.join(archived)}")
+    if repeats < 1 or repeats > 20:
+        raise LaunchError("Repeats must be between 1 and 20")
+    if budget_usd is not None and budget_usd <= 0:
+        raise LaunchError("The budget must be positive")
+    with transaction.atomic():
+        campaign = Campaign.objects.create(
+            name=name or f"{prompt_set.name} {timezone.now():%Y-%m-%d %H:%M}",
+            prompt_set=prompt_set,
+            repeats=repeats,
+            created_by=created_by,
+            budget_usd=budget_usd,
+            reviews_wanted=reviews_wanted,
+        )
+        campaign.contestants.set(contestants)
+        runs = Run.objects.bulk_create(
+            Run(
+                campaign=campaign,
+                prompt=prompt,
+                contestant=contestant,
+                repeat=repeat,
+                snapshot={"prompt": prompt.snapshot(), "contestant": contestant.snapshot()},
+            )
+            for repeat in range(repeats)
+            for prompt in prompts
+            for contestant in contestants
+        )
+        run_ids = [run.pk for run in runs] or list(
+            campaign.runs.order_by("id").values_list("id", flat=True)
+        )
+        transaction.on_commit(lambda: enqueue(run_ids))
+    return campaign
+
+
+def enqueue(run_ids: Sequence[int]) -> None:
+    from runs.tasks import execute_run
+
+    for run_id in run_ids:
+        execute_run.delay(run_id)
+
+
+def cancel_run(run: Run, reason: str = "Cancelled by a user") -> bool:
+    """Queued runs end at once; claimed runs are flagged and their worker kills the process group.
+
+    Returns False when the run had already ended.
+    """
+    from runs import sandbox
+
+    now = timezone.now()
+    if Run.objects.filter(pk=run.pk, status=Run.QUEUED).update(
+        status=Run.CANCELLED, status_reason=reason, finished_at=now
+    ):
+        return True
+    updated = Run.objects.filter(pk=run.pk, status__in=Run.CLAIMED_STATUSES).update(
+        cancel_requested=True, status_reason=reason
+    )
+    if updated:
+        run.refresh_from_db(fields=["process_group", "worker"])
+        # Same machine as the worker: kill now. Elsewhere the worker's heartbeat notices the flag.
+        if run.process_group and run.worker.split(":")[0] == worker_name().split(":")[0]:
+            sandbox.kill_process_group(run.process_group)
+    return bool(updated)
+
+
+def cancel_campaign(campaign: Campaign, reason: str = "Campaign cancelled") -> int:
+    count = sum(cancel_run(run, reason) for run in campaign.runs.active())
+    Campaign.objects.filter(pk=campaign.pk).update(state=Campaign.CANCELLED)
+    return count
+
+
+def retry_run(run: Run) -> bool:
+    """Put an errored (or timed-out) run back in the queue; its history of errors is kept."""
+    updated = Run.objects.filter(pk=run.pk, status__in=[Run.ERRORED, Run.TIMED_OUT]).update(
+        status=Run.QUEUED,
+        status_reason=F("error"),
+        attempts=0,
+        queued_at=timezone.now(),
+        finished_at=None,
+        cancel_requested=False,
+    )
+    if updated:
+        Campaign.objects.filter(pk=run.campaign_id).update(state=Campaign.RUNNING)
+        transaction.on_commit(lambda: enqueue([run.pk]))
+    return bool(updated)
+
+
+def answer_question(run: Run, answer: str, user) -> bool:
+    """Record a human answer to the run's pending clarifying question; the agent resumes."""
+    answer = answer.strip()
+    if not answer:
+        raise ValueError("The answer cannot be empty")
+    with transaction.atomic():
+        locked = Run.objects.select_for_update().get(pk=run.pk)
+        pending = locked.pending_question
+        if locked.status != Run.AWAITING_ANSWER or pending is None:
+            return False
+        pending["answer"] = answer
+        pending["source"] = "human"
+        pending["answered_by"] = getattr(user, "username", "")
+        pending["answered_at"] = timezone.now().isoformat()
+        locked.save(update_fields=["questions"])
+    return True
+
+
+def worker_name() -> str:
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"

@@ -1,0 +1,416 @@
+"""execute(run_id): the run state machine, plain and directly testable.
+
+queued → preparing → running ⇄ awaiting_answer → testing → finished
+or failed (the contestant's fault), errored (the environment's fault, retryable), cancelled,
+timed_out. A worker claims a run with one conditional UPDATE; a heartbeat thread keeps the claim
+fresh and notices cancel requests; the reaper requeues runs whose heartbeat went stale.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import xml.etree.ElementTree as ET
+from contextlib import contextmanager
+from pathlib import Path
+
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.db.models import F, Sum
+from django.utils import timezone
+
+from runs import providers, sandbox, workspace
+from runs.agents import base
+from runs.campaigns import worker_name
+from runs.models import Campaign, Run
+from runs.transcript import TranscriptWriter, dumps
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIME_LIMIT = 1800
+SETUP_TIMEOUT = 900
+TEST_TIMEOUT = 900
+JUNIT_FILE = ".mergeable-junit.xml"
+
+
+class EnvironmentFault(Exception):
+    """Something outside the contestant's control failed: the run is errored and retryable."""
+
+
+def claim(run_id: int, worker: str) -> bool:
+    """Take a queued run for this worker. One conditional UPDATE: only one worker can win."""
+    now = timezone.now()
+    return bool(
+        Run.objects.filter(
+            pk=run_id, status=Run.QUEUED, attempts__lt=settings.MERGEABLE_MAX_ATTEMPTS
+        ).update(
+            status=Run.PREPARING,
+            attempts=F("attempts") + 1,
+            worker=worker,
+            heartbeat_at=now,
+            started_at=now,
+            finished_at=None,
+            process_group=None,
+        )
+    )
+
+
+def _set(run: Run, **fields) -> None:
+    """Write fields to the row and the object; only while this worker still owns the run."""
+    for name, value in fields.items():
+        setattr(run, name, value)
+    Run.objects.filter(pk=run.pk).update(**fields)
+
+
+class _Heartbeat:
+    """Keeps the claim fresh and turns a cancel request into a kill of the process group."""
+
+    def __init__(self, run: Run, cancel: threading.Event) -> None:
+        self.run = run
+        self.cancel = cancel
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name=f"heartbeat-{run.pk}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        interval = settings.MERGEABLE_HEARTBEAT_SECONDS
+        try:
+            while not self.stop.wait(min(interval, 1.0) if self.cancel.is_set() else interval):
+                row = (
+                    Run.objects.filter(pk=self.run.pk)
+                    .values("cancel_requested", "process_group", "worker")
+                    .first()
+                )
+                if row is None or row["worker"] != self.run.worker:
+                    self.cancel.set()  # the run was reaped and handed to someone else
+                elif row["cancel_requested"]:
+                    self.cancel.set()
+                    if row["process_group"]:
+                        sandbox.kill_process_group(row["process_group"])
+                Run.objects.filter(pk=self.run.pk, worker=self.run.worker).update(
+                    heartbeat_at=timezone.now()
+                )
+        finally:
+            close_old_connections()
+
+
+def execute(run_id: int, *, worker: str | None = None) -> str | None:
+    """Run one run to its end. Returns the final status, or None if another worker has it."""
+    worker = worker or worker_name()
+    if not claim(run_id, worker):
+        return None
+    run = Run.objects.select_related("campaign", "contestant__model", "prompt").get(pk=run_id)
+    cancel = threading.Event()
+    if _budget_spent(run.campaign):
+        _end(run, Run.CANCELLED, reason="The campaign's budget is spent")
+        return Run.CANCELLED
+    with _Heartbeat(run, cancel):
+        status = _execute_claimed(run, cancel)
+    _update_campaign_state(run.campaign_id)
+    return status
+
+
+def _execute_claimed(run: Run, cancel: threading.Event) -> str:
+    prompt = run.snapshot["prompt"]
+    contestant = run.snapshot["contestant"]
+    limit = contestant["limits"].get("time_limit") or prompt.get("time_limit") or DEFAULT_TIME_LIMIT
+    deadline = time.monotonic() + limit
+    timings: dict[str, float] = {}
+    run_dir = Path(settings.MERGEABLE_WORKSPACE_ROOT) / "runs" / f"{run.pk}-{run.attempts}"
+    checkout = None
+    try:
+        with _phase(timings, "prepare"):
+            mirror = workspace.ensure_mirror(
+                prompt["repository_url"], Path(settings.MERGEABLE_WORKSPACE_ROOT), prompt["commit"]
+            )
+            checkout = workspace.checkout(mirror, prompt["commit"], run_dir)
+            if prompt.get("setup"):
+                result = _sandboxed(run, prompt["setup"], checkout.work, SETUP_TIMEOUT, cancel)
+                run.save_artifact("setup_output.txt", result.output)
+                if cancel.is_set():
+                    return _end(run, Run.CANCELLED, timings=timings)
+                if result.exit_code != 0:
+                    raise EnvironmentFault(
+                        f"The setup command exited with {result.exit_code}: {result.output[-500:]}"
+                    )
+
+        _set(run, status=Run.RUNNING)
+        with _phase(timings, "agent"):
+            outcome = _run_agent(run, checkout.work, deadline, cancel)
+        if outcome.end_status == base.MODEL_UNREACHABLE:
+            raise EnvironmentFault(f"Could not reach the model: {outcome.error}")
+
+        with _phase(timings, "capture"):
+            captured = workspace.capture_diff(checkout, text_cap=settings.MERGEABLE_ARTIFACT_TEXT_CAP)
+            run.save_artifact("diff.patch", captured.patch)
+            run.save_artifact("before.json", json.dumps(captured.before))
+            run.save_artifact("after.json", json.dumps(captured.after))
+            _set(
+                run,
+                files_changed=captured.files,
+                binary_files=captured.binary_files,
+                additions=captured.additions,
+                deletions=captured.deletions,
+            )
+        if outcome.end_status == base.CANCELLED or cancel.is_set():
+            return _end(run, Run.CANCELLED, timings=timings)
+
+        if prompt.get("test"):
+            _set(run, status=Run.TESTING)
+            with _phase(timings, "test"):
+                _run_tests(run, prompt["test"], checkout.work, cancel)
+            if cancel.is_set():
+                return _end(run, Run.CANCELLED, timings=timings)
+
+        return _end(run, *_judge(run, outcome), timings=timings)
+    except (EnvironmentFault, workspace.WorkspaceError, sandbox.SandboxError) as exc:
+        return _end(run, Run.ERRORED, reason=str(exc), error=str(exc), timings=timings)
+    except Exception as exc:  # a bug in Mergeable is the environment's fault, not the contestant's
+        log.exception("run %s crashed", run.pk)
+        return _end(run, Run.ERRORED, reason=f"Internal error: {exc}", error=repr(exc), timings=timings)
+    finally:
+        if checkout is not None:
+            workspace.cleanup(checkout)
+
+
+def _judge(run: Run, outcome: base.AgentOutcome) -> tuple[str, str]:
+    """Decide the final status from the agent's end status, the diff and the tests."""
+    if outcome.end_status == base.TIMED_OUT:
+        return Run.TIMED_OUT, "The agent ran out of time"
+    if outcome.end_status in (base.MAX_STEPS, base.MAX_COST):
+        limit = "steps" if outcome.end_status == base.MAX_STEPS else "cost"
+        return Run.FAILED, f"The agent hit its {limit} limit"
+    if run.test_exit_code not in (None, 0):
+        return Run.FAILED, f"Tests failed (exit code {run.test_exit_code})"
+    if not run.files_changed:
+        return Run.FINISHED, "The agent changed no files"
+    return Run.FINISHED, ""
+
+
+def _end(run: Run, status: str, *, reason: str = "", error: str = "", timings=None) -> str:
+    fields = {"status": status, "finished_at": timezone.now(), "process_group": None}
+    if reason:
+        fields["status_reason"] = reason
+    if error:
+        fields["error"] = error
+    if timings is not None:
+        fields["phase_timings"] = {k: round(v, 3) for k, v in timings.items()}
+    # Only the owner ends a run: a reaped run that someone else now holds is left alone.
+    Run.objects.filter(pk=run.pk, worker=run.worker, status__in=Run.CLAIMED_STATUSES).update(
+        **fields
+    )
+    for name, value in fields.items():
+        setattr(run, name, value)
+    return status
+
+
+@contextmanager
+def _phase(timings: dict[str, float], name: str):
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.monotonic() - started
+
+
+def _sandboxed(run: Run, command: str, work: Path, timeout: float, cancel: threading.Event):
+    def remember(pgid: int) -> None:
+        Run.objects.filter(pk=run.pk).update(process_group=pgid)
+
+    return sandbox.run(command, work, timeout=timeout, cancel=cancel, on_start=remember)
+
+
+def _run_agent(run: Run, work: Path, deadline: float, cancel: threading.Event) -> base.AgentOutcome:
+    from runs.agents import builtin
+
+    contestant = run.contestant
+    model = contestant.model
+    prompt = run.snapshot["prompt"]
+    limits_snapshot = run.snapshot["contestant"]["limits"]
+
+    def save(document: dict) -> None:
+        run.save_artifact("transcript.json", dumps(document))
+
+    transcript = TranscriptWriter(
+        agent_name=builtin.NAME,
+        agent_version=builtin.VERSION,
+        model_name=model.model_id or model.name,
+        save=save,
+    )
+
+    def run_command(command: str, timeout: float) -> tuple[int, str]:
+        result = _sandboxed(run, command, work, timeout, cancel)
+        return result.exit_code, result.output
+
+    def on_usage(input_tokens: int, output_tokens: int, cost: float, steps: int) -> None:
+        _set(run, input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost, steps=steps)
+
+    context = base.AgentContext(
+        workspace=work,
+        instructions=prompt["instructions"],
+        title=prompt["title"],
+        limits=base.Limits(
+            max_steps=limits_snapshot.get("max_steps") or 40,
+            max_cost_usd=limits_snapshot.get("max_cost_usd"),
+            deadline=deadline,
+        ),
+        transcript=transcript,
+        run_command=run_command,
+        ask_user=lambda question: ask_user(run, question, cancel, deadline),
+        cancel=cancel,
+        options=dict(contestant.options),
+        on_usage=on_usage,
+    )
+    try:
+        config = model.provider_config()
+    except ValueError as exc:
+        raise EnvironmentFault(f"The model's script is invalid: {exc}") from None
+    with providers.for_model(config) as provider:
+        outcome = builtin.run(context, provider)
+    transcript.finish(
+        prompt_tokens=outcome.input_tokens,
+        completion_tokens=outcome.output_tokens,
+        cost_usd=outcome.cost_usd,
+        end_status=outcome.end_status,
+        summary=outcome.summary,
+        scripted=model.is_scripted,
+    )
+    _set(
+        run,
+        agent_status=outcome.end_status,
+        steps=outcome.steps,
+        input_tokens=outcome.input_tokens,
+        output_tokens=outcome.output_tokens,
+        cost_usd=outcome.cost_usd,
+    )
+    return outcome
+
+
+def ask_user(run: Run, question: str, cancel: threading.Event, deadline: float) -> str:
+    """A clarifying question: the prepared answer at once, else wait for a human, else a fallback."""
+    prompt = run.snapshot["prompt"]
+    entry = {"question": question, "asked_at": timezone.now().isoformat(), "answer": None}
+    prepared = prompt.get("clarification_answer") or ""
+    if prepared:
+        entry.update(answer=prepared, source="prepared", answered_at=entry["asked_at"])
+        _set(run, questions=[*run.questions, entry])
+        return prepared
+
+    _set(run, questions=[*run.questions, entry], status=Run.AWAITING_ANSWER)
+    index = len(run.questions) - 1
+    waited_until = time.monotonic() + settings.MERGEABLE_ANSWER_TIMEOUT_SECONDS
+    while not cancel.is_set() and time.monotonic() < min(waited_until, deadline):
+        questions = Run.objects.filter(pk=run.pk).values_list("questions", flat=True).first() or []
+        if len(questions) > index and questions[index].get("answer") is not None:
+            run.questions = questions
+            _set(run, status=Run.RUNNING)
+            return questions[index]["answer"]
+        cancel.wait(1.0)
+    fallback = "No answer is available. Use your best judgement and say what you assumed."
+    with transaction.atomic():
+        questions = list(
+            Run.objects.select_for_update().filter(pk=run.pk).values_list("questions", flat=True).first()
+            or []
+        )
+        if len(questions) > index and questions[index].get("answer") is not None:
+            fallback = questions[index]["answer"]
+        elif len(questions) > index:
+            questions[index].update(
+                answer=fallback, source="timeout", answered_at=timezone.now().isoformat()
+            )
+        Run.objects.filter(pk=run.pk).update(questions=questions)
+    run.questions = questions
+    _set(run, status=Run.RUNNING)
+    return fallback
+
+
+def _run_tests(run: Run, command: str, work: Path, cancel: threading.Event) -> None:
+    result = _sandboxed(run, command, work, TEST_TIMEOUT, cancel)
+    run.save_artifact("test_output.txt", result.output)
+    passed, failed = parse_junit(work)
+    _set(
+        run,
+        test_exit_code=result.exit_code,
+        tests_passed=passed,
+        tests_failed=failed,
+        test_output_tail=result.output[-4000:],
+    )
+
+
+def parse_junit(work: Path) -> tuple[int | None, int | None]:
+    """Pass and fail counts from JUnit XML the test command wrote (pytest --junitxml)."""
+    candidates = [work / JUNIT_FILE, *sorted(work.glob("*junit*.xml"))]
+    for path in candidates:
+        if not path.is_file() or path.stat().st_size > 20_000_000:
+            continue
+        try:
+            root = ET.parse(path).getroot()  # noqa: S314 - written by the repo's own test command
+        except ET.ParseError:
+            continue
+        suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+        tests = failures = errors = skipped = 0
+        for suite in suites:
+            tests += int(suite.get("tests", 0))
+            failures += int(suite.get("failures", 0))
+            errors += int(suite.get("errors", 0))
+            skipped += int(suite.get("skipped", 0))
+        return tests - failures - errors - skipped, failures + errors
+    return None, None
+
+
+def _budget_spent(campaign: Campaign) -> bool:
+    if campaign.budget_usd is None:
+        return False
+    spent = campaign.runs.aggregate(total=Sum("cost_usd"))["total"] or 0.0
+    return spent >= campaign.budget_usd
+
+
+def _update_campaign_state(campaign_id: int) -> None:
+    campaign = Campaign.objects.get(pk=campaign_id)
+    if campaign.budget_usd is not None and _budget_spent(campaign):
+        Run.objects.filter(campaign_id=campaign_id, status=Run.QUEUED).update(
+            status=Run.CANCELLED,
+            status_reason="The campaign's budget is spent",
+            finished_at=timezone.now(),
+        )
+    if campaign.state == Campaign.RUNNING and not campaign.runs.active().exists():
+        Campaign.objects.filter(pk=campaign_id, state=Campaign.RUNNING).update(
+            state=Campaign.FINISHED
+        )
+
+
+def reap_stale_runs() -> list[int]:
+    """Requeue claimed runs whose worker stopped beating; error them after too many attempts."""
+    cutoff = timezone.now() - timezone.timedelta(seconds=settings.MERGEABLE_STALE_AFTER_SECONDS)
+    stale = Run.objects.filter(status__in=Run.CLAIMED_STATUSES, heartbeat_at__lt=cutoff)
+    requeued = []
+    for run in stale.only("id", "attempts", "worker", "campaign_id"):
+        lost = f"Worker {run.worker} stopped responding"
+        if run.attempts >= settings.MERGEABLE_MAX_ATTEMPTS:
+            Run.objects.filter(pk=run.pk, worker=run.worker, status__in=Run.CLAIMED_STATUSES).update(
+                status=Run.ERRORED,
+                status_reason=f"{lost}; gave up after {run.attempts} attempts",
+                error=lost,
+                finished_at=timezone.now(),
+            )
+            _update_campaign_state(run.campaign_id)
+        elif Run.objects.filter(
+            pk=run.pk, worker=run.worker, status__in=Run.CLAIMED_STATUSES
+        ).update(
+            status=Run.QUEUED, status_reason=f"{lost}; requeued", worker="", queued_at=timezone.now()
+        ):
+            requeued.append(run.pk)
+    if requeued:
+        from runs.campaigns import enqueue
+
+        transaction.on_commit(lambda: enqueue(requeued))
+    return requeued

@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand
+
+
+class Command(BaseCommand):
+    help = "Load the demo repository, prompt set and scripted contestants (idempotent)."
+
+    def handle(self, *args, **options) -> None:
+        from runs import demo
+
+        for line in demo.load():
+            self.stdout.write(line)

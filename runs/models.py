@@ -1,0 +1,438 @@
+"""What gets run: repositories, prompt sets and prompts, models, contestants, campaigns, runs."""
+
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+
+from evalsite.fields import EncryptedTextField
+
+
+def _validate_url(value: str) -> None:
+    from runs.workspace import validate_repository_url
+
+    try:
+        validate_repository_url(value, settings.MERGEABLE_LOCAL_REPO_ROOTS)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+
+
+class Repository(models.Model):
+    name = models.SlugField(max_length=100, unique=True)
+    url = models.CharField(max_length=1000, validators=[_validate_url])
+    default_branch = models.CharField(max_length=200, blank=True, default="")
+    archived = models.BooleanField(default=False)
+    last_check = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "repositories"
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def display_url(self) -> str:
+        """The URL with any embedded credentials removed: safe to render."""
+        from runs.workspace import redact_url
+
+        return redact_url(self.url)
+
+
+class PromptSetQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(archived=False)
+
+
+class PromptSet(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True, default="")
+    archived = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = PromptSetQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("runs:prompt_set", args=[self.pk])
+
+    def active_prompts(self):
+        return self.prompts.filter(archived=False).select_related("repository")
+
+
+class Prompt(models.Model):
+    prompt_set = models.ForeignKey(PromptSet, on_delete=models.CASCADE, related_name="prompts")
+    key = models.SlugField(max_length=200)
+    title = models.CharField(max_length=300)
+    instructions = models.TextField()
+    repository = models.ForeignKey(Repository, on_delete=models.PROTECT, related_name="prompts")
+    commit = models.CharField(max_length=64)
+    tags = models.JSONField(default=list, blank=True)
+    acceptance_criteria = models.JSONField(default=list, blank=True)
+    expected_files = models.JSONField(default=list, blank=True)
+    setup_command = models.TextField(blank=True, default="")
+    test_command = models.TextField(blank=True, default="")
+    clarification_expected = models.BooleanField(default=False)
+    clarification_answer = models.TextField(blank=True, default="")
+    reference_patch = models.TextField(blank=True, default="")
+    time_limit = models.PositiveIntegerField(null=True, blank=True)
+    position = models.PositiveIntegerField(default=0)
+    archived = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["prompt_set", "position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["prompt_set", "key"], name="prompt_key_unique_in_set")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.prompt_set.name}/{self.key}"
+
+    def snapshot(self) -> dict:
+        """What a run keeps of its prompt, so later edits never change what the run shows."""
+        return {
+            "key": self.key,
+            "title": self.title,
+            "instructions": self.instructions,
+            "repository": self.repository.name,
+            "repository_url": self.repository.url,
+            "commit": self.commit,
+            "tags": list(self.tags),
+            "acceptance_criteria": list(self.acceptance_criteria),
+            "expected_files": list(self.expected_files),
+            "setup": self.setup_command,
+            "test": self.test_command,
+            "clarification_expected": self.clarification_expected,
+            "clarification_answer": self.clarification_answer,
+            "reference_patch": self.reference_patch,
+            "time_limit": self.time_limit,
+        }
+
+
+class LanguageModel(models.Model):
+    """A model behind a provider endpoint ("Model" in the design and file formats)."""
+
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+    SCRIPTED = "scripted"
+    PROVIDERS = [
+        (OPENAI, "OpenAI-compatible"),
+        (ANTHROPIC, "Anthropic"),
+        (SCRIPTED, "Scripted (replays a file)"),
+    ]
+
+    name = models.SlugField(max_length=100, unique=True)
+    provider = models.CharField(max_length=20, choices=PROVIDERS)
+    base_url = models.CharField(max_length=500, blank=True, default="")
+    model_id = models.CharField(max_length=200, blank=True, default="")
+    api_key = EncryptedTextField(blank=True, default="")
+    api_key_env = models.CharField(max_length=100, blank=True, default="")
+    input_per_mtok = models.FloatField(default=0.0)
+    output_per_mtok = models.FloatField(default=0.0)
+    params = models.JSONField(default=dict, blank=True)
+    script_path = models.CharField(max_length=500, blank=True, default="")
+    script = models.TextField(blank=True, default="")
+    archived = models.BooleanField(default=False)
+    connection_check = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "model"
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_scripted(self) -> bool:
+        return self.provider == self.SCRIPTED
+
+    @property
+    def key_hint(self) -> str:
+        """Only whether a key is set and its last four characters: the key is write-only."""
+        if self.api_key:
+            return f"set, ending …{self.api_key[-4:]}" if len(self.api_key) >= 12 else "set"
+        if self.api_key_env:
+            return f"from ${self.api_key_env}"
+        return "none"
+
+    def resolved_api_key(self) -> str:
+        import os
+
+        if self.api_key:
+            return self.api_key
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env, "")
+        return ""
+
+    def provider_config(self):
+        from runs import providers
+
+        return providers.ModelConfig(
+            provider=self.provider,
+            model=self.model_id,
+            base_url=self.base_url,
+            api_key=self.resolved_api_key(),
+            input_per_mtok=self.input_per_mtok,
+            output_per_mtok=self.output_per_mtok,
+            params=dict(self.params),
+            script=providers.load_script(self.script) if self.is_scripted else None,
+        )
+
+
+class Contestant(models.Model):
+    BUILTIN = "builtin"
+    AIDER = "aider"
+    MINI_SWE_AGENT = "mini-swe-agent"
+    COMMAND = "command"
+    HARNESSES = [
+        (BUILTIN, "Builtin agent"),
+        (AIDER, "aider"),
+        (MINI_SWE_AGENT, "mini-swe-agent"),
+        (COMMAND, "Any command"),
+    ]
+
+    name = models.SlugField(max_length=100, unique=True)
+    harness = models.CharField(max_length=30, choices=HARNESSES, default=BUILTIN)
+    model = models.ForeignKey(LanguageModel, on_delete=models.PROTECT, related_name="contestants")
+    options = models.JSONField(default=dict, blank=True)
+    max_steps = models.PositiveIntegerField(null=True, blank=True)
+    max_cost_usd = models.FloatField(null=True, blank=True)
+    time_limit = models.PositiveIntegerField(null=True, blank=True)
+    benchmarks = models.JSONField(default=dict, blank=True)
+    archived = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_scripted(self) -> bool:
+        return self.model.is_scripted
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} (scripted)" if self.is_scripted else self.name
+
+    def snapshot(self) -> dict:
+        return {
+            "name": self.name,
+            "harness": self.harness,
+            "model": self.model.name,
+            "provider": self.model.provider,
+            "model_id": self.model.model_id,
+            "scripted": self.is_scripted,
+            "options": dict(self.options),
+            "limits": {
+                "max_steps": self.max_steps,
+                "max_cost_usd": self.max_cost_usd,
+                "time_limit": self.time_limit,
+            },
+        }
+
+
+class Campaign(models.Model):
+    RUNNING = "running"
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+    STATES = [(RUNNING, "running"), (FINISHED, "finished"), (CANCELLED, "cancelled")]
+
+    name = models.CharField(max_length=200)
+    prompt_set = models.ForeignKey(PromptSet, on_delete=models.PROTECT, related_name="campaigns")
+    contestants = models.ManyToManyField(Contestant, related_name="campaigns")
+    repeats = models.PositiveIntegerField(default=1)
+    reviews_wanted = models.PositiveIntegerField(default=2)
+    budget_usd = models.FloatField(null=True, blank=True)
+    state = models.CharField(max_length=20, choices=STATES, default=RUNNING)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("runs:campaign", args=[self.pk])
+
+    def progress(self) -> dict:
+        counts = dict(
+            self.runs.values_list("status").annotate(n=models.Count("id")).order_by()
+        )
+        total = sum(counts.values())
+        ended = sum(counts.get(s, 0) for s in Run.ENDED_STATUSES)
+        return {"total": total, "ended": ended, "counts": counts}
+
+
+class RunQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(status__in=Run.ACTIVE_STATUSES)
+
+    def ended(self):
+        return self.filter(status__in=Run.ENDED_STATUSES)
+
+    def reviewable(self):
+        """Runs a human can judge: the agent ended and produced something to look at."""
+        return self.filter(status__in=[Run.FINISHED, Run.FAILED, Run.TIMED_OUT])
+
+
+class Run(models.Model):
+    QUEUED = "queued"
+    PREPARING = "preparing"
+    RUNNING = "running"
+    AWAITING_ANSWER = "awaiting_answer"
+    TESTING = "testing"
+    FINISHED = "finished"
+    FAILED = "failed"
+    ERRORED = "errored"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+    STATUSES = [
+        (QUEUED, "queued"),
+        (PREPARING, "preparing"),
+        (RUNNING, "running"),
+        (AWAITING_ANSWER, "awaiting answer"),
+        (TESTING, "testing"),
+        (FINISHED, "finished"),
+        (FAILED, "failed"),
+        (ERRORED, "errored"),
+        (CANCELLED, "cancelled"),
+        (TIMED_OUT, "timed out"),
+    ]
+    ACTIVE_STATUSES = (QUEUED, PREPARING, RUNNING, AWAITING_ANSWER, TESTING)
+    CLAIMED_STATUSES = (PREPARING, RUNNING, AWAITING_ANSWER, TESTING)
+    ENDED_STATUSES = (FINISHED, FAILED, ERRORED, CANCELLED, TIMED_OUT)
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="runs")
+    prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="runs")
+    contestant = models.ForeignKey(Contestant, on_delete=models.PROTECT, related_name="runs")
+    repeat = models.PositiveIntegerField(default=0)
+    snapshot = models.JSONField(default=dict)
+    imported = models.BooleanField(default=False)
+
+    status = models.CharField(max_length=20, choices=STATUSES, default=QUEUED, db_index=True)
+    status_reason = models.TextField(blank=True, default="")
+    attempts = models.PositiveIntegerField(default=0)
+    worker = models.CharField(max_length=200, blank=True, default="")
+    process_group = models.IntegerField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    queued_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    phase_timings = models.JSONField(default=dict, blank=True)
+
+    agent_status = models.CharField(max_length=40, blank=True, default="")
+    steps = models.PositiveIntegerField(default=0)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.FloatField(default=0.0)
+
+    files_changed = models.JSONField(default=list, blank=True)
+    binary_files = models.JSONField(default=list, blank=True)
+    additions = models.PositiveIntegerField(default=0)
+    deletions = models.PositiveIntegerField(default=0)
+
+    test_exit_code = models.IntegerField(null=True, blank=True)
+    tests_passed = models.PositiveIntegerField(null=True, blank=True)
+    tests_failed = models.PositiveIntegerField(null=True, blank=True)
+    test_output_tail = models.TextField(blank=True, default="")
+
+    questions = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True, default="")
+
+    objects = RunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["campaign", "prompt", "contestant", "repeat"], name="run_cell_unique"
+            )
+        ]
+        indexes = [models.Index(fields=["status", "heartbeat_at"])]
+
+    def __str__(self) -> str:
+        return f"Run {self.pk}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("runs:run", args=[self.pk])
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE_STATUSES
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        if self.started_at:
+            return (timezone.now() - self.started_at).total_seconds()
+        return None
+
+    @property
+    def tests_ok(self) -> bool | None:
+        return None if self.test_exit_code is None else self.test_exit_code == 0
+
+    @property
+    def pending_question(self) -> dict | None:
+        for entry in reversed(self.questions):
+            if entry.get("answer") is None:
+                return entry
+        return None
+
+    @property
+    def expected_files_recall(self) -> float | None:
+        expected = self.snapshot.get("prompt", {}).get("expected_files") or []
+        if not expected:
+            return None
+        changed = set(self.files_changed)
+        return sum(1 for path in expected if path in changed) / len(expected)
+
+    # Artifacts live in Django storage under runs/<id>/, not in table columns.
+    def artifact_name(self, name: str) -> str:
+        return f"runs/{self.pk}/{name}"
+
+    def save_artifact(self, name: str, content: str | bytes) -> None:
+        path = self.artifact_name(name)
+        if default_storage.exists(path):
+            default_storage.delete(path)
+        data = content.encode() if isinstance(content, str) else content
+        default_storage.save(path, ContentFile(data))
+
+    def read_artifact(self, name: str, default: str = "") -> str:
+        path = self.artifact_name(name)
+        if not default_storage.exists(path):
+            return default
+        with default_storage.open(path, "rb") as handle:
+            return handle.read().decode("utf-8", errors="replace")
+
+    def read_json_artifact(self, name: str, default=None):
+        text = self.read_artifact(name)
+        return json.loads(text) if text else default
+
+    @property
+    def diff(self) -> str:
+        return self.read_artifact("diff.patch")
+
+    @property
+    def transcript(self) -> dict | None:
+        return self.read_json_artifact("transcript.json")

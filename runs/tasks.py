@@ -1,0 +1,31 @@
+"""Thin Celery tasks: take ids, call a plain function."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from runs import execution
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def execute_run(run_id: int) -> None:
+    execution.execute(run_id)
+
+
+@shared_task(ignore_result=True)
+def reap_stale_runs() -> None:
+    execution.reap_stale_runs()
+
+
+@shared_task(ignore_result=True)
+def check_repository(repository_id: int) -> None:
+    from runs import curation
+
+    curation.check_repository(repository_id)
+
+
+@shared_task(ignore_result=True)
+def test_model_connection(model_id: int) -> None:
+    from runs import curation
+
+    curation.test_model_connection(model_id)

@@ -1,0 +1,435 @@
+"""Pure statistics for leaderboards and reviewer agreement.
+
+No Django here: every function takes plain Python values and returns plain Python values, so the
+leaderboard code can call it with whatever its queries produced and the tests need no database.
+The heavy lifting is done by numpy, scipy and the `krippendorff` package; what is written here is
+input validation, the handling of empty and degenerate data, and the vectorised resampling that
+keeps the leaderboard fast.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import Counter
+from collections.abc import Hashable, Iterable, Sequence
+from typing import Literal
+
+import krippendorff
+import numpy as np
+from scipy import stats as scipy_stats
+from scipy.special import expit
+
+AlphaLevel = Literal["nominal", "ordinal", "interval"]
+
+# Bootstrap resampling is done in blocks so a large sample cannot allocate an unbounded
+# rounds x clusters index matrix.
+_BOOTSTRAP_BLOCK_ELEMENTS = 2_000_000
+
+# Newton's method on the Bradley-Terry log-likelihood: the tolerance is on the log-strength step.
+_NEWTON_TOLERANCE = 1e-10
+_NEWTON_MAX_ITERATIONS = 100
+_LINE_SEARCH_HALVINGS = 40
+
+
+def _check_confidence(confidence: float) -> None:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be strictly between 0 and 1, got {confidence!r}")
+
+
+def _percentile_bounds(samples: np.ndarray, confidence: float, axis: int = 0) -> np.ndarray:
+    tail = (1.0 - confidence) / 2.0
+    return np.quantile(samples, [tail, 1.0 - tail], axis=axis)
+
+
+# --- Proportions -----------------------------------------------------------------------------
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion such as the merge-verdict rate.
+
+    Unlike the textbook "p +/- 1.96 SE" interval it stays inside [0, 1] and does not collapse to
+    a point at 0/n or n/n, which matters for the small counts a team produces. No continuity
+    correction (Newcombe 1998, method 3). With no trials at all nothing is known: (0.0, 1.0).
+    """
+    for name, value in (("successes", successes), ("n", n)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+    if n < 0 or successes < 0 or successes > n:
+        raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
+    _check_confidence(confidence)
+    if n == 0:
+        return (0.0, 1.0)
+    interval = scipy_stats.binomtest(int(successes), int(n)).proportion_ci(
+        confidence_level=confidence, method="wilson"
+    )
+    return (max(0.0, float(interval.low)), min(1.0, float(interval.high)))
+
+
+# --- Means ---------------------------------------------------------------------------------
+
+
+def bootstrap_mean_ci(
+    values: Sequence[float],
+    clusters: Sequence[Hashable] | None = None,
+    confidence: float = 0.95,
+    rounds: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval for the mean of `values`.
+
+    With `clusters` (one label per value, e.g. the prompt id of each score) whole clusters are
+    resampled, each round drawing as many clusters as there are, with replacement, and taking
+    the mean of all values in the drawn clusters. Scores on the same prompt are correlated, so
+    resampling them as if independent would give intervals that are too narrow.
+
+    Empty input gives (nan, nan); a single value v gives (v, v). The same `seed` always gives
+    the same interval.
+    """
+    _check_confidence(confidence)
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds!r}")
+    data = np.asarray(values, dtype=float).ravel()
+    if not np.all(np.isfinite(data)):
+        raise ValueError("values must be finite numbers (drop missing scores before calling)")
+    if data.size == 0:
+        return (math.nan, math.nan)
+    if data.size == 1:
+        return (float(data[0]), float(data[0]))
+
+    if clusters is None:
+        cluster_sums, cluster_sizes = data, np.ones_like(data)
+    else:
+        if len(clusters) != data.size:
+            raise ValueError(
+                f"clusters has {len(clusters)} labels but values has {data.size} entries"
+            )
+        index_of: dict[Hashable, int] = {}
+        codes = np.fromiter(
+            (index_of.setdefault(label, len(index_of)) for label in clusters),
+            dtype=np.intp,
+            count=data.size,
+        )
+        cluster_sums = np.bincount(codes, weights=data)
+        cluster_sizes = np.bincount(codes).astype(float)
+
+    rng = np.random.default_rng(seed)
+    count = cluster_sums.size
+    block = max(1, _BOOTSTRAP_BLOCK_ELEMENTS // count)
+    means = np.empty(rounds)
+    for start in range(0, rounds, block):
+        stop = min(rounds, start + block)
+        drawn = rng.integers(0, count, size=(stop - start, count))
+        means[start:stop] = cluster_sums[drawn].sum(axis=1) / cluster_sizes[drawn].sum(axis=1)
+    low, high = _percentile_bounds(means, confidence)
+    return (float(low), float(high))
+
+
+# --- Bradley-Terry -------------------------------------------------------------------------
+
+
+class _Aggregated:
+    """Outcomes collapsed into cells (pair, result) -> count, with players numbered 0..K-1.
+
+    Pairs are stored as (i, j) with i < j and `result` is i's share of the win, so (a, b, 1.0)
+    and (b, a, 0.0) land in the same cell.
+    """
+
+    def __init__(self, outcomes: Iterable[tuple[str, str, float]]) -> None:
+        self.players: list[str] = []
+        index_of: dict[str, int] = {}
+        cells: Counter[tuple[int, int, float]] = Counter()
+        for first, second, result in outcomes:
+            result = float(result)
+            if not 0.0 <= result <= 1.0:
+                raise ValueError(f"result must be between 0 and 1, got {result!r}")
+            if first == second:
+                raise ValueError(f"a player cannot be compared with itself: {first!r}")
+            for player in (first, second):
+                if player not in index_of:
+                    index_of[player] = len(self.players)
+                    self.players.append(player)
+            i, j = index_of[first], index_of[second]
+            if i < j:
+                cells[(i, j, result)] += 1
+            else:
+                cells[(j, i, 1.0 - result)] += 1
+        keys = list(cells)
+        self.first = np.array([key[0] for key in keys], dtype=np.intp)
+        self.second = np.array([key[1] for key in keys], dtype=np.intp)
+        self.result = np.array([key[2] for key in keys], dtype=float)
+        self.counts = np.array([cells[key] for key in keys], dtype=float)
+
+    def wins(self, counts: np.ndarray) -> np.ndarray:
+        """Win matrices (B, K, K) for a batch of cell counts (B, C); ties count half each way."""
+        size = len(self.players)
+        per_cell = np.zeros((len(self.counts), size * size))
+        cells = np.arange(len(self.counts))
+        np.add.at(per_cell, (cells, self.first * size + self.second), self.result)
+        np.add.at(per_cell, (cells, self.second * size + self.first), 1.0 - self.result)
+        return (counts @ per_cell).reshape(-1, size, size)
+
+
+def _log_posterior(theta: np.ndarray, wins: np.ndarray) -> np.ndarray:
+    difference = theta[:, :, None] - theta[:, None, :]
+    games = (wins * -np.logaddexp(0.0, -difference)).sum(axis=(1, 2))
+    # The prior: one virtual tie per player against a virtual player of log-strength 0.
+    prior = (0.5 * theta - np.logaddexp(theta, 0.0)).sum(axis=1)
+    return games + prior
+
+
+def _fit_log_strengths(wins: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """Maximise the penalised Bradley-Terry log-likelihood for a batch of win matrices.
+
+    Newton's method with a backtracking line search, vectorised over the batch. The virtual
+    ties make the objective strictly concave, so the maximum exists, is unique and Newton
+    converges to it from any start; a warm start from the point estimate makes bootstrap rounds
+    converge in a few steps.
+    """
+    games = wins + wins.transpose(0, 2, 1)
+    won = wins.sum(axis=2)
+    theta = start.copy()
+    diagonal = np.arange(theta.shape[1])
+    for _ in range(_NEWTON_MAX_ITERATIONS):
+        p_beats = expit(theta[:, :, None] - theta[:, None, :])
+        p_prior = expit(theta)
+        gradient = won - (games * p_beats).sum(axis=2) + 0.5 - p_prior
+        curvature = games * p_beats * (1.0 - p_beats)
+        negative_hessian = -curvature
+        negative_hessian[:, diagonal, diagonal] = curvature.sum(axis=2) + p_prior * (1 - p_prior)
+        step = np.linalg.solve(negative_hessian, gradient[..., None])[..., 0]
+
+        current = _log_posterior(theta, wins)
+        # Rounding noise in a sum of thousands of terms must not block a tiny final step.
+        slack = 1e-12 * (1.0 + np.abs(current))
+        ascent = (gradient * step).sum(axis=1)
+        scale = np.ones(theta.shape[0])
+        pending = np.ones(theta.shape[0], dtype=bool)
+        for _ in range(_LINE_SEARCH_HALVINGS):
+            trial = theta + scale[:, None] * step
+            improved = _log_posterior(trial, wins) >= current + 1e-4 * scale * ascent - slack
+            pending &= ~improved
+            if not pending.any():
+                break
+            scale[pending] /= 2.0
+        theta = theta + scale[:, None] * step
+        if np.max(np.abs(scale[:, None] * step), initial=0.0) < _NEWTON_TOLERANCE:
+            break
+    return theta - theta.mean(axis=1, keepdims=True)
+
+
+def bradley_terry(outcomes: Iterable[tuple[str, str, float]]) -> dict[str, float]:
+    """Bradley-Terry log-strengths from pairwise outcomes.
+
+    Each outcome is (first, second, result): result 1.0 when first won, 0.0 when second won,
+    0.5 for a tie, which counts as half a win for each (any value in [0, 1] is accepted as that
+    share of a win). Returns natural-log strengths with mean 0, so that the probability that a
+    beats b is 1 / (1 + exp(strength[b] - strength[a])).
+
+    Prior, always applied: every player gets one virtual tie (half a win, half a loss) against
+    a virtual player of log-strength 0. Without it the maximum-likelihood estimate does not
+    exist when a player never lost (its strength runs off to infinity), never won, or when the
+    comparison graph falls apart into groups that never met. Applying it always, rather than
+    only in those cases, keeps estimates from jumping when a player's first loss arrives and
+    makes every bootstrap round use the same estimator. It weighs as much as one game per
+    player, so it is negligible once players have tens of games, and it pulls a player with
+    little data towards the average, which is what a leaderboard should do. The result is
+    therefore the posterior mode, which converges to the maximum-likelihood estimate.
+
+    Empty input gives {}.
+    """
+    aggregated = _Aggregated(outcomes)
+    if not aggregated.players:
+        return {}
+    wins = aggregated.wins(aggregated.counts[None, :])
+    theta = _fit_log_strengths(wins, np.zeros((1, len(aggregated.players))))[0]
+    return {player: float(value) for player, value in zip(aggregated.players, theta, strict=True)}
+
+
+def bradley_terry_ci(
+    outcomes: Iterable[tuple[str, str, float]],
+    confidence: float = 0.95,
+    rounds: int = 1000,
+    seed: int = 0,
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals for the log-strengths of `bradley_terry`.
+
+    Each round resamples the outcomes with replacement (as many as there were), refits with the
+    same prior, and centres the strengths to mean 0. The resampling draws multinomial counts
+    over the distinct (pair, result) cells and fits all rounds at once, warm-started from the
+    point estimate, so the cost does not grow with the number of outcomes.
+
+    A player absent from a resample keeps only its virtual tie in that round, so its strength
+    there is pulled to the average; with a sensible amount of data this almost never happens.
+    """
+    _check_confidence(confidence)
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds!r}")
+    aggregated = _Aggregated(outcomes)
+    if not aggregated.players:
+        return {}
+    total = aggregated.counts.sum()
+    point = _fit_log_strengths(
+        aggregated.wins(aggregated.counts[None, :]), np.zeros((1, len(aggregated.players)))
+    )
+    rng = np.random.default_rng(seed)
+    resampled = rng.multinomial(int(total), aggregated.counts / total, size=rounds).astype(float)
+    theta = _fit_log_strengths(aggregated.wins(resampled), np.repeat(point, rounds, axis=0))
+    low, high = _percentile_bounds(theta, confidence, axis=0)
+    return {
+        player: (float(low[index]), float(high[index]))
+        for index, player in enumerate(aggregated.players)
+    }
+
+
+# --- Ranks ---------------------------------------------------------------------------------
+
+
+def tied_ranks(intervals: dict[str, tuple[float, float]]) -> dict[str, int]:
+    """Ranks that admit ties: 1 + the number of contestants clearly better than this one.
+
+    "Clearly better" means the other's lower bound is above this one's upper bound (higher is
+    better). Overlapping intervals therefore share ranks, and ranks can skip: with intervals
+    A (5, 6), B (5, 6), C (1, 2), A and B are both 1 and C is 3.
+
+    A bound that is nan (no data) is read as unbounded on that side: a contestant with no data
+    is tied with everyone and pushes nobody down, so callers should show it as unranked.
+    """
+    names = list(intervals)
+    bounds = np.array([intervals[name] for name in names], dtype=float).reshape(-1, 2)
+    lowers = np.where(np.isnan(bounds[:, 0]), -np.inf, bounds[:, 0])
+    uppers = np.where(np.isnan(bounds[:, 1]), np.inf, bounds[:, 1])
+    sorted_lowers = np.sort(lowers)
+    better = sorted_lowers.size - np.searchsorted(sorted_lowers, uppers, side="right")
+    return {name: 1 + int(count) for name, count in zip(names, better, strict=True)}
+
+
+# --- Agreement -----------------------------------------------------------------------------
+
+
+def _alpha_codes(
+    reliability_data: Sequence[Sequence[object]],
+    level: AlphaLevel,
+    value_order: Sequence[Hashable] | None,
+) -> np.ndarray:
+    """The reliability data as a float matrix with nan for missing values.
+
+    Nominal labels of any hashable type become arbitrary codes (only equality matters);
+    `value_order` turns labels into their positions in that order; otherwise ordinal and
+    interval data must already be numbers.
+    """
+    rows = [list(row) for row in reliability_data]
+    if len({len(row) for row in rows}) > 1:
+        raise ValueError("every reviewer row must have one entry per unit (use None for missing)")
+    codes = np.full((len(rows), len(rows[0]) if rows else 0), np.nan)
+    position = None if value_order is None else {value: i for i, value in enumerate(value_order)}
+    nominal_codes: dict[Hashable, int] = {}
+    for r, row in enumerate(rows):
+        for u, value in enumerate(row):
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                continue
+            if position is not None:
+                if value not in position:
+                    raise ValueError(f"{value!r} is not in value_order {list(position)!r}")
+                codes[r, u] = position[value]
+            elif level == "nominal":
+                codes[r, u] = nominal_codes.setdefault(value, len(nominal_codes))
+            elif isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+                codes[r, u] = float(value)
+            else:
+                raise ValueError(
+                    f"{level} alpha needs numbers or a value_order for labels, got {value!r}"
+                )
+    return codes
+
+
+def krippendorff_alpha(
+    reliability_data: Sequence[Sequence[object]],
+    level: AlphaLevel = "nominal",
+    *,
+    value_order: Sequence[Hashable] | None = None,
+) -> float:
+    """Krippendorff's alpha: agreement among reviewers beyond what chance would give.
+
+    `reliability_data` has one row per reviewer and one column per unit (a run, for one
+    criterion); None marks a unit the reviewer did not review. `level` is "nominal" (labels:
+    "yes", "no", "small_changes"; only equality matters), "ordinal" (ordered; distances
+    depend on how often the values in between were used) or "interval" (numeric differences).
+    For ordinal or interval data given as labels, pass `value_order` from lowest to highest
+    (e.g. ["no", "small_changes", "yes"]); labels are then replaced by their positions.
+
+    1 is perfect agreement, 0 is chance, negative is systematic disagreement. Returns nan when
+    alpha is undefined: no unit has two reviews, or every paired review used the same single
+    value so that no disagreement was even possible to observe.
+    """
+    if level not in ("nominal", "ordinal", "interval"):
+        raise ValueError(f"level must be nominal, ordinal or interval, got {level!r}")
+    codes = _alpha_codes(reliability_data, level, value_order)
+    # Only units with at least two reviews carry information about agreement.
+    pairable = codes[:, (~np.isnan(codes)).sum(axis=0) >= 2]
+    if np.unique(pairable[~np.isnan(pairable)]).size < 2:
+        return math.nan
+    return float(krippendorff.alpha(reliability_data=pairable, level_of_measurement=level))
+
+
+def interpret_alpha(alpha: float | None) -> str:
+    """Krippendorff's (2004) guidance in plain words.
+
+    At least 0.8: "reliable"; 0.667 up to 0.8: "tentative" (fit for tentative conclusions
+    only); below 0.667: "unreliable"; nan or None: "not enough overlapping reviews".
+    """
+    if alpha is None or math.isnan(alpha):
+        return "not enough overlapping reviews"
+    if alpha >= 0.8:
+        return "reliable"
+    if alpha >= 0.667:
+        return "tentative"
+    return "unreliable"
+
+
+# --- What predicts the human verdict --------------------------------------------------------
+
+
+def _complete_pairs(x: Sequence[object], y: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:
+    if len(x) != len(y):
+        raise ValueError(f"inputs differ in length: {len(x)} and {len(y)}")
+    pairs = [(a, b) for a, b in zip(x, y, strict=True) if a is not None and b is not None]
+    left = np.array([float(a) for a, _ in pairs])
+    right = np.array([float(b) for _, b in pairs])
+    keep = ~(np.isnan(left) | np.isnan(right))
+    return left[keep], right[keep]
+
+
+def auc(scores: Sequence[float | None], labels: Sequence[bool | int | None]) -> float:
+    """Area under the ROC curve: how well `scores` separate positive from negative `labels`.
+
+    The probability that a random positive scores above a random negative, ties counting half
+    (the Mann-Whitney U statistic divided by the number of positive-negative pairs). 0.5 is
+    no better than chance. Pairs where score or label is None are dropped; nan when either
+    class is then missing.
+    """
+    values, truth = _complete_pairs(scores, labels)
+    positives, negatives = values[truth != 0], values[truth == 0]
+    if positives.size == 0 or negatives.size == 0:
+        return math.nan
+    statistic = scipy_stats.mannwhitneyu(positives, negatives, method="asymptotic").statistic
+    return float(statistic / (positives.size * negatives.size))
+
+
+def spearman(x: Sequence[float | None], y: Sequence[float | None]) -> float:
+    """Spearman rank correlation; pairs with a None are dropped.
+
+    nan when undefined: fewer than two complete pairs or a side that is constant.
+    """
+    left, right = _complete_pairs(x, y)
+    if left.size < 2 or np.all(left == left[0]) or np.all(right == right[0]):
+        return math.nan
+    return float(scipy_stats.spearmanr(left, right).statistic)
+
+
+def median(values: Iterable[float | None]) -> float | None:
+    """Median of the values that are not None; None when there are none."""
+    present = [value for value in values if value is not None]
+    if not present:
+        return None
+    return float(statistics.median(present))

@@ -1,0 +1,108 @@
+"""A small world of named users and curated objects, shared by every test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from evalsite.roles import ADMIN, LEAD, SCORER, set_role
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+def _user(username: str, role: str | None):
+    user = get_user_model().objects.create_user(username=username, password=PASSWORD)
+    if role:
+        set_role(user, role)
+    return user
+
+
+@pytest.fixture
+def admin_user(db):
+    return _user("ada", ADMIN)
+
+
+@pytest.fixture
+def lead(db):
+    return _user("lena", LEAD)
+
+
+@pytest.fixture
+def scorer(db):
+    return _user("sam", SCORER)
+
+
+@pytest.fixture
+def other_scorer(db):
+    return _user("sol", SCORER)
+
+
+@pytest.fixture
+def outsider(db):
+    """Logged in but holding no role."""
+    return _user("otto", None)
+
+
+@pytest.fixture
+def client_for(client):
+    def login(user):
+        client.force_login(user)
+        return client
+
+    return login
+
+
+@pytest.fixture(autouse=True)
+def _isolated_storage(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.MERGEABLE_WORKSPACE_ROOT = tmp_path / "workspaces"
+    settings.MERGEABLE_LOCAL_REPO_ROOTS = [tmp_path / "repos", Path("/tmp")]
+    settings.AXES_ENABLED = False
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "Test",
+        "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "Test",
+        "GIT_COMMITTER_EMAIL": "test@example.com",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "HOME": str(cwd),
+    }
+    return subprocess.run(
+        ["git", "-c", "init.defaultBranch=main", *args],
+        cwd=cwd, env=env, check=True, capture_output=True, text=True,
+    ).stdout.strip()
+
+
+@pytest.fixture
+def make_repo(tmp_path):
+    """Create a real git repository under a local repo root: files -> (path, head sha)."""
+
+    def make(files: dict[str, str], name: str = "origin") -> tuple[Path, str]:
+        path = tmp_path / "repos" / name
+        path.mkdir(parents=True)
+        git(path, "init", "-q")
+        for rel, text in files.items():
+            target = path / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        git(path, "add", "-A")
+        git(path, "commit", "-q", "-m", "initial")
+        return path, git(path, "rev-parse", "HEAD")
+
+    return make
+
+
+@pytest.fixture
+def chromium_path() -> str:
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).exists():
+        pytest.skip("Chromium is not installed (apt-get install -y chromium); .ci/run installs it")
+    return path
