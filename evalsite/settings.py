@@ -134,14 +134,15 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "mergeable.sqlite3",
+            "NAME": envpath("MERGEABLE_SQLITE_PATH", VAR_DIR / "mergeable.sqlite3"),
             "OPTIONS": {
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 20,
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             },
-            # A file, not :memory:, so that worker subprocesses in tests see the same data.
-            "TEST": {"NAME": str(VAR_DIR / "test.sqlite3")},
+            # A file, not :memory:, so that worker subprocesses in tests see the same data;
+            # one per test process, so concurrent test runs never share it.
+            "TEST": {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")},
         }
     }
 
@@ -218,6 +219,8 @@ EMBEDDED_QUEUE = not CELERY_BROKER_URL
 QUEUE_DIR = VAR_DIR / "queue"
 RUN_HARD_TIME_LIMIT = envint("MERGEABLE_RUN_TIME_LIMIT", 3 * 3600)
 if EMBEDDED_QUEUE:
+    for _folder in ("messages", "control"):
+        (QUEUE_DIR / _folder).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(QUEUE_DIR / "messages"),

@@ -9,7 +9,7 @@ Shape returned by ``render_diff`` (all plain dicts, lists, str, int, bool and No
     {"files": [{
         "path": str,            # escaped HTML of the file's path (new path; old path if deleted)
         "old_path": str|None,   # escaped HTML of the previous path, for renames (and copies)
-        "raw_path": str,        # the path exactly as in the diff, NOT escaped: for looking up
+        "raw_path": str,        # the real path (git quoting undone), NOT escaped: for looking up
         "raw_old_path": str|None,  # before/after text and building expand URLs, never |safe
         "status": "added"|"deleted"|"modified"|"renamed"|"binary",
         "additions": int, "deletions": int, "binary": bool,
@@ -42,8 +42,13 @@ new_end)`` when only the after text is stored; a row's other line number is offs
 Highlighting runs over each whole file (so multi-line strings and comments colour correctly) when
 its before/after text is given and agrees with the diff; otherwise over the diff's own lines.
 Collapsed files are highlighted from the diff lines only, as whole lockfiles are not worth lexing.
+Pygments is slow (about 15k Python lines a second), so one call lexes at most
+``HIGHLIGHT_LINE_BUDGET`` lines, visible files first; the rest is escaped plain text.
 A line with no newline at the end of the file carries ``<span class="diff-no-newline">``; a line
 cut at ``MAX_LINE_CHARS`` ends with ``<span class="diff-truncated">… (line truncated)</span>``.
+
+The diff must use git's default a/ b/ prefixes (pass --src-prefix=a/ --dst-prefix=b/ to be
+immune to diff.noprefix or diff.mnemonicPrefix in a user's config).
 
 We parse git's format ourselves rather than with unidiff: unidiff silently drops lines beyond a
 hunk's counts, ignores malformed hunk headers and keeps C-quoted names ("a/x\\"y") quoted, while a
@@ -53,6 +58,7 @@ review page must show exactly what the agent changed or refuse with ``ValueError
 from __future__ import annotations
 
 import functools
+import html
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -68,6 +74,10 @@ from pygments.util import ClassNotFound
 MAX_LINE_CHARS = 2000
 # Files bigger than this are highlighted from the diff lines only, to keep rendering fast.
 MAX_HIGHLIGHT_CHARS = 1_000_000
+# Lines pygments may lex per render_diff call. Its lexers manage roughly 15k (Python) to 50k
+# (JavaScript) lines a second, so this keeps a huge diff well under a second; past it, files
+# are highlighted from their diff lines only, then shown as plain escaped text.
+HIGHLIGHT_LINE_BUDGET = 6_000
 CLASS_PREFIX = "tok-"
 TRUNCATED_HTML = '<span class="diff-truncated">… (line truncated)</span>'
 NO_NEWLINE_HTML = '<span class="diff-no-newline" title="No newline at end of file"></span>'
@@ -102,7 +112,6 @@ MINIFIED_AVERAGE_CHARS = 500
 
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@(.*)$")
-_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;"})
 _C_ESCAPES = {"a": 7, "b": 8, "t": 9, "n": 10, "v": 11, "f": 12, "r": 13, '"': 34, "\\": 92}
 # Extended header lines git writes between "diff --git" and the hunks; their values are parsed
 # below where they matter, the rest only need recognising.
@@ -127,7 +136,7 @@ def strip_control(text: str) -> str:
 
 
 def _escape(text: str) -> str:
-    return text.translate(_ESCAPES)
+    return html.escape(text, quote=True)
 
 
 def _safe_text(text: str) -> str:
@@ -451,17 +460,22 @@ def _cut_long_lines(lines: list[str]) -> tuple[list[str], set[int]]:
     return lines, cut
 
 
+def _plain_lines(lines: list[str]) -> list[str]:
+    lines, cut = _cut_long_lines(list(lines))
+    return [_escape(line) + (TRUNCATED_HTML if i in cut else "") for i, line in enumerate(lines)]
+
+
 def _highlight_lines(lines: list[str], lexer: Lexer) -> list[str]:
     """Highlight a list of lines (already control-stripped) as one text; one HTML string per line."""
     lines, cut = _cut_long_lines(list(lines))
     try:
         html_lines = _tokens_to_lines("\n".join(lines), lexer)
     except Exception:  # pygments lexers are not meant to fail, but a review page must not either
-        html_lines = [_escape(line) for line in lines]
+        html_lines = []
     # ensurenl may add a final empty line; a missing one would mean a lexer swallowed text.
     if len(html_lines) < len(lines):
         html_lines = [_escape(line) for line in lines]
-    html_lines = html_lines[: len(lines)]
+    del html_lines[len(lines) :]
     for index in cut:
         html_lines[index] += TRUNCATED_HTML
     return html_lines
@@ -470,16 +484,31 @@ def _highlight_lines(lines: list[str], lexer: Lexer) -> list[str]:
 def _tokens_to_lines(text: str, lexer: Lexer) -> list[str]:
     out: list[str] = []
     parts: list[str] = []
+    run: list[str] = []  # raw text of consecutive tokens with the same class: one span for all
+    run_css = ""
+
+    def close_run() -> None:
+        if run:
+            escaped = _escape("".join(run))
+            parts.append(f'<span class="{run_css}">{escaped}</span>' if run_css else escaped)
+            run.clear()
+
     for ttype, value in lexer.get_tokens(text):
         css = _css_class(ttype)
-        pieces = value.split("\n")
-        for index, piece in enumerate(pieces):
+        if css != run_css:
+            close_run()
+            run_css = css
+        if "\n" not in value:
+            run.append(value)
+            continue
+        for index, piece in enumerate(value.split("\n")):
             if index:
+                close_run()
                 out.append("".join(parts))
                 parts = []
             if piece:
-                escaped = _escape(piece)
-                parts.append(f'<span class="{css}">{escaped}</span>' if css else escaped)
+                run.append(piece)
+    close_run()
     out.append("".join(parts))
     return out
 
@@ -509,7 +538,10 @@ def context_rows(text: str, path: str, start: int, end: int) -> list[dict]:
 # --- rendering ---------------------------------------------------------------------------------
 
 
-def _collapse_reason(diff: _FileDiff, collapse_lines: int, changed: list[_Line]) -> str | None:
+def _collapse_reason(diff: _FileDiff, collapse_lines: int) -> str | None:
+    if diff.is_binary:
+        return None
+    changed = [line for hunk in diff.hunks for line in hunk.lines if line.kind != "context"]
     path = diff.path.lower()
     parts = path.split("/")
     if (
@@ -525,13 +557,30 @@ def _collapse_reason(diff: _FileDiff, collapse_lines: int, changed: list[_Line])
     return None
 
 
+@dataclass
+class _Budget:
+    lines: int
+
+    def take(self, count: int) -> bool:
+        if count > self.lines:
+            return False
+        self.lines -= count
+        return True
+
+
 def _side_html(
-    diff: _FileDiff, side: str, stored: str | None, lexer: Lexer, whole_file: bool
+    diff: _FileDiff,
+    side: str,
+    stored: str | None,
+    lexer: Lexer,
+    whole_file: bool,
+    budget: _Budget,
 ) -> tuple[dict[int, str], int | None]:
     """HTML per line number for one side ("old"/"new"), and that side's line count if known.
 
     Whole-file highlighting is used only when the stored text agrees with every diff line on this
-    side; a stale or missing text falls back to highlighting the diff's own lines.
+    side and the budget allows; otherwise the diff's own lines are highlighted, and past the
+    budget they are only escaped. A stale text also gives no line count, so no expand ranges.
     """
     wanted = [
         line
@@ -552,16 +601,21 @@ def _side_html(
         return {}, line_count
     if agrees and whole_file and file_lines is not None:
         last = max(no for no in numbers if no is not None)
-        html_lines = _highlight_lines(file_lines[:last], lexer)
-        return {no: html_lines[no - 1] for no in numbers if no is not None}, line_count
-    html_lines = _highlight_lines([line.text for line in wanted], lexer)
+        if budget.take(last):
+            html_lines = _highlight_lines(file_lines[:last], lexer)
+            return {no: html_lines[no - 1] for no in numbers if no is not None}, line_count
+    texts = [line.text for line in wanted]
+    if budget.take(len(texts)):
+        html_lines = _highlight_lines(texts, lexer)
+    else:
+        html_lines = _plain_lines(texts)
     return {no: html for no, html in zip(numbers, html_lines, strict=True) if no is not None}, (
         line_count
     )
 
 
-def _cell(no: int | None, kind: str, html: str) -> dict:
-    return {"no": no, "kind": kind, "html": html}
+def _cell(no: int | None, kind: str, markup: str) -> dict:
+    return {"no": no, "kind": kind, "html": markup}
 
 
 _EMPTY_CELL = {"no": None, "kind": "empty", "html": ""}
@@ -653,12 +707,12 @@ def _render_file(
     index: int,
     before: dict[str, str],
     after: dict[str, str],
-    collapse_lines: int,
+    reason: str | None,
+    budget: _Budget,
 ) -> dict:
     changed = [line for hunk in diff.hunks for line in hunk.lines if line.kind != "context"]
     additions = sum(1 for line in changed if line.kind == "add")
     lexer = _lexer_for_path(diff.path)
-    reason = None if diff.is_binary else _collapse_reason(diff, collapse_lines, changed)
     old_text = before.get(diff.old_path) if diff.old_path and not diff.is_new else None
     new_text = after.get(diff.new_path) if diff.new_path and not diff.is_deleted else None
 
@@ -666,8 +720,12 @@ def _render_file(
         return text is not None and len(text) <= MAX_HIGHLIGHT_CHARS
 
     whole = reason is None
-    old_html, old_count = _side_html(diff, "old", old_text, lexer, whole and small(old_text))
-    new_html, new_count = _side_html(diff, "new", new_text, lexer, whole and small(new_text))
+    old_html, old_count = _side_html(
+        diff, "old", old_text, lexer, whole and small(old_text), budget
+    )
+    new_html, new_count = _side_html(
+        diff, "new", new_text, lexer, whole and small(new_text), budget
+    )
     hunks = [_render_hunk(hunk, old_html, new_html) for hunk in diff.hunks]
     if old_count is not None:
         expand_after = _add_expand_ranges(diff, hunks, old_count, old=True)
@@ -724,10 +782,15 @@ def render_diff(
         raise
     except Exception as exc:  # the contract is ValueError for any input we cannot read
         raise ValueError(f"cannot parse diff: {exc}") from exc
-    files = [
-        _render_file(diff, index, before or {}, after or {}, collapse_lines)
-        for index, diff in enumerate(parsed, start=1)
-    ]
+    reasons = [_collapse_reason(diff, collapse_lines) for diff in parsed]
+    budget = _Budget(HIGHLIGHT_LINE_BUDGET)
+    rendered: dict[int, dict] = {}
+    # Files shown at once get the highlighting budget before the collapsed ones.
+    for index in sorted(range(len(parsed)), key=lambda index: reasons[index] is not None):
+        rendered[index] = _render_file(
+            parsed[index], index + 1, before or {}, after or {}, reasons[index], budget
+        )
+    files = [rendered[index] for index in range(len(parsed))]
     return {
         "files": files,
         "totals": {

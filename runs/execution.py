@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import DatabaseError, close_old_connections, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
@@ -85,22 +85,32 @@ class _Heartbeat:
         interval = settings.MERGEABLE_HEARTBEAT_SECONDS
         try:
             while not self.stop.wait(min(interval, 1.0) if self.cancel.is_set() else interval):
-                row = (
-                    Run.objects.filter(pk=self.run.pk)
-                    .values("cancel_requested", "process_group", "worker")
-                    .first()
-                )
-                if row is None or row["worker"] != self.run.worker:
-                    self.cancel.set()  # the run was reaped and handed to someone else
-                elif row["cancel_requested"]:
-                    self.cancel.set()
-                    if row["process_group"]:
-                        sandbox.kill_process_group(row["process_group"])
-                Run.objects.filter(pk=self.run.pk, worker=self.run.worker).update(
-                    heartbeat_at=timezone.now()
-                )
+                try:
+                    self._check()
+                except (DatabaseError, RuntimeError):
+                    # A database hiccup must not kill the run; a long outage lets the reaper act.
+                    log.warning("heartbeat for run %s failed", self.run.pk, exc_info=True)
         finally:
-            close_old_connections()
+            try:
+                close_old_connections()
+            except (DatabaseError, RuntimeError):
+                pass
+
+    def _check(self) -> None:
+        row = (
+            Run.objects.filter(pk=self.run.pk)
+            .values("cancel_requested", "process_group", "worker")
+            .first()
+        )
+        if row is None or row["worker"] != self.run.worker:
+            self.cancel.set()  # deleted, or reaped and handed to another worker
+        elif row["cancel_requested"]:
+            self.cancel.set()
+            if row["process_group"]:
+                sandbox.kill_process_group(row["process_group"])
+        Run.objects.filter(pk=self.run.pk, worker=self.run.worker).update(
+            heartbeat_at=timezone.now()
+        )
 
 
 def execute(run_id: int, *, worker: str | None = None) -> str | None:
@@ -171,7 +181,8 @@ def _execute_claimed(run: Run, cancel: threading.Event) -> str:
             if cancel.is_set():
                 return _end(run, Run.CANCELLED, timings=timings)
 
-        return _end(run, *_judge(run, outcome), timings=timings)
+        status, reason = _judge(run, outcome)
+        return _end(run, status, reason=reason, timings=timings)
     except (EnvironmentFault, workspace.WorkspaceError, sandbox.SandboxError) as exc:
         return _end(run, Run.ERRORED, reason=str(exc), error=str(exc), timings=timings)
     except Exception as exc:  # a bug in Mergeable is the environment's fault, not the contestant's
@@ -271,7 +282,7 @@ def _run_agent(run: Run, work: Path, deadline: float, cancel: threading.Event) -
         on_usage=on_usage,
     )
     try:
-        config = model.provider_config()
+        config = model.provider_config(prompt.get("key"))
     except ValueError as exc:
         raise EnvironmentFault(f"The model's script is invalid: {exc}") from None
     with providers.for_model(config) as provider:

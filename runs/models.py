@@ -178,7 +178,7 @@ class LanguageModel(models.Model):
             return os.environ.get(self.api_key_env, "")
         return ""
 
-    def provider_config(self):
+    def provider_config(self, prompt_key: str | None = None):
         from runs import providers
 
         return providers.ModelConfig(
@@ -189,7 +189,7 @@ class LanguageModel(models.Model):
             input_per_mtok=self.input_per_mtok,
             output_per_mtok=self.output_per_mtok,
             params=dict(self.params),
-            script=providers.load_script(self.script) if self.is_scripted else None,
+            script=providers.load_script(self.script, prompt_key) if self.is_scripted else None,
         )
 
 

@@ -520,16 +520,38 @@ class ScriptedProvider(Provider):
         )
 
 
-def load_script(text: str) -> list[dict]:
-    """Parse a scripted model's YAML or JSON: a list of turns, or `{"turns": [...]}`.
+def load_script(text: str, prompt_key: str | None = None) -> list[dict]:
+    """Parse a scripted model's YAML or JSON: a list of turns, `{"turns": [...]}`, or per-prompt
+    scripts `{"prompts": {KEY: [turns], ...}, "default": [turns]}` (the demo's contestants act
+    differently on each task).
 
-    Returns the turns with defaults filled in (`text` "", `tool_calls` [], `usage` zeros).
-    Raises ValueError naming the turn (1-based) and the field at fault.
+    Returns the turns with defaults filled in (`text` "", `tool_calls` [], `usage` zeros): for
+    per-prompt scripts, those of `prompt_key`, else "default", else none. Every script in the
+    file is validated. Raises ValueError naming the prompt, the turn (1-based) and the field.
     """
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ValueError(f"the script is not valid YAML or JSON: {exc}") from None
+    if isinstance(data, dict) and "prompts" in data:
+        extra = set(data) - {"prompts", "default"}
+        if extra:
+            raise ValueError(f"unknown fields in a per-prompt script: {', '.join(sorted(map(str, extra)))}")
+        if not isinstance(data["prompts"], dict):
+            raise ValueError("'prompts' must map prompt keys to lists of turns")
+        scripts = {}
+        for key, turns in data["prompts"].items():
+            if not isinstance(turns, list):
+                raise ValueError(f"prompt {key!r}: the script must be a list of turns")
+            try:
+                scripts[str(key)] = _validate_turns(turns)
+            except ValueError as exc:
+                raise ValueError(f"prompt {key!r}: {exc}") from None
+        default = data.get("default") or []
+        if not isinstance(default, list):
+            raise ValueError("'default' must be a list of turns")
+        default = _validate_turns(default)
+        return scripts.get(prompt_key or "", default)
     if isinstance(data, dict):
         if set(data) != {"turns"}:
             raise ValueError("the script must be a list of turns or a mapping with only 'turns'")

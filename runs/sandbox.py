@@ -43,6 +43,7 @@ _SYSTEM_DIRS = ("/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc")
 _TERM_GRACE_S = 2.0
 _REAP_WAIT_S = 5.0
 _READ_CHUNK = 65536
+_SNAPSHOT_EVERY_S = 0.25
 
 _warned_unsandboxed_pid: int | None = None
 
@@ -159,6 +160,8 @@ def run(
             preexec_fn=_rlimit_setter(limits),
         )
     except OSError as exc:
+        if status_read is not None:
+            os.close(status_read)
         raise SandboxError(f"could not start {argv[0]}: {exc}") from exc
     finally:
         if status_write is not None:
@@ -321,24 +324,31 @@ def _collect(
     """
     tail = _Tail(output_cap)
     fd = proc.stdout.fileno()
+    # Who the command has started, refreshed now and then: if bwrap is killed from outside,
+    # its children are orphaned before we notice, and this is how we still find them.
+    known: dict[int, int] = {}
+    next_snapshot = time.monotonic()
     with selectors.DefaultSelector() as selector:
         selector.register(fd, selectors.EVENT_READ)
         at_eof = False
         while True:
+            now = time.monotonic()
             if cancel is not None and cancel.is_set():
                 outcome = "cancelled"
                 break
-            if time.monotonic() >= deadline:
+            if now >= deadline:
                 outcome = "timed_out"
                 break
             if proc.poll() is not None:
                 outcome = "exited"  # what is still in the pipe is drained below
                 break
+            if now >= next_snapshot:
+                known = _descendants(proc.pid)
+                next_snapshot = now + _SNAPSHOT_EVERY_S
             if at_eof:
                 time.sleep(0.05)  # output closed early; the process is still running
                 continue
-            wait = min(0.1, max(deadline - time.monotonic(), 0))
-            if selector.select(timeout=wait):
+            if selector.select(timeout=min(0.1, max(deadline - now, 0))):
                 data = os.read(fd, _READ_CHUNK)
                 if data:
                     tail.add(data)
@@ -347,7 +357,7 @@ def _collect(
                     selector.unregister(fd)
     # The shell is done or being stopped: whatever it left in the background goes too, so a
     # background process cannot keep the pipe open and the run going.
-    _stop(proc)
+    _stop(proc, known)
     if not at_eof:
         _drain(fd, tail)
     return tail, outcome
@@ -365,26 +375,33 @@ def _drain(fd: int, tail: _Tail) -> None:
             tail.add(data)
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def _stop(proc: subprocess.Popen, known: dict[int, int] | None = None) -> None:
     """SIGTERM the group, a short grace, then SIGKILL the group and every descendant.
 
     Descendants are tracked by pid as well as by group because some leave the group: under
-    bubblewrap the command runs in its own session inside the pid namespace, and killing bwrap
-    tears that namespace down asynchronously. We wait (bounded) until they are really gone.
+    bubblewrap the command runs in its own session inside a pid namespace, which the kernel
+    tears down asynchronously once bwrap dies. The namespace's init is bwrap's child, and it
+    finishes exiting only after every other process in the namespace, so waiting for the
+    descendants we know of to be gone means waiting for all of them.
     """
-    tree = _descendants(proc.pid)
+    tree = {**(known or {}), **_descendants(proc.pid)}
+    tree = {pid: start for pid, start in tree.items() if _is_alive(pid, start)}
     if proc.poll() is None or tree:
-        _signal_group(proc.pid, signal.SIGTERM)
+        _signal_all(proc.pid, tree, signal.SIGTERM)
         _wait_gone(proc, tree, _TERM_GRACE_S)
-    _signal_group(proc.pid, signal.SIGKILL)
-    for pid, start_time in tree:
-        if _is_alive(pid, start_time):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    _signal_all(proc.pid, tree, signal.SIGKILL)
     _wait_gone(proc, tree, _REAP_WAIT_S)
     proc.wait()
+
+
+def _signal_all(pgid: int, tree: dict[int, int], signum: int) -> None:
+    _signal_group(pgid, signum)
+    for pid, start_time in tree.items():
+        if _is_alive(pid, start_time):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
 
 
 def _signal_group(pgid: int, signum: int) -> None:
@@ -394,11 +411,11 @@ def _signal_group(pgid: int, signum: int) -> None:
         pass
 
 
-def _wait_gone(proc: subprocess.Popen, tree: list[tuple[int, int]], within: float) -> None:
+def _wait_gone(proc: subprocess.Popen, tree: dict[int, int], within: float) -> None:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         leader_running = proc.poll() is None
-        if not leader_running and not any(_is_alive(pid, start) for pid, start in tree):
+        if not leader_running and not any(_is_alive(pid, start) for pid, start in tree.items()):
             return
         time.sleep(0.02)
 
@@ -426,16 +443,16 @@ def _read_stat(pid: int) -> tuple[int, int, str] | None:
     return parent, start_time, state
 
 
-def _descendants(root: int) -> list[tuple[int, int]]:
-    """(pid, start time) of every process below `root`; the start time guards against reuse."""
+def _descendants(root: int) -> dict[int, int]:
+    """pid -> start time of every process below `root`; the start time guards against reuse."""
     table = _process_table()
     children: dict[int, list[int]] = {}
     for pid, (parent, _start, _state) in table.items():
         children.setdefault(parent, []).append(pid)
-    found, queue = [], list(children.get(root, []))
+    found, queue = {}, list(children.get(root, []))
     while queue:
         pid = queue.pop()
-        found.append((pid, table[pid][1]))
+        found[pid] = table[pid][1]
         queue.extend(children.get(pid, []))
     return found
 

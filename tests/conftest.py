@@ -63,6 +63,9 @@ def _isolated_storage(settings, tmp_path):
     settings.MERGEABLE_WORKSPACE_ROOT = tmp_path / "workspaces"
     settings.MERGEABLE_LOCAL_REPO_ROOTS = [tmp_path / "repos", Path("/tmp")]
     settings.AXES_ENABLED = False
+    # Heartbeats run in a thread with its own connection, which only transactional tests allow;
+    # those that test heartbeats set a short interval themselves.
+    settings.MERGEABLE_HEARTBEAT_SECONDS = 3600
 
 
 def git(cwd: Path, *args: str) -> str:

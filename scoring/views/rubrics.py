@@ -1,3 +1,147 @@
+"""Rubrics (admins): the questions a reviewer answers about a run."""
+
 from __future__ import annotations
 
-urlpatterns: list = []
+from django import forms
+from django.contrib import messages
+from django.db import transaction
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import path
+
+from evalsite.roles import ADMIN, role_required
+from scoring.models import VERDICTS, Criterion, Rubric
+
+VERDICT_VALUES = {value for value, _ in VERDICTS}
+
+
+class RubricForm(forms.ModelForm):
+    class Meta:
+        model = Rubric
+        fields = ["name", "description", "is_default"]
+
+
+class RubricCreateForm(RubricForm):
+    copy_default = forms.BooleanField(
+        required=False, initial=True, label="Start from the default rubric's questions"
+    )
+
+
+class CriterionForm(forms.ModelForm):
+    choices_text = forms.CharField(
+        required=False,
+        label="Choices",
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="For named choices: one per line, as value = label (best first).",
+    )
+
+    class Meta:
+        model = Criterion
+        fields = ["key", "label", "help", "scale", "only_for_tag", "position"]
+        labels = {"position": "Order", "only_for_tag": "Only for prompts tagged"}
+        widgets = {"help": forms.Textarea(attrs={"rows": 2})}
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and self.instance.choices:
+            self.initial["choices_text"] = "\n".join(
+                f"{value} = {label}" for value, label in self.instance.choices
+            )
+
+    def clean(self) -> dict:
+        data = super().clean()
+        choices = []
+        for line in (data.get("choices_text") or "").splitlines():
+            if not line.strip():
+                continue
+            value, _, label = line.partition("=")
+            value, label = value.strip(), (label.strip() or value.strip())
+            if not value:
+                self.add_error("choices_text", f"No value in {line!r}.")
+            choices.append([value, label])
+        if data.get("scale") == Criterion.CHOICES:
+            if len(choices) < 2:
+                self.add_error("choices_text", "Named choices need at least two lines.")
+            if len({value for value, _ in choices}) != len(choices):
+                self.add_error("choices_text", "Each value may appear once.")
+        if data.get("key") == "merge":
+            # The merge answer is the review's verdict, so it must use the verdict values.
+            if data.get("scale") != Criterion.CHOICES or not {v for v, _ in choices} <= (
+                VERDICT_VALUES
+            ):
+                self.add_error(
+                    "choices_text",
+                    "The merge question's values must be among: "
+                    + ", ".join(sorted(VERDICT_VALUES)),
+                )
+        self.cleaned_data["choices"] = choices if data.get("scale") == Criterion.CHOICES else []
+        return self.cleaned_data
+
+    def save(self, commit: bool = True) -> Criterion:
+        self.instance.choices = self.cleaned_data.get("choices", [])
+        return super().save(commit=commit)
+
+
+CriterionFormSet = forms.inlineformset_factory(
+    Rubric, Criterion, form=CriterionForm, extra=1, can_delete=True
+)
+
+
+@role_required(ADMIN)
+def rubric_list(request: HttpRequest) -> HttpResponse:
+    rubrics = Rubric.objects.annotate(
+        criteria_count=Count("criteria", distinct=True),
+        campaign_count=Count("campaignrubric", distinct=True),
+    )
+    return render(request, "scoring/rubrics.html", {"rubrics": rubrics})
+
+
+def _save_default_flag(rubric: Rubric) -> None:
+    if rubric.is_default:
+        Rubric.objects.exclude(pk=rubric.pk).update(is_default=False)
+
+
+@role_required(ADMIN)
+def rubric_create(request: HttpRequest) -> HttpResponse:
+    form = RubricCreateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        with transaction.atomic():
+            rubric = form.save()
+            _save_default_flag(rubric)
+            source = Rubric.default() if form.cleaned_data["copy_default"] else None
+            if source is not None and source.pk != rubric.pk:
+                for criterion in source.criteria.all():
+                    criterion.pk = None
+                    criterion.rubric = rubric
+                    criterion.save()
+        messages.success(request, f"Rubric {rubric.name} created.")
+        return redirect("scoring:rubric_edit", rubric_id=rubric.pk)
+    return render(request, "scoring/rubric_form.html", {"form": form, "formset": None})
+
+
+@role_required(ADMIN)
+def rubric_edit(request: HttpRequest, rubric_id: int) -> HttpResponse:
+    rubric = get_object_or_404(Rubric, pk=rubric_id)
+    form = RubricForm(request.POST or None, instance=rubric)
+    formset = CriterionFormSet(request.POST or None, instance=rubric)
+    if request.method == "POST" and form.is_valid() and formset.is_valid():
+        with transaction.atomic():
+            form.save()
+            formset.save()
+            _save_default_flag(rubric)
+        messages.success(request, "Rubric saved.")
+        return redirect("scoring:rubric_edit", rubric_id=rubric.pk)
+    in_use = rubric.campaignrubric_set.count() or rubric.is_default
+    return render(
+        request,
+        "scoring/rubric_form.html",
+        {"form": form, "formset": formset, "rubric": rubric, "in_use": in_use},
+    )
+
+
+urlpatterns = [
+    path("rubrics/", rubric_list, name="rubrics"),
+    path("rubrics/new/", rubric_create, name="rubric_create"),
+    path("rubrics/<int:rubric_id>/", rubric_edit, name="rubric_edit"),
+]

@@ -1,1 +1,20 @@
-MATRIX: dict[str, str] = {}
+MATRIX: dict[str, str] = {
+    "scoring:queue": "scorer",
+    "scoring:review_next": "scorer",
+    "scoring:review": "scorer",
+    "scoring:review_file": "scorer",
+    "scoring:review_context": "scorer",
+    "scoring:review_draft": "scorer",
+    "scoring:review_submit": "scorer",
+    "scoring:review_history": "lead",
+    "scoring:pairwise_next": "scorer",
+    "scoring:pairwise": "scorer",
+    "scoring:pairwise_vote": "scorer",
+    "scoring:rubrics": "admin",
+    "scoring:rubric_edit": "admin",
+    "scoring:rubric_create": "admin",
+    "scoring:leaderboard": "lead",
+    "scoring:leaderboard_export": "lead",
+    "scoring:leaderboard_agreement": "lead",
+    "scoring:leaderboard_history": "lead",
+}

@@ -1,0 +1,1 @@
+"""tinyshop: carts, prices and discounts."""

@@ -1,0 +1,378 @@
+"""Forms for the curation pages: repositories, prompt sets and prompts, models, contestants."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from django import forms
+from django.conf import settings
+from django.urls import reverse
+
+from runs.models import Contestant, LanguageModel, Prompt, PromptSet, Repository
+
+UPLOAD_LIMIT = 5 * 1024 * 1024
+
+
+class LinesField(forms.CharField):
+    """A textarea holding one item per line, cleaned to a list of non-empty stripped lines."""
+
+    widget = forms.Textarea(attrs={"rows": 3})
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("required", False)
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value):
+        if isinstance(value, list | tuple):
+            return "\n".join(str(item) for item in value)
+        return value
+
+    def to_python(self, value) -> list[str]:
+        text = super().to_python(value)
+        return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+class TagsField(forms.CharField):
+    """Comma-separated tags, cleaned to a list without blanks or repeats (order kept)."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("required", False)
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value):
+        if isinstance(value, list | tuple):
+            return ", ".join(str(item) for item in value)
+        return value
+
+    def to_python(self, value) -> list[str]:
+        text = super().to_python(value)
+        tags = [tag.strip() for tag in text.split(",") if tag.strip()]
+        return list(dict.fromkeys(tags))
+
+
+class JSONObjectField(forms.JSONField):
+    """A JSON textarea that must hold an object ({} when blank)."""
+
+    widget = forms.Textarea(attrs={"rows": 3})
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("required", False)
+        super().__init__(**kwargs)
+
+    def to_python(self, value):
+        result = super().to_python(value)
+        if result in (None, ""):
+            return {}
+        if not isinstance(result, dict):
+            raise forms.ValidationError('Enter a JSON object, such as {"temperature": 0}.')
+        return result
+
+
+class UploadForm(forms.Form):
+    file = forms.FileField(label="YAML file")
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        if upload.size > UPLOAD_LIMIT:
+            raise forms.ValidationError("The file is larger than 5 MB.")
+        try:
+            self.text = upload.read().decode("utf-8")
+        except UnicodeDecodeError:
+            raise forms.ValidationError("The file is not UTF-8 text.") from None
+        return upload
+
+
+# -- Prompt sets and prompts ---------------------------------------------------------------------
+
+
+class PromptSetForm(forms.ModelForm):
+    class Meta:
+        model = PromptSet
+        fields = ["name", "description"]
+        widgets = {"description": forms.Textarea(attrs={"rows": 3})}
+
+
+class PromptForm(forms.ModelForm):
+    tags = TagsField(help_text="Comma separated, e.g. multi-file, ambiguous-spec")
+    acceptance_criteria = LinesField(help_text="One per line; shown to scorers as a checklist")
+    expected_files = LinesField(help_text="One path per line: the files a good change touches")
+
+    class Meta:
+        model = Prompt
+        fields = [
+            "title",
+            "key",
+            "repository",
+            "commit",
+            "instructions",
+            "tags",
+            "acceptance_criteria",
+            "expected_files",
+            "setup_command",
+            "test_command",
+            "clarification_expected",
+            "clarification_answer",
+            "reference_patch",
+            "time_limit",
+        ]
+        labels = {
+            "clarification_expected": "The spec is ambiguous on purpose",
+            "clarification_answer": "Prepared answer to a clarifying question",
+            "time_limit": "Time limit (seconds)",
+        }
+        help_texts = {
+            "commit": "A full or abbreviated sha, or a branch; stored as the full sha",
+            "instructions": "Markdown",
+            "reference_patch": "Optional: a human's solution as a unified diff",
+        }
+        widgets = {
+            "instructions": forms.Textarea(attrs={"rows": 12}),
+            "setup_command": forms.TextInput(),
+            "test_command": forms.TextInput(),
+            "clarification_answer": forms.Textarea(attrs={"rows": 2}),
+            "reference_patch": forms.Textarea(attrs={"rows": 6}),
+        }
+
+    def __init__(self, *args, prompt_set: PromptSet, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.prompt_set = prompt_set
+        self.instance.prompt_set = prompt_set
+        self.fields["repository"].queryset = Repository.objects.filter(archived=False) | (
+            Repository.objects.filter(pk=self.instance.repository_id)
+        )
+        self.fields["instructions"].widget.attrs.update(
+            {
+                "hx-post": reverse("runs:markdown_preview"),
+                "hx-trigger": "load, input changed delay:400ms",
+                "hx-target": "#instructions-preview",
+                "hx-include": "this",
+            }
+        )
+
+    def clean_key(self) -> str:
+        key = self.cleaned_data["key"]
+        taken = Prompt.objects.filter(prompt_set=self.prompt_set, key=key)
+        if self.instance.pk:
+            taken = taken.exclude(pk=self.instance.pk)
+        if taken.exists():
+            raise forms.ValidationError("Another prompt in this set already has this key.")
+        return key
+
+    def clean(self):
+        data = super().clean()
+        repository, commit = data.get("repository"), data.get("commit")
+        if repository and commit:
+            data["commit"] = self._resolved_commit(repository, commit.strip())
+        return data
+
+    def _resolved_commit(self, repository: Repository, commit: str) -> str:
+        """The full sha of `commit`, fetched into the mirror; a form error if it cannot be."""
+        unchanged = (
+            self.instance.pk
+            and self.instance.repository_id == repository.pk
+            and self.instance.commit == commit
+        )
+        if unchanged:  # resolved when it was stored; no need to reach the remote again
+            return commit
+        from runs import workspace
+
+        try:
+            root = Path(settings.MERGEABLE_WORKSPACE_ROOT)
+            mirror = workspace.ensure_mirror(repository.url, root, commit)
+            return workspace.resolve_commit(mirror, commit)
+        except workspace.WorkspaceError as exc:
+            self.add_error(
+                "commit",
+                f"Cannot resolve this commit in {repository.name}: "
+                f"{_without_url(str(exc), repository)}",
+            )
+            return commit
+
+
+def _without_url(message: str, repository: Repository) -> str:
+    if repository.url != repository.display_url:
+        message = message.replace(repository.url, repository.display_url)
+    return message
+
+
+# -- Repositories --------------------------------------------------------------------------------
+
+
+class RedactedURLInput(forms.TextInput):
+    """Renders a URL with its credentials removed, so a stored password never reaches a page."""
+
+    def format_value(self, value):
+        from runs.workspace import redact_url
+
+        value = super().format_value(value)
+        return redact_url(value) if value else value
+
+
+class RepositoryForm(forms.ModelForm):
+    class Meta:
+        model = Repository
+        fields = ["name", "url", "default_branch"]
+        widgets = {"url": RedactedURLInput()}
+        labels = {"url": "URL"}
+        help_texts = {
+            "url": "https://, ssh:// or git:// URL, user@host:path, or a local path under "
+            "MERGEABLE_LOCAL_REPO_ROOTS. Credentials in the URL are stored but never shown.",
+            "default_branch": "Optional",
+        }
+
+    def clean_url(self) -> str:
+        from runs.workspace import redact_url, validate_repository_url
+
+        url = self.cleaned_data["url"].strip()
+        stored = self.instance.url if self.instance.pk else ""
+        # The field showed the stored URL redacted: sent back unchanged, it means "keep it".
+        if stored and url == redact_url(stored):
+            url = stored
+        try:
+            return validate_repository_url(url, settings.MERGEABLE_LOCAL_REPO_ROOTS)
+        except ValueError as exc:
+            message = str(exc)
+            if url != redact_url(url):
+                message = message.replace(url, redact_url(url))
+            raise forms.ValidationError(f"This repository URL is not allowed: {message}") from None
+
+    def _post_clean(self) -> None:
+        super()._post_clean()
+        # The model validator repeats the check above; keep only the clearer message.
+        errors = self.errors.get("url")
+        if errors and len(errors) > 1:
+            self.errors["url"] = self.error_class(errors[:1])
+
+
+# -- Models --------------------------------------------------------------------------------------
+
+
+class LanguageModelForm(forms.ModelForm):
+    """The API key is write-only: never rendered, blank keeps the stored one."""
+
+    api_key = forms.CharField(
+        label="API key",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Stored encrypted. Leave blank to keep the current key.",
+    )
+    clear_api_key = forms.BooleanField(label="Remove the stored key", required=False)
+    params = JSONObjectField(help_text='Extra request parameters, e.g. {"temperature": 0}')
+
+    class Meta:
+        model = LanguageModel
+        fields = [
+            "name",
+            "provider",
+            "base_url",
+            "model_id",
+            "api_key_env",
+            "input_per_mtok",
+            "output_per_mtok",
+            "params",
+            "script",
+        ]
+        labels = {
+            "base_url": "Base URL",
+            "model_id": "Model id",
+            "api_key_env": "Or: environment variable holding the key",
+            "input_per_mtok": "Price per million input tokens (USD)",
+            "output_per_mtok": "Price per million output tokens (USD)",
+            "script": "Script (scripted models only)",
+        }
+        help_texts = {
+            "base_url": "e.g. http://127.0.0.1:11434/v1 for Ollama, https://api.anthropic.com",
+            "script": "YAML list of assistant turns: text and/or tool_calls",
+        }
+        widgets = {"script": forms.Textarea(attrs={"rows": 8})}
+
+    field_order = [
+        "name",
+        "provider",
+        "base_url",
+        "model_id",
+        "api_key",
+        "clear_api_key",
+        "api_key_env",
+        "input_per_mtok",
+        "output_per_mtok",
+        "params",
+        "script",
+    ]
+
+    def clean(self):
+        data = super().clean()
+        provider = data.get("provider")
+        if provider == LanguageModel.SCRIPTED:
+            self._check_script(data.get("script", ""))
+        elif provider:
+            if not data.get("base_url"):
+                self.add_error("base_url", "A base URL is needed for this provider.")
+            if not data.get("model_id"):
+                self.add_error("model_id", "A model id is needed for this provider.")
+        if data.get("api_key") and data.get("clear_api_key"):
+            self.add_error("clear_api_key", "Either enter a new key or remove it, not both.")
+        return data
+
+    def _check_script(self, script: str) -> None:
+        from runs.providers import load_script
+
+        if not script.strip():
+            self.add_error("script", "A scripted model needs a script.")
+            return
+        try:
+            load_script(script)
+        except ValueError as exc:
+            self.add_error("script", str(exc))
+
+    def save(self, commit: bool = True) -> LanguageModel:
+        model = super().save(commit=False)
+        if self.cleaned_data.get("clear_api_key"):
+            model.api_key = ""
+        elif self.cleaned_data.get("api_key"):
+            model.api_key = self.cleaned_data["api_key"]
+        if commit:
+            model.save()
+        return model
+
+
+# -- Contestants ---------------------------------------------------------------------------------
+
+
+class ContestantForm(forms.ModelForm):
+    options = JSONObjectField(help_text='Harness options, e.g. {"command": "…"} for command')
+    benchmarks = JSONObjectField(help_text='Public scores, e.g. {"HumanEval": 87.0}')
+
+    class Meta:
+        model = Contestant
+        fields = [
+            "name",
+            "harness",
+            "model",
+            "max_steps",
+            "max_cost_usd",
+            "time_limit",
+            "options",
+            "benchmarks",
+        ]
+        labels = {"max_cost_usd": "Max cost (USD)", "time_limit": "Time limit (seconds)"}
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["model"].queryset = LanguageModel.objects.filter(archived=False) | (
+            LanguageModel.objects.filter(pk=self.instance.model_id)
+        )
+        self.fields["model"].label_from_instance = lambda m: (
+            f"{m.name} (scripted)" if m.is_scripted else m.name
+        )
+
+    def clean_benchmarks(self) -> dict:
+        benchmarks = self.cleaned_data["benchmarks"]
+        for name, score in benchmarks.items():
+            if isinstance(score, bool) or not isinstance(score, int | float):
+                raise forms.ValidationError(
+                    f"The score for {name!r} must be a number, got {json.dumps(score)}."
+                )
+        return benchmarks

@@ -1,0 +1,639 @@
+"""Git for runs: a mirror per repository, a checkout per run, and the run's final diff.
+
+Host-side git here never trusts anything the agent can write. The work tree holds no `.git`; the
+git dir sits beside it in the run directory, outside the sandbox, and is always passed explicitly
+so git never discovers a repository. Every git call runs without a shell, with hooks and fsmonitor
+disabled, the ext transport refused, and no system or user config, so a `.git` directory, a
+`.git` file or a config the agent plants in the work tree is plain data to us.
+
+No Django imports at module level: settings are read lazily, and only as defaults.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import stat
+import subprocess
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from functools import cache
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+# What coding harnesses and test runners leave behind in a work tree. Patterns are gitignore-like:
+# without a slash they match any path component, a trailing slash matches directories only, and a
+# pattern with an inner slash is matched against the whole path from the top of the work tree.
+DEFAULT_EXCLUDES: tuple[str, ...] = (
+    ".aider*",
+    ".mergeable/",
+    "__pycache__/",
+    "*.pyc",
+    ".pytest_cache/",
+    ".mypy_cache/",
+    ".ruff_cache/",
+    ".hypothesis/",
+)
+
+NETWORK_SCHEMES = frozenset({"https", "http", "ssh", "git", "git+ssh", "ssh+git"})
+
+NETWORK_TIMEOUT = 3600  # seconds; a first clone of a large repository is slow
+LOCAL_TIMEOUT = 600
+
+_GIT_CONFIG = (
+    "core.hooksPath=/dev/null",
+    "core.fsmonitor=false",
+    "protocol.ext.allow=never",
+    "protocol.file.allow=always",
+    "safe.directory=*",
+    "core.quotePath=false",
+    "submodule.recurse=false",
+    "gc.autoDetach=false",
+)
+# Operator-level SSH settings are honoured; every other GIT_* variable of the worker's environment
+# (GIT_DIR, GIT_INDEX_FILE, GIT_CONFIG_*...) could redirect or reconfigure git, so it is dropped.
+_KEPT_GIT_VARIABLES = frozenset({"GIT_SSH", "GIT_SSH_COMMAND", "GIT_SSH_VARIANT"})
+
+_TRANSPORT_PREFIX = re.compile(r"^[A-Za-z0-9+.-]*::")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_SCP_LIKE = re.compile(
+    r"^(?:(?P<user>[A-Za-z0-9._~+-]+)@)?(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):(?P<path>.+)$"
+)
+_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]+@")
+_HEX = re.compile(r"^[0-9a-f]{4,64}$")
+_FULL_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+_GITLINK_MODE = "160000"
+
+
+class WorkspaceError(Exception):
+    """A git or workspace failure. The message is safe to show: credentials are redacted."""
+
+
+# --- URLs -------------------------------------------------------------------------------------
+
+
+def redact_url(url: str) -> str:
+    """Hide the user-info part of every URL in `url`: "https://u:p@h/x" -> "https://***@h/x"."""
+    return _CREDENTIALS.sub(r"\1***@", url)
+
+
+def validate_repository_url(url: str, local_roots: Sequence[Path] | None = None) -> str:
+    """Return the normalized repository URL, or raise ValueError naming the problem.
+
+    Accepted: http(s)://, ssh://, git:// and scp-like `user@host:path` URLs, and local
+    repositories (absolute paths or file:// URLs) that resolve under one of `local_roots`
+    (default: the MERGEABLE_LOCAL_REPO_ROOTS setting). A local repository is normalized to its
+    resolved absolute path, so every spelling of it shares one mirror.
+    """
+    if not url:
+        raise ValueError("The repository URL is empty.")
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        raise ValueError("The repository URL contains whitespace or control characters.")
+    if url.startswith("-"):
+        raise ValueError("The repository URL starts with '-', which git would read as an option.")
+    if _TRANSPORT_PREFIX.match(url):
+        transport = url.split("::", 1)[0]
+        raise ValueError(f"The git transport {transport + '::'!r} is not allowed.")
+
+    if scheme_match := _SCHEME.match(url):
+        scheme = scheme_match.group(1).lower()
+        if scheme == "file":
+            return _validate_file_url(url, local_roots)
+        if scheme not in NETWORK_SCHEMES:
+            raise ValueError(
+                f"The URL scheme {scheme + '://'!r} is not allowed; "
+                "use https://, http://, ssh://, git:// or user@host:path."
+            )
+        return _validate_network_url(scheme, url)
+
+    if url.startswith("/"):
+        return _validate_local_path(url, local_roots)
+
+    if scp := _SCP_LIKE.match(url):
+        if scp["host"].startswith("-"):
+            raise ValueError(f"The host in {redact_url(url)!r} starts with '-'.")
+        return url
+
+    raise ValueError(
+        f"{redact_url(url)!r} is not a repository URL: use https://, http://, ssh://, git://, "
+        "user@host:path, or an absolute path under a local repository root."
+    )
+
+
+def _validate_network_url(scheme: str, url: str) -> str:
+    parts = urlsplit(url)
+    shown = redact_url(url)
+    if not parts.hostname:
+        raise ValueError(f"The URL {shown!r} names no host.")
+    if parts.netloc.startswith("-") or parts.hostname.startswith("-"):
+        raise ValueError(f"The host in {shown!r} starts with '-'.")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        raise ValueError(f"The port in {shown!r} is not a number between 0 and 65535.") from None
+    if not parts.path.strip("/"):
+        raise ValueError(f"The URL {shown!r} names no repository path.")
+    return scheme + url[len(scheme) :]
+
+
+def _validate_file_url(url: str, local_roots: Sequence[Path] | None) -> str:
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise ValueError(f"The file:// URL {url!r} names a host; only local paths are allowed.")
+    return _validate_local_path(unquote(parts.path), local_roots)
+
+
+def _validate_local_path(path: str, local_roots: Sequence[Path] | None) -> str:
+    if local_roots is None:
+        from django.conf import settings
+
+        local_roots = settings.MERGEABLE_LOCAL_REPO_ROOTS
+    if not path.startswith("/"):
+        raise ValueError(f"The local repository path {path!r} is not absolute.")
+    if not local_roots:
+        raise ValueError("Local repositories are disabled: no local repository roots are set.")
+    resolved = Path(path).resolve()
+    for root in local_roots:
+        if resolved.is_relative_to(Path(root).resolve()):
+            return str(resolved)
+    allowed = ", ".join(str(root) for root in local_roots)
+    raise ValueError(
+        f"The local repository {path!r} is outside the allowed local roots ({allowed})."
+    )
+
+
+# --- Running git --------------------------------------------------------------------------------
+
+
+@cache
+def _empty_home() -> Path:
+    # One empty HOME per process keeps the host's ~/.gitconfig, credential helpers and global
+    # excludes out of every git call.
+    home = Path(tempfile.mkdtemp(prefix="mergeable-git-home-"))
+    creator = os.getpid()
+
+    def remove() -> None:
+        # Forked workers inherit this cache; only the process that made the directory removes it.
+        if os.getpid() == creator:
+            shutil.rmtree(home, ignore_errors=True)
+
+    atexit.register(remove)
+    return home
+
+
+def _git_env(index_file: Path | None) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("GIT_") or key in _KEPT_GIT_VARIABLES
+    }
+    home = _empty_home()
+    env.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home),
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_CONFIG_GLOBAL=os.devnull,
+        GIT_TERMINAL_PROMPT="0",
+        # Git runs from inside the empty home; the ceiling stops it looking further up for a repo.
+        GIT_CEILING_DIRECTORIES=str(home.parent),
+        LC_ALL="C",
+    )
+    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+    if index_file is not None:
+        env["GIT_INDEX_FILE"] = str(index_file)
+    return env
+
+
+def _git(
+    args: Sequence[str],
+    *,
+    git_dir: Path | None = None,
+    work_tree: Path | None = None,
+    index_file: Path | None = None,
+    input: bytes | None = None,
+    timeout: float = LOCAL_TIMEOUT,
+    ok_codes: tuple[int, ...] = (0,),
+) -> subprocess.CompletedProcess[bytes]:
+    command = ["git"]
+    for setting in _GIT_CONFIG:
+        command += ["-c", setting]
+    if git_dir is not None:
+        command.append(f"--git-dir={git_dir}")
+    if work_tree is not None:
+        command.append(f"--work-tree={work_tree}")
+    command += args
+    try:
+        result = subprocess.run(
+            command,
+            input=input,
+            capture_output=True,
+            env=_git_env(index_file),
+            cwd=_empty_home(),
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise WorkspaceError(
+            f"git {args[0]} did not finish within {timeout:.0f} seconds."
+        ) from None
+    except FileNotFoundError:
+        raise WorkspaceError("git is not installed on this worker.") from None
+    if result.returncode not in ok_codes:
+        detail = result.stderr.decode("utf-8", "replace").strip()[-2000:]
+        raise WorkspaceError(redact_url(f"git {args[0]} failed: {detail or 'no message'}"))
+    return result
+
+
+# --- Mirrors ----------------------------------------------------------------------------------
+
+
+def mirror_path(root: Path, url: str) -> Path:
+    return root / "mirrors" / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}.git"
+
+
+@contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_mirror(url: str, root: Path, commit: str | None = None) -> Path:
+    """Return the bare mirror of `url` under `root`, cloning it the first time.
+
+    When `commit` is given and is not already in the mirror, fetch (a ref name such as a branch is
+    always fetched, since it may have moved). A commit still missing afterwards is not an error
+    here: `resolve_commit` reports it with the ref's name. A file lock serializes clone and fetch
+    across worker processes. Validate `url` with `validate_repository_url` first.
+    """
+    if url.startswith("-"):
+        raise WorkspaceError("The repository URL starts with '-'.")
+    path = mirror_path(root, url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if commit is not None and _is_present(path, commit):
+        return path
+    with _locked(path.with_suffix(".lock")):
+        cloned = False
+        if not (path / "HEAD").exists():
+            _clone_mirror(url, path)
+            cloned = True
+        if commit is None or _is_present(path, commit):
+            return path
+        if not cloned:
+            _git(["fetch", "--prune", "--quiet", "origin"], git_dir=path, timeout=NETWORK_TIMEOUT)
+        if _FULL_SHA.match(commit) and not commit_exists(path, commit):
+            # A commit no branch reaches any more; servers that allow fetching by id still serve it.
+            _git(
+                ["fetch", "--quiet", "origin", commit],
+                git_dir=path,
+                timeout=NETWORK_TIMEOUT,
+                ok_codes=(0, 1, 128),
+            )
+    return path
+
+
+def _is_present(mirror: Path, commit: str) -> bool:
+    return (mirror / "HEAD").exists() and bool(_HEX.match(commit)) and commit_exists(mirror, commit)
+
+
+def _clone_mirror(url: str, path: Path) -> None:
+    # Clone beside the final place and rename, so a crash mid-clone never leaves a half mirror.
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        _git(["clone", "--mirror", "--quiet", "--", url, str(partial)], timeout=NETWORK_TIMEOUT)
+        partial.rename(path)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def commit_exists(mirror: Path, sha: str) -> bool:
+    if not sha or sha.startswith("-"):
+        return False
+    result = _git(
+        ["rev-parse", "--verify", "--quiet", "--end-of-options", f"{sha}^{{commit}}"],
+        git_dir=mirror,
+        ok_codes=(0, 1, 128),
+    )
+    return result.returncode == 0
+
+
+def resolve_commit(mirror: Path, ref: str) -> str:
+    """Return the full sha of the commit `ref` names (an abbreviated sha, a branch or a tag)."""
+    if not ref or ref.startswith("-") or any(ch.isspace() or ord(ch) < 32 for ch in ref):
+        raise WorkspaceError(f"{ref!r} is not a valid commit or ref name.")
+    result = _git(
+        ["rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"],
+        git_dir=mirror,
+        ok_codes=(0, 1, 128),
+    )
+    if result.returncode == 0:
+        return result.stdout.decode().strip()
+    kind = _git(["cat-file", "-t", "--end-of-options", ref], git_dir=mirror, ok_codes=(0, 1, 128))
+    if kind.returncode == 0:
+        found = kind.stdout.decode().strip()
+        raise WorkspaceError(f"{ref!r} names a {found}, not a commit.")
+    raise WorkspaceError(f"Commit {ref!r} was not found in the repository.")
+
+
+# --- Checkouts --------------------------------------------------------------------------------
+
+
+@dataclass
+class Checkout:
+    root: Path  # the run directory, owned by us
+    work: Path  # the agent's workspace (root / "work"); contains no .git
+    git_dir: Path  # root / "git": outside the work tree, so the agent cannot write it
+    commit: str
+
+
+def checkout(mirror: Path, commit: str, run_dir: Path) -> Checkout:
+    """Check `commit` out of `mirror` into `run_dir / "work"`, with the git dir beside it.
+
+    The git dir borrows the mirror's objects through objects/info/alternates, so nothing is
+    copied but the files themselves.
+    """
+    sha = resolve_commit(mirror, commit)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if any(run_dir.iterdir()):
+        raise WorkspaceError(f"The run directory {run_dir} is not empty.")
+    co = Checkout(root=run_dir, work=run_dir / "work", git_dir=run_dir / "git", commit=sha)
+    try:
+        object_format = _git(["rev-parse", "--show-object-format"], git_dir=mirror)
+        _git(
+            [
+                "init",
+                "--bare",
+                "--quiet",
+                "--template=",
+                f"--object-format={object_format.stdout.decode().strip()}",
+                "--",
+                str(co.git_dir),
+            ]
+        )
+        alternates = co.git_dir / "objects" / "info" / "alternates"
+        alternates.parent.mkdir(parents=True, exist_ok=True)
+        alternates.write_text(f"{(mirror / 'objects').resolve()}\n")
+        co.work.mkdir()
+        _git(
+            ["checkout", "--quiet", "--force", "--detach", sha],
+            git_dir=co.git_dir,
+            work_tree=co.work,
+        )
+    except BaseException:
+        cleanup(co)
+        raise
+    return co
+
+
+def cleanup(co: Checkout) -> None:
+    """Remove the run directory, including read-only files and directories the agent made."""
+    if not co.root.exists():
+        return
+    for directory, subdirectories, _files in os.walk(co.root):
+        for name in subdirectories:
+            path = os.path.join(directory, name)
+            if not os.path.islink(path):
+                os.chmod(path, stat.S_IRWXU)
+    shutil.rmtree(co.root)
+
+
+# --- Diff capture -----------------------------------------------------------------------------
+
+
+@dataclass
+class CapturedDiff:
+    patch: str
+    files: list[str]
+    additions: int
+    deletions: int
+    binary_files: list[str]
+    before: dict[str, str] = field(default_factory=dict)
+    after: dict[str, str] = field(default_factory=dict)
+
+
+def capture_diff(
+    co: Checkout, *, exclude: Sequence[str] = DEFAULT_EXCLUDES, text_cap: int = 512 * 1024
+) -> CapturedDiff:
+    """Capture everything that changed in the work tree since the checkout's commit.
+
+    Steps: load the commit into a temporary index; stage every tracked path plus every untracked
+    path the repository's .gitignore does not ignore (minus `exclude` and any `.git`); write that
+    index as a tree; diff the commit against the tree. Nothing of git_dir's own index is used.
+
+    `files` lists changed paths (the new path of a rename). `before` and `after` hold the text of
+    changed, non-binary files keyed by that same path; a file larger than `text_cap` bytes is left
+    out, as is the missing side of an added or deleted file. A symlink's text is its target.
+    """
+    with tempfile.TemporaryDirectory(prefix="mergeable-index-") as scratch:
+        index = Path(scratch) / "index"
+
+        def git(args: Sequence[str], **kwargs) -> subprocess.CompletedProcess[bytes]:
+            return _git(args, git_dir=co.git_dir, work_tree=co.work, index_file=index, **kwargs)
+
+        git(["read-tree", co.commit])
+        paths = _paths_to_stage(git, co.work, exclude)
+        if paths:
+            git(
+                ["update-index", "--add", "--remove", "--replace", "-z", "--stdin"],
+                input=b"".join(path + b"\0" for path in paths),
+            )
+        tree = git(["write-tree"]).stdout.decode().strip()
+
+    return _diff(co.git_dir, co.commit, tree, text_cap)
+
+
+def _paths_to_stage(git, work: Path, exclude: Sequence[str]) -> list[bytes]:
+    """Every path `git add -A` would consider, without its failure on nested repositories.
+
+    Tracked submodules keep their committed state. A nested repository the agent created (say by
+    `cargo new`) is listed by git as one "dir/" entry; its files are staged as plain files, so the
+    diff shows the code and not a gitlink.
+    """
+    paths: list[bytes] = []
+    for record in _split_z(git(["ls-files", "-z", "--stage"]).stdout):
+        meta, path = record.split(b"\t", 1)
+        if meta.split(b" ", 1)[0].decode() != _GITLINK_MODE and not _excluded(path, exclude):
+            paths.append(path)
+
+    nested: list[bytes] = []
+    for path in _split_z(git(["ls-files", "-z", "--others", "--exclude-standard"]).stdout):
+        if path.endswith(b"/"):
+            nested += _files_under(work, path)
+        elif not _excluded(path, exclude):
+            paths.append(path)
+
+    nested = [path for path in nested if not _excluded(path, exclude)]
+    if nested:
+        ignored = git(
+            ["check-ignore", "-z", "--stdin"],
+            input=b"".join(path + b"\0" for path in nested),
+            ok_codes=(0, 1),
+        )
+        ignored_paths = set(_split_z(ignored.stdout))
+        paths += [path for path in nested if path not in ignored_paths]
+    return paths
+
+
+def _files_under(work: Path, relative: bytes) -> list[bytes]:
+    found: list[bytes] = []
+    top = os.path.join(os.fsencode(work), relative.rstrip(b"/"))
+    for directory, subdirectories, files in os.walk(top):
+        for name in list(subdirectories):
+            if os.path.islink(os.path.join(directory, name)):
+                files.append(name)  # a symlink to a directory is staged as a link
+                subdirectories.remove(name)
+            elif name == b".git":
+                subdirectories.remove(name)
+        for name in files:
+            if name != b".git":
+                found.append(os.path.relpath(os.path.join(directory, name), os.fsencode(work)))
+    return found
+
+
+def _excluded(path: bytes, patterns: Sequence[str]) -> bool:
+    parts = path.decode("utf-8", "surrogateescape").split("/")
+    if ".git" in parts:
+        return True
+    for pattern in patterns:
+        directories_only = pattern.endswith("/")
+        bare = pattern.strip("/")
+        if "/" in bare:
+            prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+            candidates = prefixes[:-1] if directories_only else prefixes
+        else:
+            candidates = parts[:-1] if directories_only else parts
+        if any(fnmatchcase(candidate, bare) for candidate in candidates):
+            return True
+    return False
+
+
+def _split_z(output: bytes) -> list[bytes]:
+    return [item for item in output.split(b"\0") if item]
+
+
+@dataclass
+class _Change:
+    path: str
+    old_mode: str
+    new_mode: str
+    old_blob: str
+    new_blob: str
+
+
+def _diff(git_dir: Path, commit: str, tree: str, text_cap: int) -> CapturedDiff:
+    def git(args: Sequence[str], **kwargs) -> subprocess.CompletedProcess[bytes]:
+        return _git(args, git_dir=git_dir, **kwargs)
+
+    common = ["-M", "--no-ext-diff", "--no-textconv", commit, tree, "--"]
+    patch = git(
+        ["diff", "--binary", "--no-color", "--src-prefix=a/", "--dst-prefix=b/", *common]
+    ).stdout.decode("utf-8", "replace")
+    changes = _parse_raw(git(["diff", "-z", "--raw", "--no-abbrev", *common]).stdout)
+    additions = deletions = 0
+    binary_files: list[str] = []
+    for path, added, deleted in _parse_numstat(git(["diff", "-z", "--numstat", *common]).stdout):
+        if added is None or deleted is None:
+            binary_files.append(path)
+        else:
+            additions += added
+            deletions += deleted
+
+    texts = [
+        c
+        for c in changes
+        if c.path not in binary_files and _GITLINK_MODE not in (c.old_mode, c.new_mode)
+    ]
+    blobs = _read_blobs(
+        git,
+        {blob for c in texts for blob in (c.old_blob, c.new_blob) if set(blob) != {"0"}},
+        text_cap,
+    )
+    before = {c.path: blobs[c.old_blob] for c in texts if c.old_blob in blobs}
+    after = {c.path: blobs[c.new_blob] for c in texts if c.new_blob in blobs}
+    return CapturedDiff(
+        patch=patch,
+        files=[c.path for c in changes],
+        additions=additions,
+        deletions=deletions,
+        binary_files=binary_files,
+        before=before,
+        after=after,
+    )
+
+
+def _decode_path(path: bytes) -> str:
+    return path.decode("utf-8", "replace")
+
+
+def _parse_raw(output: bytes) -> list[_Change]:
+    # Records: ":old_mode new_mode old_blob new_blob status" NUL path NUL [new_path NUL]
+    items = output.split(b"\0")
+    changes: list[_Change] = []
+    i = 0
+    while i < len(items) and items[i].startswith(b":"):
+        old_mode, new_mode, old_blob, new_blob, status = items[i][1:].decode().split(" ")
+        renamed = status[0] in "RC"
+        path = items[i + 2] if renamed else items[i + 1]
+        changes.append(_Change(_decode_path(path), old_mode, new_mode, old_blob, new_blob))
+        i += 3 if renamed else 2
+    return changes
+
+
+def _parse_numstat(output: bytes) -> list[tuple[str, int | None, int | None]]:
+    # Records: "added TAB deleted TAB path" NUL, or for renames "added TAB deleted TAB" NUL old NUL
+    # new NUL. Binary files count "-" for both.
+    items = output.split(b"\0")
+    rows: list[tuple[str, int | None, int | None]] = []
+    i = 0
+    while i < len(items) and items[i]:
+        added, deleted, path = items[i].split(b"\t", 2)
+        if path:
+            i += 1
+        else:
+            path = items[i + 2]
+            i += 3
+        rows.append(
+            (
+                _decode_path(path),
+                None if added == b"-" else int(added),
+                None if deleted == b"-" else int(deleted),
+            )
+        )
+    return rows
+
+
+def _read_blobs(git, blobs: set[str], text_cap: int) -> dict[str, str]:
+    if not blobs:
+        return {}
+    request = "".join(f"{blob}\n" for blob in sorted(blobs)).encode()
+    sizes = git(
+        ["cat-file", "--batch-check=%(objectname) %(objecttype) %(objectsize)"], input=request
+    )
+    small = []
+    for line in sizes.stdout.decode().splitlines():
+        name, kind, size = line.split(" ")
+        if kind == "blob" and int(size) <= text_cap:
+            small.append(name)
+    if not small:
+        return {}
+    output = git(["cat-file", "--batch"], input="".join(f"{b}\n" for b in small).encode()).stdout
+    texts: dict[str, str] = {}
+    position = 0
+    while position < len(output):
+        header_end = output.index(b"\n", position)
+        name, _kind, size = output[position:header_end].decode().split(" ")
+        start = header_end + 1
+        texts[name] = output[start : start + int(size)].decode("utf-8", "replace")
+        position = start + int(size) + 1  # the content is followed by a newline
+    return texts

@@ -1,0 +1,156 @@
+"""A campaign's results as data: the JSON of FORMATS.md "Results export", and a CSV of runs."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+
+from django.db.models import Prefetch
+
+from runs.models import Campaign, Run
+from scoring import leaderboard
+from scoring.models import VERDICTS, Comparison, Review
+
+CSV_COLUMNS = [
+    "run_id", "prompt", "contestant", "repeat", "status", "agent_status", "duration_s",
+    "input_tokens", "output_tokens", "cost_usd", "steps", "clarifying_questions",
+    "files_changed", "additions", "deletions", "expected_files_recall", "tests_command",
+    "tests_exit_code", "tests_passed", "reviews",
+    *(f"verdict_{value}" for value, _ in VERDICTS),
+]  # fmt: skip
+
+
+def _runs(campaign: Campaign):
+    submitted = Review.objects.submitted().select_related("reviewer").order_by("id")
+    return (
+        campaign.runs.select_related("prompt", "contestant__model")
+        .prefetch_related(Prefetch("reviews", queryset=submitted, to_attr="submitted_reviews"))
+        .order_by("id")
+    )
+
+
+def _prompt_key(run: Run) -> str:
+    return run.snapshot.get("prompt", {}).get("key") or run.prompt.key
+
+
+def _tests(run: Run) -> dict:
+    command = run.snapshot.get("prompt", {}).get("test") or ""
+    return {
+        "command": command,
+        "exit_code": run.test_exit_code,
+        "passed": None if run.test_exit_code is None else run.test_exit_code == 0,
+    }
+
+
+def _clarifying_questions(run: Run) -> list[str]:
+    return [entry["question"] for entry in run.questions if isinstance(entry, dict)]
+
+
+def _run_entry(run: Run, *, transcripts: bool) -> dict:
+    entry = {
+        "id": run.pk,
+        "prompt": _prompt_key(run),
+        "contestant": run.contestant.name,
+        "scripted": run.contestant.is_scripted,
+        "repeat": run.repeat,
+        "status": run.status,
+        "agent_status": run.agent_status,
+        "duration_s": run.duration_s,
+        "usage": {
+            "input_tokens": run.input_tokens,
+            "output_tokens": run.output_tokens,
+            "cost_usd": run.cost_usd,
+        },
+        "steps": run.steps,
+        "clarifying_questions": _clarifying_questions(run),
+        "diff": run.diff,
+        "files_changed": list(run.files_changed),
+        "additions": run.additions,
+        "deletions": run.deletions,
+        "expected_files_recall": run.expected_files_recall,
+        "tests": _tests(run),
+        "reviews": [
+            {
+                "reviewer": review.reviewer.username,
+                "verdict": review.verdict,
+                "answers": review.answers,
+                "notes": review.notes,
+            }
+            for review in run.submitted_reviews
+        ],
+    }
+    if transcripts:
+        entry["transcript"] = run.transcript
+    return entry
+
+
+def results(campaign: Campaign, *, transcripts: bool = False) -> dict:
+    """The campaign, every run with its submitted reviews, decided comparisons, leaderboard.
+
+    Runs of every status are listed (a reader may want the errored ones too); the leaderboard
+    counts only reviewable runs, as the leaderboard page does. Transcripts can be large, so they
+    are included only when asked for.
+    """
+    comparisons = (
+        Comparison.objects.filter(run_a__campaign=campaign, decided_at__isnull=False)
+        .exclude(outcome="")
+        .select_related("prompt", "reviewer")
+        .order_by("id")
+    )
+    return {
+        "campaign": {
+            "id": campaign.pk,
+            "name": campaign.name,
+            "prompt_set": campaign.prompt_set.name,
+            "created_at": campaign.created_at.isoformat(),
+        },
+        "runs": [_run_entry(run, transcripts=transcripts) for run in _runs(campaign)],
+        "comparisons": [
+            {
+                "prompt": comparison.prompt.key,
+                "a": comparison.run_a_id,
+                "b": comparison.run_b_id,
+                "outcome": comparison.outcome,
+                "reviewer": comparison.reviewer.username,
+                "reason": comparison.reason,
+            }
+            for comparison in comparisons
+        ],
+        "leaderboard": leaderboard.rows(leaderboard.Filters(campaign_id=campaign.pk)),
+    }
+
+
+def results_csv(campaign: Campaign) -> str:
+    """One row per run: the scalar fields of `results`, with verdict counts instead of reviews."""
+    output = io.StringIO()
+    writer = csv.writer(output)
+    writer.writerow(CSV_COLUMNS)
+    for run in _runs(campaign):
+        tests = _tests(run)
+        verdicts = Counter(review.verdict for review in run.submitted_reviews)
+        values = [
+            run.pk,
+            _prompt_key(run),
+            run.contestant.name,
+            run.repeat,
+            run.status,
+            run.agent_status,
+            run.duration_s,
+            run.input_tokens,
+            run.output_tokens,
+            run.cost_usd,
+            run.steps,
+            len(_clarifying_questions(run)),
+            len(run.files_changed),
+            run.additions,
+            run.deletions,
+            run.expected_files_recall,
+            tests["command"],
+            tests["exit_code"],
+            tests["passed"],
+            len(run.submitted_reviews),
+            *(verdicts.get(value, 0) for value, _ in VERDICTS),
+        ]
+        writer.writerow(["" if value is None else value for value in values])
+    return output.getvalue()

@@ -1,0 +1,198 @@
+// Keyboard-first reviewing: shortcuts, draft autosave, line comments, pairwise keys.
+// Loaded with a CSP nonce; no inline handlers. The pages work without it (plain forms and links).
+(function () {
+  "use strict";
+
+  const typing = (el) =>
+    el && (el.tagName === "TEXTAREA" || el.isContentEditable ||
+      (el.tagName === "INPUT" && !["radio", "checkbox"].includes(el.type)) || el.tagName === "SELECT");
+
+  // --- shortcuts overlay ---------------------------------------------------------------------
+  const overlay = document.getElementById("shortcuts");
+  const toggleOverlay = (show) => overlay && overlay.classList.toggle("hidden", !show);
+  const helpButton = document.getElementById("show-shortcuts");
+  if (helpButton) helpButton.addEventListener("click", () => toggleOverlay(overlay.classList.contains("hidden")));
+
+  // --- files ----------------------------------------------------------------------------------
+  const files = () => Array.from(document.querySelectorAll(".review-main section.diff[id^='file-']"));
+  let currentFile = -1;
+  function gotoFile(step) {
+    const list = files();
+    if (!list.length) return;
+    currentFile = Math.max(0, Math.min(list.length - 1, currentFile + step));
+    list.forEach((el, i) => el.classList.toggle("current", i === currentFile));
+    list[currentFile].scrollIntoView({ block: "start" });
+  }
+
+  // --- the review form ------------------------------------------------------------------------
+  const form = document.getElementById("review-form");
+  const voteForm = document.getElementById("vote-form");
+  const started = Date.now();
+  const timeInput = document.getElementById("time-spent");
+  const baseTime = timeInput ? parseInt(timeInput.value || "0", 10) : 0;
+  const commentsInput = document.getElementById("line-comments");
+  let comments = [];
+  try { comments = commentsInput ? JSON.parse(commentsInput.value || "[]") : []; } catch (e) { comments = []; }
+
+  function updateTime() {
+    if (timeInput) timeInput.value = String(baseTime + Math.round((Date.now() - started) / 1000));
+  }
+
+  let dirty = false;
+  let saving = null;
+  function saveDraft() {
+    if (!form || form.dataset.autosave !== "on") return Promise.resolve();
+    updateTime();
+    const status = document.getElementById("draft-status");
+    saving = fetch(form.dataset.draftUrl, {
+      method: "POST",
+      body: new FormData(form),
+      headers: { "X-Mergeable-Autosave": "1" },
+      credentials: "same-origin",
+    }).then((r) => {
+      if (r.ok) { dirty = false; if (status) status.textContent = "Draft saved " + new Date().toLocaleTimeString() + "."; }
+      else if (status) status.textContent = "Draft not saved (" + r.status + ").";
+    }).catch(() => { if (status) status.textContent = "Draft not saved: offline?"; });
+    return saving;
+  }
+  if (form) {
+    form.addEventListener("change", () => { dirty = true; saveDraft(); });
+    form.addEventListener("input", () => { dirty = true; });
+    setInterval(() => { if (dirty) saveDraft(); }, 5000);
+    form.addEventListener("submit", updateTime);
+  }
+
+  // --- rubric answering ------------------------------------------------------------------------
+  const criteria = () => Array.from(document.querySelectorAll("#review-form fieldset.criterion"));
+  function focusedCriterion() {
+    const active = document.activeElement;
+    const inside = active && active.closest ? active.closest("fieldset.criterion") : null;
+    if (inside) return inside;
+    return criteria().find((fs) => !fs.querySelector("input:checked")) || null;
+  }
+  function answer(fieldset, index) {
+    const radios = Array.from(fieldset.querySelectorAll("input[type=radio]"));
+    const radio = radios[index];
+    if (!radio) return false;
+    radio.checked = true;
+    radio.dispatchEvent(new Event("change", { bubbles: true }));
+    const next = criteria().find((fs) => !fs.querySelector("input:checked"));
+    const target = next ? next.querySelector("input[type=radio]") : document.getElementById("notes");
+    if (target) target.focus();
+    return true;
+  }
+  function answerValue(fieldset, value) {
+    const radios = Array.from(fieldset.querySelectorAll("input[type=radio]"));
+    const index = radios.findIndex((r) => r.value === value);
+    return index >= 0 && answer(fieldset, index);
+  }
+  function setVerdict(value) {
+    const fs = document.querySelector("#review-form fieldset.verdict");
+    if (fs) answerValue(fs, value);
+  }
+
+  // --- line comments ----------------------------------------------------------------------------
+  function storeComments() {
+    if (!commentsInput) return;
+    commentsInput.value = JSON.stringify(comments);
+    const list = document.getElementById("comment-list");
+    if (list) {
+      list.replaceChildren();
+      if (!comments.length) {
+        const li = document.createElement("li"); li.className = "empty"; li.textContent = "None yet."; list.append(li);
+      }
+      comments.forEach((c, i) => {
+        const li = document.createElement("li");
+        const code = document.createElement("code"); code.textContent = c.path + ":" + c.line;
+        const remove = document.createElement("button");
+        remove.type = "button"; remove.className = "linkbutton-dark"; remove.textContent = "remove";
+        remove.addEventListener("click", () => { comments.splice(i, 1); storeComments(); dirty = true; saveDraft(); });
+        li.append(code, " (" + c.side + ") " + c.text + " ", remove);
+        list.append(li);
+      });
+    }
+  }
+  if (form && form.dataset.autosave === "on") {
+    document.addEventListener("click", (event) => {
+      const cell = event.target.closest ? event.target.closest(".difftable.commentable td.no[data-line]") : null;
+      if (!cell || !cell.dataset.line) return;
+      const section = cell.closest("section.diff");
+      const row = cell.closest("tr");
+      if (row.nextElementSibling && row.nextElementSibling.classList.contains("line-comment")) return;
+      const box = document.createElement("tr");
+      box.className = "line-comment";
+      const td = document.createElement("td");
+      td.colSpan = row.children.length;
+      const area = document.createElement("textarea");
+      area.placeholder = "Comment on line " + cell.dataset.line + " (" + cell.dataset.side + ")";
+      const save = document.createElement("button"); save.type = "button"; save.textContent = "Add comment";
+      const cancel = document.createElement("button"); cancel.type = "button"; cancel.textContent = "Cancel";
+      save.addEventListener("click", () => {
+        const text = area.value.trim();
+        if (text) {
+          comments.push({ path: section.dataset.path, line: parseInt(cell.dataset.line, 10), side: cell.dataset.side, text: text });
+          storeComments(); dirty = true; saveDraft();
+        }
+        box.remove();
+      });
+      cancel.addEventListener("click", () => box.remove());
+      td.append(area, save, " ", cancel);
+      box.append(td);
+      row.after(box);
+      area.focus();
+    });
+  }
+
+  // --- keys ---------------------------------------------------------------------------------------
+  function followView(id) {
+    const link = document.getElementById(id);
+    if (!link) return;
+    (dirty ? saveDraft() : Promise.resolve()).finally(() => { window.location.href = link.href; });
+  }
+
+  document.addEventListener("keydown", (event) => {
+    const submit = document.getElementById("submit-next");
+    if ((event.ctrlKey || event.metaKey) && event.key === "Enter" && submit) {
+      event.preventDefault();
+      updateTime();
+      submit.click();
+      return;
+    }
+    if (event.key === "Escape") { toggleOverlay(false); return; }
+    if (event.ctrlKey || event.metaKey || event.altKey || typing(event.target)) return;
+    if (event.key === "?") { toggleOverlay(overlay && overlay.classList.contains("hidden")); return; }
+
+    if (voteForm) {
+      const choice = { a: "left", b: "right", t: "tie", x: "both_bad" }[event.key];
+      if (choice) {
+        const radio = voteForm.querySelector("input[name=choice][value=" + choice + "]");
+        if (radio) { radio.checked = true; if (submit) submit.focus(); event.preventDefault(); }
+      }
+      return;
+    }
+    if (!form) return;
+    if (event.shiftKey && ["Y", "S", "N"].includes(event.key)) {
+      setVerdict({ Y: "yes", S: "small_changes", N: "no" }[event.key]);
+      event.preventDefault();
+      return;
+    }
+    const fieldset = focusedCriterion();
+    const inCriterion = document.activeElement && document.activeElement.closest &&
+      document.activeElement.closest("fieldset.criterion");
+    if (/^[1-9]$/.test(event.key) && fieldset) {
+      if (answer(fieldset, parseInt(event.key, 10) - 1)) event.preventDefault();
+      return;
+    }
+    if ((event.key === "y" || (event.key === "n" && inCriterion)) && fieldset) {
+      if (answerValue(fieldset, event.key === "y" ? "yes" : "no")) { event.preventDefault(); return; }
+    }
+    switch (event.key) {
+      case "j": case "n": gotoFile(1); break;
+      case "k": case "p": gotoFile(-1); break;
+      case "s": followView("view-split"); break;
+      case "u": followView("view-unified"); break;
+      default: return;
+    }
+    event.preventDefault();
+  });
+})();

@@ -1,0 +1,256 @@
+"""The run engine end to end: a real git repository, a real HTTP model endpoint, the sandbox."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from django.utils import timezone
+
+from runs import campaigns, execution
+from runs.models import Campaign, Contestant, LanguageModel, Prompt, PromptSet, Repository, Run
+from tests.fake_llm import FakeLLM
+
+FILES = {
+    "calc.py": "def add(a, b):\n    return a - b\n",
+    "test_calc.py": "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n",
+}
+TEST_COMMAND = "python -m pytest -q --junitxml=.mergeable-junit.xml"
+
+
+def call(name, **arguments):
+    return {"name": name, "arguments": arguments}
+
+
+FIXING_REPLIES = [
+    {"text": "Reading.", "tool_calls": [call("read_file", path="calc.py")],
+     "usage": {"input_tokens": 100, "output_tokens": 10}},
+    {"tool_calls": [call("edit_file", path="calc.py", old="a - b", new="a + b")],
+     "usage": {"input_tokens": 200, "output_tokens": 20}},
+    {"tool_calls": [call("run_command", command="python -m pytest -q")],
+     "usage": {"input_tokens": 300, "output_tokens": 30}},
+    {"tool_calls": [call("finish", summary="Fixed add.")],
+     "usage": {"input_tokens": 400, "output_tokens": 40}},
+]
+
+
+@pytest.fixture
+def world(db, make_repo):
+    def build(base_url: str, provider: str = "openai", answer: str = "", **prompt_fields):
+        path, sha = make_repo(FILES)
+        repo = Repository.objects.create(name="calc", url=str(path))
+        prompt_set = PromptSet.objects.create(name="calc-tasks")
+        prompt = Prompt.objects.create(
+            prompt_set=prompt_set, key="fix-add", title="Fix add", instructions="add() is wrong",
+            repository=repo, commit=sha, test_command=TEST_COMMAND, expected_files=["calc.py"],
+            clarification_answer=answer, **prompt_fields,
+        )
+        model = LanguageModel.objects.create(
+            name="local", provider=provider, base_url=base_url, model_id="qwen",
+            api_key="sk-test-key-do-not-leak-1234", input_per_mtok=1.0, output_per_mtok=2.0,
+        )
+        contestant = Contestant.objects.create(name="qwen-builtin", model=model, max_steps=10)
+        return prompt_set, prompt, contestant
+
+    return build
+
+
+def launch_one(prompt_set, contestant, **kwargs) -> Run:
+    campaign = campaigns.launch(prompt_set=prompt_set, contestants=[contestant], **kwargs)
+    return campaign.runs.get()
+
+
+def test_it_runs_an_agent_against_an_openai_endpoint_and_captures_everything(world):
+    with FakeLLM(FIXING_REPLIES) as llm:
+        prompt_set, prompt, contestant = world(llm.base_url_openai)
+        run = launch_one(prompt_set, contestant)
+        assert execution.execute(run.pk) == Run.FINISHED
+        sent = llm.requests[0]
+    run.refresh_from_db()
+    assert run.agent_status == "finished"
+    assert run.files_changed == ["calc.py"]
+    assert "+    return a + b" in run.diff
+    assert run.test_exit_code == 0
+    assert (run.tests_passed, run.tests_failed) == (1, 0)
+    assert (run.input_tokens, run.output_tokens, run.steps) == (1000, 100, 4)
+    assert run.cost_usd == pytest.approx(1000 * 1.0 / 1e6 + 100 * 2.0 / 1e6)
+    assert run.expected_files_recall == 1.0
+    transcript = run.transcript
+    assert transcript["schema_version"] == "ATIF-v1.4"
+    agent_steps = [s for s in transcript["steps"] if s["source"] == "agent"]
+    assert [s["tool_calls"][0]["function_name"] for s in agent_steps] == [
+        "read_file", "edit_file", "run_command", "finish"]
+    assert "a - b" in agent_steps[0]["observation"]["results"][0]["content"]
+    assert transcript["final_metrics"]["total_prompt_tokens"] == 1000
+    # The key went only to the provider, never into the transcript.
+    assert sent["headers"]["authorization"] == "Bearer sk-test-key-do-not-leak-1234"
+    assert "do-not-leak" not in json.dumps(transcript)
+    assert set(run.phase_timings) >= {"prepare", "agent", "capture", "test"}
+    assert run.campaign.state == Campaign.FINISHED or Campaign.objects.get(pk=run.campaign_id).state == Campaign.FINISHED
+
+
+def test_it_runs_against_an_anthropic_endpoint(world):
+    with FakeLLM(FIXING_REPLIES) as llm:
+        prompt_set, prompt, contestant = world(llm.base_url_anthropic, provider="anthropic")
+        run = launch_one(prompt_set, contestant)
+        assert execution.execute(run.pk) == Run.FINISHED
+        assert llm.requests[0]["path"] == "/v1/messages"
+    run.refresh_from_db()
+    assert run.test_exit_code == 0 and run.files_changed == ["calc.py"]
+
+
+def test_it_marks_failing_tests_as_the_contestants_fault(world):
+    replies = [{"tool_calls": [call("write_file", path="notes.txt", content="hi\n")]},
+               {"tool_calls": [call("finish", summary="done")]}]
+    with FakeLLM(replies) as llm:
+        prompt_set, _, contestant = world(llm.base_url_openai)
+        run = launch_one(prompt_set, contestant)
+        assert execution.execute(run.pk) == Run.FAILED
+    run.refresh_from_db()
+    assert "Tests failed" in run.status_reason
+    assert run.tests_failed == 1
+    assert run.files_changed == ["notes.txt"]
+
+
+def test_it_errors_when_the_model_is_unreachable_and_can_be_retried(world, settings):
+    prompt_set, _, contestant = world("http://127.0.0.1:9/v1")
+    LanguageModel.objects.update(params={})
+    run = launch_one(prompt_set, contestant)
+    from runs import providers
+    original = providers._sleep
+    providers._sleep = lambda s: None
+    try:
+        assert execution.execute(run.pk) == Run.ERRORED
+    finally:
+        providers._sleep = original
+    run.refresh_from_db()
+    assert "Could not reach the model" in run.error
+    assert campaigns.retry_run(run)
+    run.refresh_from_db()
+    assert run.status == Run.QUEUED and run.attempts == 0
+
+
+def test_it_stops_at_the_step_limit(world):
+    looping = [{"tool_calls": [call("list_files")]} for _ in range(20)]
+    with FakeLLM(looping) as llm:
+        prompt_set, _, contestant = world(llm.base_url_openai)
+        Contestant.objects.filter(pk=contestant.pk).update(max_steps=3)
+        contestant.refresh_from_db()
+        run = launch_one(prompt_set, contestant)
+        assert execution.execute(run.pk) == Run.FAILED
+        assert len(llm.requests) == 3
+    run.refresh_from_db()
+    assert run.agent_status == "max_steps" and "steps limit" in run.status_reason
+
+
+def test_it_answers_a_clarifying_question_from_the_prepared_answer(world):
+    replies = [{"tool_calls": [call("ask_user", question="Which sign?")]},
+               {"tool_calls": [call("finish", summary="ok")]}]
+    with FakeLLM(replies) as llm:
+        prompt_set, _, contestant = world(llm.base_url_openai, answer="Use plus.")
+        run = launch_one(prompt_set, contestant)
+        execution.execute(run.pk)
+        second_request = llm.requests[1]["body"]["messages"]
+    run.refresh_from_db()
+    assert run.questions[0]["question"] == "Which sign?"
+    assert run.questions[0]["answer"] == "Use plus." and run.questions[0]["source"] == "prepared"
+    assert second_request[-1] == {"role": "tool", "tool_call_id": "call_0", "content": "Use plus."} or \
+        second_request[-1]["content"] == "Use plus."
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_waits_for_a_human_answer(world, scorer):
+    replies = [{"tool_calls": [call("ask_user", question="Which sign?")]},
+               {"tool_calls": [call("finish", summary="ok")]}]
+    with FakeLLM(replies) as llm:
+        prompt_set, _, contestant = world(llm.base_url_openai)
+        run = launch_one(prompt_set, contestant)
+        thread = threading.Thread(target=execution.execute, args=(run.pk,))
+        thread.start()
+        deadline = time.monotonic() + 30
+        while Run.objects.get(pk=run.pk).status != Run.AWAITING_ANSWER:
+            assert time.monotonic() < deadline, "the run never asked"
+            time.sleep(0.1)
+        assert campaigns.answer_question(Run.objects.get(pk=run.pk), "Plus, please.", scorer)
+        thread.join(30)
+        assert llm.requests[1]["body"]["messages"][-1]["content"] == "Plus, please."
+    run.refresh_from_db()
+    assert run.questions[0]["source"] == "human" and run.questions[0]["answered_by"] == "sam"
+    assert run.status in (Run.FINISHED, Run.FAILED)
+
+
+def test_it_tells_the_agent_to_use_its_judgement_after_the_answer_timeout(world, settings):
+    settings.MERGEABLE_ANSWER_TIMEOUT_SECONDS = 0
+    replies = [{"tool_calls": [call("ask_user", question="Which sign?")]},
+               {"tool_calls": [call("finish", summary="ok")]}]
+    with FakeLLM(replies) as llm:
+        prompt_set, _, contestant = world(llm.base_url_openai)
+        run = launch_one(prompt_set, contestant)
+        execution.execute(run.pk)
+        assert "best judgement" in llm.requests[1]["body"]["messages"][-1]["content"]
+    run.refresh_from_db()
+    assert run.questions[0]["source"] == "timeout"
+
+
+def test_it_lets_only_one_worker_claim_a_run(world):
+    prompt_set, _, contestant = world("http://127.0.0.1:9/v1")
+    run = launch_one(prompt_set, contestant)
+    assert execution.claim(run.pk, "w1")
+    assert not execution.claim(run.pk, "w2")
+    assert execution.execute(run.pk, worker="w3") is None
+    run.refresh_from_db()
+    assert run.worker == "w1" and run.attempts == 1
+
+
+def test_it_requeues_stale_runs_and_gives_up_after_max_attempts(world, settings):
+    prompt_set, _, contestant = world("http://127.0.0.1:9/v1")
+    run = launch_one(prompt_set, contestant)
+    settings.MERGEABLE_MAX_ATTEMPTS = 2
+    stale = timezone.now() - timezone.timedelta(hours=1)
+    assert execution.claim(run.pk, "dead-worker")
+    Run.objects.filter(pk=run.pk).update(heartbeat_at=stale)
+    assert execution.reap_stale_runs() == [run.pk]
+    run.refresh_from_db()
+    assert run.status == Run.QUEUED and "stopped responding" in run.status_reason
+    assert execution.claim(run.pk, "dead-again")
+    Run.objects.filter(pk=run.pk).update(heartbeat_at=stale)
+    assert execution.reap_stale_runs() == []
+    run.refresh_from_db()
+    assert run.status == Run.ERRORED and "gave up after 2 attempts" in run.status_reason
+
+
+def test_it_cancels_queued_runs_when_the_budget_is_spent(world):
+    with FakeLLM(FIXING_REPLIES * 2) as llm:
+        prompt_set, prompt, contestant = world(llm.base_url_openai)
+        campaign = campaigns.launch(
+            prompt_set=prompt_set, contestants=[contestant], repeats=2, budget_usd=0.0005
+        )
+        first, second = campaign.runs.order_by("id")
+        execution.execute(first.pk)
+    second.refresh_from_db()
+    assert second.status == Run.CANCELLED
+    assert "budget" in second.status_reason
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_cancels_a_running_command_by_killing_its_process_group(world, settings):
+    settings.MERGEABLE_HEARTBEAT_SECONDS = 1
+    replies = [{"tool_calls": [call("run_command", command="sleep 600", timeout=600)]},
+               {"tool_calls": [call("finish", summary="ok")]}]
+    with FakeLLM(replies) as llm:
+        prompt_set, _, contestant = world(llm.base_url_openai)
+        run = launch_one(prompt_set, contestant)
+        result = {}
+        thread = threading.Thread(target=lambda: result.update(s=execution.execute(run.pk)))
+        started = time.monotonic()
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not Run.objects.get(pk=run.pk).process_group:
+            assert time.monotonic() < deadline, "the command never started"
+            time.sleep(0.1)
+        assert campaigns.cancel_run(Run.objects.get(pk=run.pk))
+        thread.join(60)
+    assert result["s"] == Run.CANCELLED
+    assert time.monotonic() - started < 60

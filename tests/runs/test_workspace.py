@@ -1,0 +1,495 @@
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from runs.workspace import (
+    DEFAULT_EXCLUDES,
+    Checkout,
+    WorkspaceError,
+    capture_diff,
+    checkout,
+    cleanup,
+    commit_exists,
+    ensure_mirror,
+    mirror_path,
+    redact_url,
+    resolve_commit,
+    validate_repository_url,
+)
+
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))
+
+
+def git(repo: Path, *args: str, home: Path) -> str:
+    """Git as a developer would run it, isolated from the host's config."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_AUTHOR_NAME": "Ada",
+        "GIT_AUTHOR_EMAIL": "ada@example.com",
+        "GIT_COMMITTER_NAME": "Ada",
+        "GIT_COMMITTER_EMAIL": "ada@example.com",
+    }
+    result = subprocess.run(
+        ["git", "-c", "init.defaultBranch=main", *args],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def roots(tmp_path: Path) -> list[Path]:
+    path = tmp_path / "repos"
+    path.mkdir()
+    return [path]
+
+
+@pytest.fixture
+def origin(roots: list[Path], home: Path) -> Path:
+    """A repository with two commits on main and a tag on the first."""
+    repo = roots[0] / "origin"
+    repo.mkdir()
+    git(repo, "init", "--quiet", home=home)
+    (repo / "src").mkdir()
+    (repo / "docs").mkdir()
+    (repo / "README.md").write_text("# Shop\n")
+    (repo / "src" / "app.py").write_text("def total(items):\n    return sum(items)\n")
+    (repo / "src" / "remove_me.py").write_text("OLD = 1\n")
+    (repo / "docs" / "guide.md").write_text("".join(f"Line {n} of the guide.\n" for n in range(20)))
+    (repo / "logo.png").write_bytes(PNG)
+    (repo / ".gitignore").write_text("*.log\nbuild/\n")
+    git(repo, "add", "-A", home=home)
+    git(repo, "commit", "--quiet", "-m", "initial", home=home)
+    git(repo, "tag", "v1", home=home)
+    (repo / "src" / "app.py").write_text("def total(items):\n    return round(sum(items), 2)\n")
+    git(repo, "commit", "--quiet", "-am", "round totals", home=home)
+    return repo
+
+
+@pytest.fixture
+def mirror(origin: Path, tmp_path: Path) -> Path:
+    return ensure_mirror(str(origin), tmp_path / "cache")
+
+
+@pytest.fixture
+def co(mirror: Path, tmp_path: Path):
+    checked_out = checkout(mirror, "main", tmp_path / "run")
+    yield checked_out
+    cleanup(checked_out)
+
+
+# --- URL validation ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://x/y.git",
+        "http://intranet.local/team/shop.git",
+        "git@github.com:a/b.git",
+        "ssh://git@h/x",
+        "ssh://git@h:2222/x.git",
+        "git://h/x.git",
+    ],
+)
+def test_it_accepts_network_urls(url: str, roots: list[Path]):
+    assert validate_repository_url(url, roots) == url
+
+
+def test_it_accepts_local_paths_under_a_root(origin: Path, roots: list[Path]):
+    assert validate_repository_url(str(origin), roots) == str(origin.resolve())
+    assert validate_repository_url(f"file://{origin}", roots) == str(origin.resolve())
+    assert validate_repository_url(f"{roots[0]}/x/../origin", roots) == str(origin.resolve())
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("ext::sh -c touch% /tmp/pwned", "whitespace"),
+        ("ext::sh", "transport"),
+        ("fd::17", "transport"),
+        ("-uhelp", "'-'"),
+        ("--upload-pack=touch", "'-'"),
+        ("ssh://-oProxyCommand=touch/x", "'-'"),
+        ("file:///etc", "outside"),
+        ("/etc/passwd", "outside"),
+        ("file://otherhost/srv/x.git", "host"),
+        ("ftp://h/x.git", "scheme"),
+        ("relative/path.git", "not a repository URL"),
+        ("https://x/y z.git", "whitespace"),
+        ("https://x/y.git\n", "whitespace"),
+        ("https://x/\x00y.git", "control"),
+        ("https://x/y\u00a0.git", "whitespace"),
+        ("", "empty"),
+        ("https:///y.git", "no host"),
+        ("https://x", "no repository path"),
+        ("https://x:99999/y.git", "port"),
+    ],
+)
+def test_it_refuses_dangerous_or_unsupported_urls(url: str, problem: str, roots: list[Path]):
+    with pytest.raises(ValueError, match=problem):
+        validate_repository_url(url, roots)
+
+
+def test_it_refuses_a_symlink_under_a_root_that_points_outside(roots: list[Path], tmp_path: Path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (roots[0] / "sneaky").symlink_to(outside)
+    with pytest.raises(ValueError, match="outside"):
+        validate_repository_url(str(roots[0] / "sneaky"), roots)
+
+
+def test_it_refuses_local_paths_when_no_roots_are_set(origin: Path):
+    with pytest.raises(ValueError, match="disabled"):
+        validate_repository_url(str(origin), [])
+
+
+def test_it_keeps_credentials_out_of_validation_errors(roots: list[Path]):
+    with pytest.raises(ValueError) as error:
+        validate_repository_url("ftp://user:hunter2@h/x.git", roots)
+    assert "hunter2" not in str(error.value)
+
+
+# --- Redaction --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://user:secret@host/x.git", "https://***@host/x.git"),
+        ("https://ghp_token@github.com/a/b.git", "https://***@github.com/a/b.git"),
+        ("https://host/x.git", "https://host/x.git"),
+        ("git@github.com:a/b.git", "git@github.com:a/b.git"),
+        (
+            "fatal: could not read from 'https://u:p@h/x' or 'http://t@h/y'",
+            "fatal: could not read from 'https://***@h/x' or 'http://***@h/y'",
+        ),
+    ],
+)
+def test_it_redacts_credentials(url: str, shown: str):
+    assert redact_url(url) == shown
+
+
+def test_it_redacts_credentials_in_git_errors(tmp_path: Path):
+    # Nothing listens on port 1, so the clone fails fast and git's message names the URL.
+    with pytest.raises(WorkspaceError) as error:
+        ensure_mirror("http://user:secret@127.0.0.1:1/x.git", tmp_path / "cache")
+    assert "secret" not in str(error.value)
+    assert "clone" in str(error.value)
+
+
+# --- Mirrors ----------------------------------------------------------------------------------
+
+
+def test_it_places_mirrors_by_url_hash(tmp_path: Path):
+    path = mirror_path(tmp_path, "https://x/y.git")
+    assert path.parent == tmp_path / "mirrors"
+    assert path.name.endswith(".git") and len(path.name) == 16 + len(".git")
+    assert mirror_path(tmp_path, "https://x/z.git") != path
+
+
+def test_it_clones_a_mirror_once_and_fetches_only_for_a_missing_commit(
+    origin: Path, tmp_path: Path, home: Path
+):
+    cache_root = tmp_path / "cache"
+    first = ensure_mirror(str(origin), cache_root)
+    assert commit_exists(first, git(origin, "rev-parse", "main", home=home))
+
+    (origin / "NEW.md").write_text("new\n")
+    git(origin, "add", "NEW.md", home=home)
+    git(origin, "commit", "--quiet", "-m", "after the mirror", home=home)
+    new_sha = git(origin, "rev-parse", "HEAD", home=home)
+
+    # Without a commit to look for, the existing mirror is reused as is.
+    assert ensure_mirror(str(origin), cache_root) == first
+    assert not commit_exists(first, new_sha)
+
+    assert ensure_mirror(str(origin), cache_root, commit=new_sha) == first
+    assert commit_exists(first, new_sha)
+    assert resolve_commit(first, "main") == new_sha
+    assert list((cache_root / "mirrors").glob("*.git")) == [first]
+
+
+def test_it_resolves_abbreviated_shas_branches_and_tags(mirror: Path, origin: Path, home: Path):
+    head = git(origin, "rev-parse", "main", home=home)
+    first = git(origin, "rev-parse", "v1^{commit}", home=home)
+    assert resolve_commit(mirror, head[:8]) == head
+    assert resolve_commit(mirror, "main") == head
+    assert resolve_commit(mirror, "v1") == first
+    assert len(head) == 40 and head != first
+
+
+def test_it_names_a_missing_commit(mirror: Path):
+    with pytest.raises(WorkspaceError, match="'deadbeefdeadbeef' was not found"):
+        resolve_commit(mirror, "deadbeefdeadbeef")
+    with pytest.raises(WorkspaceError, match="'no-such-branch' was not found"):
+        resolve_commit(mirror, "no-such-branch")
+    assert not commit_exists(mirror, "deadbeefdeadbeef")
+
+
+def test_it_refuses_a_ref_that_is_not_a_commit(mirror: Path, origin: Path, home: Path):
+    tree = git(origin, "rev-parse", "main^{tree}", home=home)
+    with pytest.raises(WorkspaceError, match="names a tree, not a commit"):
+        resolve_commit(mirror, tree)
+    with pytest.raises(WorkspaceError, match="not a valid"):
+        resolve_commit(mirror, "--all")
+
+
+# --- Checkouts --------------------------------------------------------------------------------
+
+
+def test_it_checks_out_an_older_commit_without_a_git_dir_in_the_work_tree(
+    mirror: Path, tmp_path: Path, origin: Path, home: Path
+):
+    co = checkout(mirror, "v1", tmp_path / "run")
+    assert co.commit == git(origin, "rev-parse", "v1^{commit}", home=home)
+    assert (co.work / "src" / "app.py").read_text() == "def total(items):\n    return sum(items)\n"
+    assert (co.work / "logo.png").read_bytes() == PNG
+    assert not (co.work / ".git").exists()
+    assert co.work == co.root / "work" and co.git_dir == co.root / "git"
+    assert not co.git_dir.is_relative_to(co.work)
+    cleanup(co)
+
+
+def test_it_refuses_to_check_out_into_a_used_directory(mirror: Path, tmp_path: Path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "leftover").write_text("x")
+    with pytest.raises(WorkspaceError, match="not empty"):
+        checkout(mirror, "main", run_dir)
+
+
+# --- Diff capture -----------------------------------------------------------------------------
+
+
+def test_it_captures_an_untouched_work_tree_as_no_change(co: Checkout):
+    diff = capture_diff(co)
+    assert diff.patch == "" and diff.files == [] and diff.additions == diff.deletions == 0
+
+
+def test_it_captures_modified_new_deleted_renamed_and_binary_files(
+    co: Checkout, tmp_path: Path, origin: Path, home: Path
+):
+    work = co.work
+    (work / "src" / "app.py").write_text("def total(items):\n    return sum(items) * 2\n")
+    (work / "src" / "refunds.py").write_text("def refund(order):\n    return order.total\n")
+    (work / "src" / "remove_me.py").unlink()
+    (work / "docs" / "guide.md").rename(work / "docs" / "handbook.md")
+    (work / "logo.png").write_bytes(PNG + b"\x00\xff")
+    (work / "icon.bin").write_bytes(b"\x00\x01\x02binary")
+
+    diff = capture_diff(co)
+
+    assert sorted(diff.files) == [
+        "docs/handbook.md",
+        "icon.bin",
+        "logo.png",
+        "src/app.py",
+        "src/refunds.py",
+        "src/remove_me.py",
+    ]
+    assert sorted(diff.binary_files) == ["icon.bin", "logo.png"]
+    assert (diff.additions, diff.deletions) == (3, 2)
+    assert "rename from docs/guide.md\nrename to docs/handbook.md" in diff.patch
+    assert "GIT binary patch" in diff.patch
+    assert "deleted file mode" in diff.patch and "new file mode" in diff.patch
+
+    assert diff.before["src/app.py"] == "def total(items):\n    return round(sum(items), 2)\n"
+    assert diff.after["src/app.py"] == "def total(items):\n    return sum(items) * 2\n"
+    assert "src/refunds.py" not in diff.before
+    assert diff.after["src/refunds.py"].startswith("def refund")
+    assert diff.before["src/remove_me.py"] == "OLD = 1\n" and "src/remove_me.py" not in diff.after
+    assert diff.before["docs/handbook.md"] == diff.after["docs/handbook.md"]
+    assert "logo.png" not in diff.before and "logo.png" not in diff.after
+
+    # The patch reproduces the work tree when applied to a fresh copy of the commit.
+    replay = tmp_path / "replay"
+    git(tmp_path, "clone", "--quiet", str(origin), str(replay), home=home)
+    (replay / "change.patch").write_text(diff.patch)
+    git(replay, "apply", "change.patch", home=home)
+    assert (replay / "logo.png").read_bytes() == PNG + b"\x00\xff"
+    assert (replay / "docs" / "handbook.md").exists()
+    assert not (replay / "src" / "remove_me.py").exists()
+
+
+def test_it_caps_before_and_after_text(co: Checkout):
+    (co.work / "big.txt").write_text("x" * 2000)
+    (co.work / "src" / "app.py").write_text("small\n")
+    diff = capture_diff(co, text_cap=1000)
+    assert "big.txt" in diff.files and "big.txt" not in diff.after
+    assert diff.after["src/app.py"] == "small\n"
+
+
+def test_it_leaves_harness_leftovers_out_of_the_diff(co: Checkout):
+    work = co.work
+    (work / ".aider.chat.history.md").write_text("chat")
+    (work / ".aider.tags.cache.v4").mkdir()
+    (work / ".aider.tags.cache.v4" / "cache.db").write_text("db")
+    (work / "src" / "__pycache__").mkdir()
+    (work / "src" / "__pycache__" / "app.cpython-312.pyc").write_bytes(b"\x00pyc")
+    (work / "stray.pyc").write_bytes(b"\x00pyc")
+    (work / ".pytest_cache").mkdir()
+    (work / ".pytest_cache" / "README.md").write_text("cache")
+    (work / ".mergeable").mkdir()
+    (work / ".mergeable" / "agent.log").write_text("log")
+    (work / "src" / "kept.py").write_text("KEPT = True\n")
+
+    diff = capture_diff(co)
+    assert diff.files == ["src/kept.py"]
+    assert "aider" not in diff.patch and "pyc" not in diff.patch
+
+    without_excludes = capture_diff(co, exclude=())
+    assert ".aider.chat.history.md" in without_excludes.files
+    assert "src/__pycache__/app.cpython-312.pyc" in without_excludes.files
+
+
+def test_it_applies_custom_excludes(co: Checkout):
+    (co.work / "notes").mkdir()
+    (co.work / "notes" / "scratch.txt").write_text("scratch")
+    (co.work / "src" / "notes.py").write_text("NOTES = 1\n")
+    diff = capture_diff(co, exclude=(*DEFAULT_EXCLUDES, "notes/"))
+    assert diff.files == ["src/notes.py"]
+
+
+def test_it_honours_the_repository_gitignore(co: Checkout):
+    (co.work / "debug.log").write_text("noise")
+    (co.work / "build").mkdir()
+    (co.work / "build" / "out.bin").write_bytes(b"\x00")
+    (co.work / "src" / "feature.py").write_text("FEATURE = 1\n")
+    diff = capture_diff(co)
+    assert diff.files == ["src/feature.py"]
+
+
+def test_it_captures_files_of_a_repository_the_agent_initialised(co: Checkout, home: Path):
+    # `cargo new` and friends run `git init`; plain `git add -A` would fail on such a directory.
+    crate = co.work / "crate"
+    crate.mkdir()
+    git(crate, "init", "--quiet", home=home)
+    (crate / "main.rs").write_text("fn main() {}\n")
+    (crate / "target.log").write_text("ignored by the repository's *.log rule")
+    diff = capture_diff(co)
+    assert diff.files == ["crate/main.rs"]
+    assert diff.after["crate/main.rs"] == "fn main() {}\n"
+
+
+def test_it_stores_a_symlink_as_its_target_not_the_file_it_points_to(co: Checkout, tmp_path: Path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("host secret")
+    (co.work / "link").symlink_to(secret)
+    diff = capture_diff(co)
+    assert diff.after["link"] == str(secret)
+    assert "host secret" not in diff.patch
+
+
+def _plant_trap(git_dir: Path, marker: Path) -> None:
+    """Make `git_dir` run a command that creates `marker` if git ever uses its config or hooks."""
+    script = marker.with_name("trap.sh")
+    script.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    script.chmod(0o755)
+    with open(git_dir / "config", "a") as config:
+        config.write(f"[core]\n\tfsmonitor = {script}\n\thooksPath = {git_dir / 'hooks'}\n")
+    (git_dir / "hooks").mkdir(exist_ok=True)
+    for hook in ("pre-commit", "post-checkout", "post-index-change", "reference-transaction"):
+        (git_dir / "hooks" / hook).write_text(f"#!/bin/sh\ntouch {marker}\n")
+        (git_dir / "hooks" / hook).chmod(0o755)
+
+
+def test_it_never_runs_hooks_or_fsmonitor_from_a_git_dir_the_agent_planted(
+    co: Checkout, tmp_path: Path, home: Path
+):
+    marker = tmp_path / "pwned"
+    git(co.work, "init", "--quiet", home=home)
+    _plant_trap(co.work / ".git", marker)
+    nested = co.work / "vendor" / "lib"
+    nested.mkdir(parents=True)
+    git(nested, "init", "--quiet", home=home)
+    _plant_trap(nested / ".git", marker)
+    (nested / "lib.py").write_text("LIB = 1\n")
+    (co.work / "src" / "app.py").write_text("changed\n")
+
+    # The trap works: ordinary git in the agent's repository springs it.
+    git(co.work, "status", home=home)
+    assert marker.exists()
+    marker.unlink()
+
+    diff = capture_diff(co)
+    assert not marker.exists()
+    assert diff.files == ["src/app.py", "vendor/lib/lib.py"]
+    assert ".git/" not in diff.patch
+
+
+def test_it_ignores_a_git_file_pointing_elsewhere(co: Checkout, tmp_path: Path, home: Path):
+    marker = tmp_path / "pwned"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    git(elsewhere, "init", "--quiet", home=home)
+    _plant_trap(elsewhere / ".git", marker)
+    (co.work / ".git").write_text(f"gitdir: {elsewhere / '.git'}\n")
+    (co.work / "README.md").write_text("# Changed\n")
+
+    diff = capture_diff(co)
+    assert not marker.exists()
+    assert diff.files == ["README.md"]
+    assert diff.before["README.md"] == "# Shop\n"
+
+
+# --- Cleanup ----------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores permission bits")
+def test_it_cleans_up_read_only_files_and_directories(mirror: Path, tmp_path: Path):
+    co = checkout(mirror, "main", tmp_path / "run")
+    locked = co.work / "locked"
+    locked.mkdir()
+    (locked / "file.txt").write_text("x")
+    (locked / "file.txt").chmod(stat.S_IRUSR)
+    locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    (co.work / "src").chmod(0)
+
+    cleanup(co)
+    assert not co.root.exists()
+    assert mirror.exists()
+
+
+def test_it_cleans_up_a_run_and_tolerates_a_second_call(mirror: Path, tmp_path: Path):
+    co = checkout(mirror, "main", tmp_path / "run")
+    (co.work / "new.txt").write_text("x")
+    cleanup(co)
+    assert not co.root.exists()
+    assert mirror.exists()
+    cleanup(co)
+
+
+def _mirror_in_child(url: str, cache_root: str) -> str:
+    return str(ensure_mirror(url, Path(cache_root)))
+
+
+def test_it_clones_once_when_two_workers_ask_at_the_same_time(origin: Path, tmp_path: Path):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    cache_root = tmp_path / "cache"
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=4, mp_context=context) as pool:
+        paths = list(pool.map(_mirror_in_child, [str(origin)] * 4, [str(cache_root)] * 4))
+    assert len(set(paths)) == 1
+    assert [p.name for p in (cache_root / "mirrors").iterdir() if p.suffix == ".git"] == [
+        Path(paths[0]).name
+    ]

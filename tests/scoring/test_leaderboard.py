@@ -1,0 +1,459 @@
+"""The leaderboard pages as a lead reads them: order, rates, intervals, ties, breakdowns."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.urls import reverse
+from django.utils import timezone
+
+from evalsite.roles import SCORER, set_role
+from runs.models import Campaign, Contestant, LanguageModel, Prompt, PromptSet, Repository, Run
+from scoring import leaderboard, stats
+from scoring.leaderboard import Filters
+from scoring.models import Comparison, Review
+
+BOARD = reverse("scoring:leaderboard")
+EXPORT = reverse("scoring:leaderboard_export")
+AGREEMENT = reverse("scoring:leaderboard_agreement")
+HISTORY = reverse("scoring:leaderboard_history")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    cache.clear()
+    yield
+    cache.clear()
+
+
+class Builder:
+    """A small campaign built straight through the ORM, as finished runs would leave it."""
+
+    def __init__(self) -> None:
+        self.repo = Repository.objects.create(name="shop", url="https://git.example.com/s.git")
+        self.prompt_set = PromptSet.objects.create(name="backend")
+        self.real_model = LanguageModel.objects.create(name="gpt", provider="openai")
+        self.scripted_model = LanguageModel.objects.create(
+            name="replay", provider="scripted", script="- text: hi\n"
+        )
+        self.prompts: dict[str, Prompt] = {}
+        self.contestants: dict[str, Contestant] = {}
+        self.reviewers: list = []
+
+    def prompt(self, key: str, tags=(), **fields) -> Prompt:
+        if key not in self.prompts:
+            self.prompts[key] = Prompt.objects.create(
+                prompt_set=self.prompt_set, key=key, title=key, instructions="Do it",
+                repository=self.repo, commit="a" * 40, tags=list(tags), **fields,
+            )  # fmt: skip
+        return self.prompts[key]
+
+    def contestant(self, name: str, scripted: bool = False, **fields) -> Contestant:
+        if name not in self.contestants:
+            model = self.scripted_model if scripted else self.real_model
+            self.contestants[name] = Contestant.objects.create(name=name, model=model, **fields)
+        return self.contestants[name]
+
+    def campaign(self, name: str = "March", days_ago: int = 0) -> Campaign:
+        return Campaign.objects.create(
+            name=name,
+            prompt_set=self.prompt_set,
+            created_at=timezone.now() - timedelta(days=days_ago),
+        )
+
+    def reviewer(self, index: int):
+        while len(self.reviewers) <= index:
+            user = get_user_model().objects.create_user(username=f"rev{len(self.reviewers)}")
+            set_role(user, SCORER)
+            self.reviewers.append(user)
+        return self.reviewers[index]
+
+    def run(
+        self, campaign, prompt: Prompt, contestant: Contestant, verdicts=(), repeat: int = 0,
+        status: str = Run.FINISHED, answers=None, **fields,
+    ) -> Run:  # fmt: skip
+        now = timezone.now()
+        run = Run.objects.create(
+            campaign=campaign, prompt=prompt, contestant=contestant, repeat=repeat,
+            status=status, snapshot={"prompt": prompt.snapshot(), "contestant": contestant.snapshot()},
+            started_at=now - timedelta(seconds=60), finished_at=now, **fields,
+        )  # fmt: skip
+        for index, verdict in enumerate(verdicts):
+            Review.objects.create(
+                run=run, reviewer=self.reviewer(index), verdict=verdict,
+                answers=dict(answers or {}, merge=verdict), submitted_at=now,
+            )  # fmt: skip
+        return run
+
+    def series(self, campaign, contestant: Contestant, merges: int, total: int, **fields):
+        """`total` runs on distinct prompts, the first `merges` reviewed yes, the rest no."""
+        for index in range(total):
+            verdict = "yes" if index < merges else "no"
+            self.run(campaign, self.prompt(f"p{index}"), contestant, [verdict], **fields)
+
+
+@pytest.fixture
+def build(db):
+    return Builder()
+
+
+def page(client, url=BOARD, **params) -> str:
+    response = client.get(url, params)
+    assert response.status_code == 200, response.content[:500]
+    return response.content.decode()
+
+
+def rows_in_order(html: str) -> list[str]:
+    return re.findall(r'class="board-row" data-contestant="([^"]+)"', html)
+
+
+def rate_text(k: int, n: int) -> str:
+    low, high = stats.wilson_interval(k, n)
+    return f"{round(100 * k / n)}% ({round(100 * low)}%–{round(100 * high)}%, {k} of {n})"
+
+
+def test_it_ranks_contestants_by_merge_rate_with_wilson_intervals(build, client_for, lead):
+    campaign = build.campaign()
+    build.series(campaign, build.contestant("weak"), merges=1, total=10)
+    build.series(campaign, build.contestant("strong"), merges=9, total=10)
+
+    html = page(client_for(lead))
+
+    assert rows_in_order(html) == ["strong", "weak"]
+    assert rate_text(9, 10) in html
+    assert rate_text(1, 10) in html
+    rows = leaderboard.rows(Filters(campaign_id=campaign.pk))
+    assert [(r["contestant"], r["rank"], r["tied"]) for r in rows] == [
+        ("strong", 1, False),
+        ("weak", 2, False),
+    ]
+    low, high = stats.wilson_interval(9, 10)
+    assert rows[0]["merge_rate_ci"] == [round(low, 3), round(high, 3)]
+
+
+def test_it_shares_a_rank_when_intervals_overlap(build, client_for, lead):
+    campaign = build.campaign()
+    build.series(campaign, build.contestant("alpha"), merges=3, total=5)
+    build.series(campaign, build.contestant("beta"), merges=2, total=5)
+
+    html = page(client_for(lead))
+
+    rows = leaderboard.rows(Filters(campaign_id=campaign.pk))
+    assert [(r["contestant"], r["rank"], r["tied"]) for r in rows] == [
+        ("alpha", 1, True),
+        ("beta", 1, True),
+    ]
+    assert html.count(">tied</span>") == 2
+
+
+def test_it_labels_scripted_contestants(build, client_for, lead):
+    campaign = build.campaign()
+    build.series(campaign, build.contestant("demo-bot", scripted=True), merges=1, total=2)
+
+    html = page(client_for(lead))
+
+    assert "demo-bot (scripted)" in html
+    assert leaderboard.latest_summary()["rows"][0]["label"] == "demo-bot (scripted)"
+
+
+def test_it_decides_a_run_by_the_majority_of_its_submitted_reviews(build, client_for, lead):
+    campaign = build.campaign()
+    bot = build.contestant("bot")
+    build.run(campaign, build.prompt("a"), bot, ["yes", "yes", "no"])
+    build.run(campaign, build.prompt("b"), bot, ["yes", "no"])  # split: not a majority
+    build.run(campaign, build.prompt("c"), bot, ["small_changes", "yes", "no"])
+    draft_only = build.run(campaign, build.prompt("d"), bot)
+    Review.objects.create(run=draft_only, reviewer=build.reviewer(0), verdict="yes")
+    build.run(campaign, build.prompt("e"), bot, ["yes"], status=Run.ERRORED)
+
+    [row] = leaderboard.rows(Filters(campaign_id=campaign.pk))
+
+    # Run d has only a draft and run e errored: neither counts.
+    assert (row["merges"], row["reviewed_runs"], row["runs"]) == (1, 3, 4)
+    assert (row["acceptable"], row["reviews"]) == (2, 8)
+    assert rate_text(1, 3) in page(client_for(lead))
+
+
+def test_it_breaks_the_merge_rate_down_by_tag(build, client_for, lead):
+    campaign = build.campaign()
+    bot = build.contestant("bot")
+    build.run(campaign, build.prompt("a", tags=["multi-file"]), bot, ["yes"])
+    build.run(campaign, build.prompt("b", tags=["multi-file", "sql"]), bot, ["no"])
+    build.run(campaign, build.prompt("c", tags=["sql"]), bot, ["no"])
+
+    html = page(client_for(lead))
+
+    tags = {entry["tag"]: entry["cells"][0] for entry in leaderboard.board(
+        Filters(campaign_id=campaign.pk))["tags"]}  # fmt: skip
+    assert (tags["multi-file"]["merges"], tags["multi-file"]["reviewed_runs"]) == (1, 2)
+    assert (tags["sql"]["merges"], tags["sql"]["reviewed_runs"]) == (0, 2)
+    assert re.search(r"<td>multi-file</td><td>50% \(1 of 2\)</td>", html)
+    assert re.search(r"<td>sql</td><td>0% \(0 of 2\)</td>", html)
+
+
+def test_it_narrows_results_with_filters(build, client_for, lead):
+    old = build.campaign("January", days_ago=40)
+    new = build.campaign("March")
+    bot = build.contestant("bot")
+    build.run(old, build.prompt("a", tags=["sql"]), bot, ["no"])
+    build.run(new, build.prompt("b"), bot, ["yes"])
+    build.run(new, build.prompt("c", tags=["sql"]), bot, ["yes"])
+    Run.objects.filter(campaign=old).update(finished_at=timezone.now() - timedelta(days=40))
+    client = client_for(lead)
+
+    # A plain visit shows the latest campaign with reviews.
+    assert rate_text(2, 2) in page(client)
+    assert rate_text(0, 1) in page(client, campaign=old.pk)
+    assert rate_text(2, 3) in page(client, campaign="")
+    assert rate_text(1, 2) in page(client, campaign="", tag="sql")
+    since = (timezone.now() - timedelta(days=10)).date().isoformat()
+    assert rate_text(2, 2) in page(client, campaign="", date_from=since)
+    assert "No finished runs match" in page(client, campaign=new.pk, tag="no-such-tag")
+
+
+def test_it_rejects_an_inverted_date_range(build, client_for, lead):
+    response = client_for(lead).get(BOARD, {"date_from": "2025-03-02", "date_to": "2025-03-01"})
+    assert response.status_code == 400
+    assert "The start date is after the end date." in response.content.decode()
+
+
+def test_it_reports_rubric_means_with_prompt_bootstrap_intervals(build, lead):
+    campaign = build.campaign()
+    bot = build.contestant("bot")
+    scores = [5, 4, 2, 5, 3]
+    for index, score in enumerate(scores):
+        build.run(campaign, build.prompt(f"p{index}"), bot, ["yes"], answers={"conventions": str(score)})
+
+    [row] = leaderboard.rows(Filters(campaign_id=campaign.pk))
+
+    low, high = stats.bootstrap_mean_ci(scores, clusters=[build.prompts[f"p{i}"].pk for i in range(5)])
+    assert row["criteria"]["conventions"]["mean"] == pytest.approx(3.8)
+    assert row["criteria"]["conventions"]["ci"] == [round(low, 3), round(high, 3)]
+    assert "merge" not in row["criteria"]  # the verdict is the merge rate, not a rubric mean
+
+
+def test_it_rates_contestants_from_pairwise_votes_when_nobody_reviewed(build, client_for, lead):
+    campaign = build.campaign()
+    good, bad = build.contestant("good"), build.contestant("bad")
+    for index in range(12):
+        prompt = build.prompt(f"p{index}")
+        run_good = build.run(campaign, prompt, good)
+        run_bad = build.run(campaign, prompt, bad)
+        outcome = "a" if index < 10 else "both_bad"
+        Comparison.objects.create(
+            prompt=prompt, run_a=run_good, run_b=run_bad, reviewer=build.reviewer(0),
+            outcome=outcome, decided_at=timezone.now(),
+        )  # fmt: skip
+    Comparison.objects.create(  # undecided: ignored
+        prompt=prompt, run_a=run_good, run_b=run_bad, reviewer=build.reviewer(1)
+    )
+
+    html = page(client_for(lead))
+
+    board = leaderboard.board(Filters(campaign_id=campaign.pk))
+    assert board["rank_basis"] == "pairwise votes"
+    assert rows_in_order(html) == ["good", "bad"]
+    expected = stats.bradley_terry(
+        [(str(good.pk), str(bad.pk), 1.0)] * 10 + [(str(good.pk), str(bad.pk), 0.5)] * 2
+    )
+    strengths = {row["contestant"]: row["strength"] for row in board["rows"]}
+    assert strengths["good"] == pytest.approx(expected[str(good.pk)], abs=1e-3)
+    assert [row["votes"] for row in board["rows"]] == [12, 12]
+    assert "Ranks come from the 95% intervals of the pairwise votes" in html
+
+
+def test_it_measures_automatic_signals_per_contestant(build, lead):
+    campaign = build.campaign()
+    bot = build.contestant("bot")
+    ambiguous = build.prompt("vague", clarification_expected=True, expected_files=["a.py", "b.py"])
+    build.run(campaign, ambiguous, bot, ["yes"], test_exit_code=0, files_changed=["a.py"],
+              questions=[{"question": "Which?", "answer": "This"}], cost_usd=0.5,
+              input_tokens=100, output_tokens=20)  # fmt: skip
+    build.run(campaign, build.prompt("clear"), bot, ["no"], test_exit_code=1, cost_usd=1.5,
+              input_tokens=300, output_tokens=20)  # fmt: skip
+
+    [row] = leaderboard.rows(Filters(campaign_id=campaign.pk))
+
+    assert (row["tests_passed"], row["tests_run"], row["tests_pass_rate"]) == (1, 2, 0.5)
+    assert row["expected_files_recall"] == 0.5
+    assert (row["clarification_asked"], row["clarification_prompts"]) == (1, 1)
+    assert row["median_cost_usd"] == 1.0
+    assert row["median_tokens"] == 220
+    assert row["median_duration_s"] == 60
+
+
+def test_it_says_which_signals_predict_the_verdict(build, client_for, lead):
+    campaign = build.campaign()
+    for name, benchmark, merges in (("a", 10, 1), ("b", 20, 2), ("c", 30, 3), ("d", 40, 4)):
+        contestant = build.contestant(name, benchmarks={"swe-bench": benchmark})
+        for index in range(5):
+            merged = index < merges
+            build.run(
+                campaign, build.prompt(f"p{index}"), contestant, ["yes" if merged else "no"],
+                test_exit_code=0 if merged else 1, additions=10 if merged else 300,
+            )  # fmt: skip
+
+    html = page(client_for(lead))
+
+    assert "Tests passing predicted the verdict well (AUC 1.00 over 20 runs)." in html
+    assert "Diff size predicted the verdict well, in reverse" in html
+    assert "Expected-files recall: not enough data (0 reviewed runs" in html
+    assert "Benchmark swe-bench predicted the merge rate well (Spearman 1.00 over 4 contestants)." in html
+
+
+def test_it_says_when_there_is_not_enough_data_to_predict(build, client_for, lead):
+    campaign = build.campaign()
+    build.series(campaign, build.contestant("bot"), merges=1, total=3, test_exit_code=0)
+
+    assert "Tests passing: not enough data (3 reviewed runs" in page(client_for(lead))
+
+
+def test_it_shows_reviewer_agreement(build, client_for, lead):
+    campaign = build.campaign()
+    bot = build.contestant("bot")
+    pattern = ["yes", "no", "small_changes", "yes", "no", "yes"]
+    for index, verdict in enumerate(pattern):
+        contrarian = "no" if verdict != "no" else "yes"
+        build.run(campaign, build.prompt(f"p{index}"), bot, [verdict, verdict, verdict, contrarian])
+    build.run(campaign, build.prompt("lonely"), bot)  # no reviews yet
+
+    html = page(client_for(lead), AGREEMENT)
+
+    result = leaderboard.agreement(Filters(campaign_id=campaign.pk))
+    verdict = result["measures"][0]
+    expected = stats.krippendorff_alpha(
+        [pattern, pattern, pattern, ["no" if v != "no" else "yes" for v in pattern]],
+        "ordinal", value_order=["no", "small_changes", "yes"],
+    )  # fmt: skip
+    assert verdict["alpha"] == pytest.approx(expected, abs=1e-3)
+    assert verdict["words"] == stats.interpret_alpha(expected) == "unreliable"
+    assert result["histogram"] == [
+        {"reviews": 0, "runs": 1}, {"reviews": 1, "runs": 0},
+        {"reviews": 2, "runs": 0}, {"reviews": 3, "runs": 0}, {"reviews": 4, "runs": 6},
+    ]  # fmt: skip
+    shares = {r["username"]: (r["agree"], r["compared"]) for r in result["reviewers"]}
+    assert shares == {"rev0": (6, 6), "rev1": (6, 6), "rev2": (6, 6), "rev3": (0, 6)}
+    assert "100% (6 of 6)" in html and "0% (0 of 6)" in html
+    assert "Unreliable" in html
+    assert "<svg" in html and 'class="bar"' in html
+
+
+def test_it_tracks_history_across_campaigns(build, client_for, lead):
+    january, march = build.campaign("January", days_ago=60), build.campaign("March")
+    bot = build.contestant("bot")
+    build.run(january, build.prompt("a"), bot, ["no"])
+    build.run(january, build.prompt("b"), bot, ["no"])
+    build.run(march, build.prompt("a"), bot, ["yes"])
+    build.run(march, build.prompt("b"), bot, ["no"])
+
+    html = page(client_for(lead), HISTORY)
+
+    result = leaderboard.history(Filters())
+    assert [c["name"] for c in result["campaigns"]] == ["January", "March"]
+    [contestant] = result["contestants"]
+    assert [p["merge_rate"] for p in contestant["points"]] == [0.0, 0.5]
+    assert [m["label"] for m in result["models"]] == ["gpt"]
+    assert html.index("January") < html.index("March")
+    assert rate_text(1, 2) in html
+
+
+def test_it_draws_each_contestant_with_its_interval(build, client_for, lead):
+    campaign = build.campaign()
+    build.series(campaign, build.contestant("bot"), merges=1, total=2)
+
+    html = page(client_for(lead))
+
+    svg = html[html.index('<svg class="chart merge-chart"') : html.index("</svg>")]
+    assert svg.count('class="point"') == 1 and svg.count('class="interval"') == 1
+    assert "style=" not in html
+
+
+def test_it_refreshes_when_a_review_is_submitted(build, client_for, lead):
+    campaign = build.campaign()
+    bot = build.contestant("bot")
+    run = build.run(campaign, build.prompt("a"), bot, ["no"])
+    client = client_for(lead)
+    assert rate_text(0, 1) in page(client)
+
+    Review.objects.create(
+        run=run, reviewer=build.reviewer(1), verdict="yes", submitted_at=timezone.now()
+    )
+    Review.objects.create(
+        run=run, reviewer=build.reviewer(2), verdict="yes", submitted_at=timezone.now()
+    )
+
+    assert rate_text(1, 1) in page(client)
+
+
+def test_it_exports_the_board_as_json_and_csv(build, client_for, lead):
+    campaign = build.campaign()
+    build.series(campaign, build.contestant("bot"), merges=2, total=4)
+    client = client_for(lead)
+
+    response = client.get(EXPORT, {"campaign": campaign.pk, "format": "json"})
+    data = json.loads(response.content)
+    assert response["Content-Disposition"].startswith("attachment")
+    [row] = data["leaderboard"]
+    assert (row["contestant"], row["runs"], row["merge_rate"]) == ("bot", 4, 0.5)
+
+    response = client.get(EXPORT, {"campaign": campaign.pk, "format": "csv"})
+    lines = response.content.decode().splitlines()
+    header, values = lines[0].split(","), lines[1].split(",")
+    assert dict(zip(header, values, strict=False))["merge_rate"] == "0.5"
+    assert client.get(EXPORT, {"format": "xml"}).status_code == 400
+
+
+@pytest.mark.parametrize("url", [BOARD, EXPORT, AGREEMENT, HISTORY])
+def test_it_forbids_scorers(build, client_for, scorer, url):
+    assert client_for(scorer).get(url).status_code == 403
+
+
+def _bigger(build, prompts: int, contestants: int) -> Campaign:
+    campaign = build.campaign()
+    for c in range(contestants):
+        contestant = build.contestant(f"c{c}", benchmarks={"bench": c})
+        for p in range(prompts):
+            prompt = build.prompt(f"p{p}", tags=["t"], expected_files=["a.py"])
+            run = build.run(campaign, prompt, contestant, ["yes", "no"][: 1 + (p % 2)],
+                            answers={"conventions": "3"}, test_exit_code=p % 2)  # fmt: skip
+            if c:
+                Comparison.objects.create(
+                    prompt=prompt, run_a=run, run_b=Run.objects.get(
+                        campaign=campaign, prompt=prompt, contestant=build.contestant("c0")),
+                    reviewer=build.reviewer(0), outcome="a", decided_at=timezone.now(),
+                )  # fmt: skip
+    return campaign
+
+
+@pytest.mark.parametrize("size", [(2, 2), (6, 4)])
+def test_it_keeps_a_fixed_query_budget(build, client_for, lead, size, django_assert_max_num_queries):
+    campaign = _bigger(build, *size)
+    client = client_for(lead)
+    client.get(reverse("dashboard"))  # the session and role lookups are not the board's cost
+    cache.clear()
+
+    with django_assert_max_num_queries(13):
+        page(client, campaign=campaign.pk)
+    with django_assert_max_num_queries(11):
+        page(client, AGREEMENT, campaign=campaign.pk)
+    with django_assert_max_num_queries(8):
+        page(client, HISTORY)
+    with django_assert_max_num_queries(6):  # cached: only the session, user and form queries
+        page(client, campaign=campaign.pk)
+
+
+def test_it_summarises_the_latest_reviewed_campaign_for_the_dashboard(build):
+    assert leaderboard.latest_summary() is None
+    older = build.campaign("Older", days_ago=5)
+    build.series(older, build.contestant("bot"), merges=1, total=1)
+    build.campaign("Newest, not reviewed yet")
+
+    summary = leaderboard.latest_summary()
+
+    assert summary["campaign"] == older
+    assert summary["rows"] == [{"rank": 1, "label": "bot", "merge_rate_text": rate_text(1, 1)}]

@@ -1,0 +1,345 @@
+"""The review queue and the blind review page: what a scorer sees, drafts, submitting."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from runs import diffs
+from runs.models import Campaign, Contestant, LanguageModel, Prompt, PromptSet, Repository, Run
+from scoring import reviews
+from scoring.models import Review, ReviewVersion
+
+BEFORE = "".join(f"line {n}\n" for n in range(1, 21))
+AFTER = BEFORE.replace("line 15\n", "line fifteen\n")
+DIFF = (
+    "diff --git a/app.py b/app.py\n"
+    "index 1111111..2222222 100644\n"
+    "--- a/app.py\n"
+    "+++ b/app.py\n"
+    "@@ -12,7 +12,7 @@\n"
+    " line 12\n line 13\n line 14\n-line 15\n+line fifteen\n line 16\n line 17\n line 18\n"
+)
+LOCKFILE_DIFF = (
+    "diff --git a/package-lock.json b/package-lock.json\n"
+    "--- a/package-lock.json\n"
+    "+++ b/package-lock.json\n"
+    "@@ -1 +1 @@\n"
+    '-{"lockfileVersion": 2}\n'
+    '+{"lockfileVersion": 3}\n'
+)
+TRANSCRIPT = {
+    "schema_version": "ATIF-v1.4",
+    "agent": {"name": "mergeable-builtin", "version": "1", "model_name": "zeta-9000"},
+    "steps": [
+        {"step_id": 1, "source": "user", "message": "Fix line 15"},
+        {
+            "step_id": 2,
+            "source": "agent",
+            "message": "I am Zeta-9000 by zetacorp-agent, editing now.",
+            "tool_calls": [
+                {"tool_call_id": "c1", "function_name": "run_command",
+                 "arguments": {"command": "pytest -q"}},
+            ],
+            "observation": {"results": [{"source_call_id": "c1", "content": "exit 0\n3 passed"}]},
+            "metrics": {"prompt_tokens": 1234, "completion_tokens": 56, "cost_usd": 0.98765},
+        },
+    ],
+    "final_metrics": {"total_prompt_tokens": 1234, "total_cost_usd": 0.98765},
+}
+
+
+def make_prompt(**overrides) -> Prompt:
+    repo, _ = Repository.objects.get_or_create(
+        name="shop", defaults={"url": "https://git.example.com/shop.git"}
+    )
+    prompt_set, _ = PromptSet.objects.get_or_create(name="backend")
+    fields = {
+        "prompt_set": prompt_set, "key": "fix-15", "title": "Fix line fifteen",
+        "instructions": "Change **line 15**.", "repository": repo, "commit": "a" * 40,
+        "acceptance_criteria": ["Line 15 reads fifteen"], "test_command": "pytest",
+    }
+    fields.update(overrides)
+    return Prompt.objects.create(**fields)
+
+
+def make_contestant(name: str = "zetacorp-agent", model_id: str = "zeta-9000") -> Contestant:
+    model = LanguageModel.objects.create(
+        name=f"{name}-model", provider="openai", model_id=model_id, base_url="http://127.0.0.1:1"
+    )
+    return Contestant.objects.create(name=name, model=model)
+
+
+def make_run(
+    prompt: Prompt | None = None,
+    contestant: Contestant | None = None,
+    *,
+    campaign: Campaign | None = None,
+    status: str = Run.FINISHED,
+    diff: str = DIFF,
+    before: dict | None = None,
+    after: dict | None = None,
+    transcript: dict | None = None,
+    **fields,
+) -> Run:
+    prompt = prompt or make_prompt()
+    contestant = contestant or make_contestant()
+    if campaign is None:
+        campaign = Campaign.objects.create(name="C", prompt_set=prompt.prompt_set)
+    campaign.contestants.add(contestant)
+    now = timezone.now()
+    defaults = {
+        "cost_usd": 0.98765, "test_exit_code": 0, "tests_passed": 3, "tests_failed": 0,
+        "test_output_tail": "3 passed", "started_at": now, "finished_at": now,
+    }
+    run = Run.objects.create(
+        campaign=campaign, prompt=prompt, contestant=contestant, status=status,
+        repeat=Run.objects.filter(campaign=campaign, prompt=prompt, contestant=contestant).count(),
+        snapshot={"prompt": prompt.snapshot(), "contestant": contestant.snapshot()},
+        **{**defaults, **fields},
+    )
+    run.save_artifact("diff.patch", diff)
+    run.save_artifact("before.json", json.dumps(before if before is not None else {"app.py": BEFORE}))
+    run.save_artifact("after.json", json.dumps(after if after is not None else {"app.py": AFTER}))
+    if transcript is not None:
+        run.save_artifact("transcript.json", json.dumps(transcript))
+    return run
+
+
+ANSWERS = {"right_files": "yes", "conventions": "4", "recovered": "yes", "merge": "yes"}
+
+
+def post_answers(answers: dict, **extra) -> dict:
+    data = {f"answer-{key}": value for key, value in answers.items()}
+    data.update({"notes": "", "line_comments": "[]", "time_spent_s": "30"})
+    data.update(extra)
+    return data
+
+
+@pytest.fixture
+def run(db):
+    return make_run(transcript=TRANSCRIPT)
+
+
+def test_it_hides_who_made_the_run_until_the_reviewer_submits(run, scorer, client_for):
+    client = client_for(scorer)
+    url = reverse("scoring:review", kwargs={"run_id": run.pk})
+    body = client.get(url).content.decode()
+    assert "fifteen</span>" in body  # the diff itself
+    assert "zetacorp" not in body.lower()
+    assert "zeta-9000" not in body.lower()
+    assert "0.98" not in body  # no cost, per step or in total
+    assert "1234" in body  # tokens are fine
+
+    response = client.post(
+        reverse("scoring:review_submit", kwargs={"run_id": run.pk}), post_answers(ANSWERS)
+    )
+    assert response.status_code == 302
+    body = client.get(url).content.decode()
+    assert "zetacorp-agent" in body
+    assert "zeta-9000" in body
+
+
+def test_it_shows_other_reviews_only_after_submitting(run, scorer, other_scorer, client_for):
+    Review.objects.create(
+        run=run, reviewer=other_scorer, verdict="no", notes="Breaks the build badly",
+        answers={"merge": "no"}, submitted_at=timezone.now(),
+    )
+    client = client_for(scorer)
+    url = reverse("scoring:review", kwargs={"run_id": run.pk})
+    assert "Breaks the build badly" not in client.get(url).content.decode()
+    client.post(reverse("scoring:review_submit", kwargs={"run_id": run.pk}), post_answers(ANSWERS))
+    assert "Breaks the build badly" in client.get(url).content.decode()
+
+
+def test_it_renders_the_transcript_as_a_timeline_with_tool_calls(run, scorer, client_for):
+    body = client_for(scorer).get(reverse("scoring:review", kwargs={"run_id": run.pk}))
+    text = body.content.decode()
+    assert "<details" in text
+    assert "pytest -q" in text
+    assert "3 passed" in text
+    assert "I am [hidden] by [hidden], editing now." in text
+
+
+def test_it_refuses_an_incomplete_review_and_keeps_what_was_entered(run, scorer, client_for):
+    client = client_for(scorer)
+    response = client.post(
+        reverse("scoring:review_submit", kwargs={"run_id": run.pk}),
+        post_answers({"right_files": "yes", "merge": "no"}, notes="half done"),
+    )
+    assert response.status_code == 400
+    assert "Please answer this." in response.content.decode()
+    assert "half done" in response.content.decode()
+    assert not Review.objects.submitted().filter(run=run).exists()
+
+
+def test_it_takes_the_verdict_from_the_merge_answer(run, scorer):
+    review = reviews.submit_review(run, scorer, dict(ANSWERS, merge="small_changes"), "", "", [], 5)
+    assert review.verdict == "small_changes"
+    assert review.is_submitted
+
+
+def test_it_rejects_an_answer_that_is_not_an_option(run, scorer):
+    with pytest.raises(reviews.ReviewInvalid) as caught:
+        reviews.submit_review(run, scorer, dict(ANSWERS, conventions="7"), "", "", [], 5)
+    assert "conventions" in caught.value.errors
+
+
+def test_it_keeps_the_previous_submission_when_a_review_changes(run, scorer, client_for):
+    client = client_for(scorer)
+    submit = reverse("scoring:review_submit", kwargs={"run_id": run.pk})
+    client.post(submit, post_answers(ANSWERS, notes="first"))
+    client.post(submit, post_answers(dict(ANSWERS, merge="no"), notes="second thoughts"))
+    review = Review.objects.get(run=run, reviewer=scorer)
+    assert review.verdict == "no"
+    versions = list(ReviewVersion.objects.filter(review=review))
+    assert [(v.verdict, v.notes) for v in versions] == [("yes", "first")]
+
+
+def test_it_saves_a_draft_and_shows_it_again(run, scorer, client_for):
+    client = client_for(scorer)
+    response = client.post(
+        reverse("scoring:review_draft", kwargs={"run_id": run.pk}),
+        post_answers({"right_files": "no"}, notes="still reading"),
+        headers={"X-Mergeable-Autosave": "1"},
+    )
+    assert response.json()["saved"] is True
+    review = Review.objects.get(run=run, reviewer=scorer)
+    assert review.answers == {"right_files": "no"} and not review.is_submitted
+    body = client.get(reverse("scoring:review", kwargs={"run_id": run.pk})).content.decode()
+    assert "still reading" in body
+    assert 'value="no" checked' in body
+
+
+def test_it_never_lets_a_draft_overwrite_a_submitted_review(run, scorer):
+    reviews.submit_review(run, scorer, ANSWERS, "", "final", [], 5)
+    reviews.save_draft(run, scorer, {"answers": {"merge": "no"}, "notes": "oops"})
+    review = Review.objects.get(run=run, reviewer=scorer)
+    assert (review.verdict, review.notes) == ("yes", "final")
+
+
+def test_it_stores_line_comments(run, scorer, client_for):
+    comments = [{"path": "app.py", "line": 15, "side": "new", "text": "Why fifteen?"}]
+    client_for(scorer).post(
+        reverse("scoring:review_submit", kwargs={"run_id": run.pk}),
+        post_answers(ANSWERS, line_comments=json.dumps(comments)),
+    )
+    assert Review.objects.get(run=run).line_comments == comments
+
+
+@pytest.mark.parametrize("status", [Run.RUNNING, Run.ERRORED, Run.QUEUED])
+def test_it_404s_for_runs_that_cannot_be_reviewed(db, scorer, client_for, status):
+    run = make_run(status=status)
+    response = client_for(scorer).get(reverse("scoring:review", kwargs={"run_id": run.pk}))
+    assert response.status_code == 404
+
+
+def test_it_renders_the_diff_once_and_caches_it(run, monkeypatch):
+    calls = []
+    real = diffs.render_diff
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(diffs, "render_diff", counting)
+    first = reviews.rendered_diff(run)
+    second = reviews.rendered_diff(Run.objects.get(pk=run.pk))
+    assert len(calls) == 1
+    assert first == second
+    assert run.read_json_artifact("rendered_diff.json")["diff"]["totals"]["additions"] == 1
+
+
+def test_it_expands_context_from_the_stored_text(run, scorer, client_for):
+    client = client_for(scorer)
+    page = client.get(reverse("scoring:review", kwargs={"run_id": run.pk})).content.decode()
+    assert "Show 11 unchanged lines" in page
+    response = client.get(
+        reverse("scoring:review_context", kwargs={"run_id": run.pk}),
+        {"file": 1, "start": 1, "end": 11, "delta": 0, "view": "split"},
+        headers={"HX-Request": "true"},
+    )
+    body = response.content.decode()
+    assert 'data-line="1"' in body and 'data-line="11"' in body
+    assert 'data-line="12"' not in body
+    assert body.count("<tr") == 11
+
+
+def test_it_loads_a_collapsed_generated_file_on_demand(db, scorer, client_for):
+    run = make_run(diff=DIFF + LOCKFILE_DIFF)
+    client = client_for(scorer)
+    page = client.get(reverse("scoring:review", kwargs={"run_id": run.pk})).content.decode()
+    assert "lockfileVersion&quot;: 3" not in page and "Load the diff" in page
+    url = reverse("scoring:review_file", kwargs={"run_id": run.pk})
+    fragment = client.get(url, {"file": 2}, headers={"HX-Request": "true"}).content.decode()
+    assert "lockfileVersion" in fragment and "<html" not in fragment
+    fallback = client.get(url, {"file": 2})
+    assert fallback.status_code == 302 and "expand=2" in fallback["Location"]
+    assert "lockfileVersion" in client.get(fallback["Location"]).content.decode()
+
+
+def test_it_names_binary_files_without_showing_them(db, scorer, client_for):
+    binary = "diff --git a/logo.png b/logo.png\nindex 1..2 100644\nBinary files a/logo.png and b/logo.png differ\n"
+    run = make_run(diff=binary)
+    body = client_for(scorer).get(reverse("scoring:review", kwargs={"run_id": run.pk})).content
+    assert b"logo.png" in body and b"Binary file: not shown." in body
+
+
+def test_it_shows_the_reference_patch_behind_a_toggle(db, scorer, client_for):
+    prompt = make_prompt(reference_patch=DIFF.replace("line fifteen", "line 15 (fixed)"))
+    run = make_run(prompt)
+    body = client_for(scorer).get(reverse("scoring:review", kwargs={"run_id": run.pk})).content
+    assert b"What we would have written" in body and b"fixed" in body
+
+
+def test_it_submits_and_moves_to_the_next_run(db, scorer, client_for):
+    prompt = make_prompt()
+    first = make_run(prompt)
+    second = make_run(prompt, make_contestant("other-agent", "other-1"), campaign=first.campaign)
+    response = client_for(scorer).post(
+        reverse("scoring:review_submit", kwargs={"run_id": first.pk}),
+        post_answers(ANSWERS, then="next"),
+        follow=True,
+    )
+    assert response.redirect_chain[-1][0] == reverse("scoring:review", kwargs={"run_id": second.pk})
+
+
+def test_it_lists_the_queue_blind_with_counts(db, scorer, client_for):
+    run = make_run()
+    body = client_for(scorer).get(reverse("scoring:queue")).content.decode()
+    assert "Fix line fifteen" in body
+    assert reverse("scoring:review", kwargs={"run_id": run.pk}) in body
+    assert "zetacorp" not in body
+
+
+def test_it_sends_review_next_back_to_the_queue_when_nothing_is_left(db, scorer, client_for):
+    response = client_for(scorer).get(reverse("scoring:review_next"), follow=True)
+    assert response.redirect_chain[-1][0] == reverse("scoring:queue")
+    assert "Nothing left to review" in response.content.decode()
+
+
+def test_it_shows_history_with_versions_to_leads(run, scorer, lead, client_for):
+    reviews.submit_review(run, scorer, ANSWERS, "", "v1 notes", [], 5)
+    reviews.submit_review(run, scorer, dict(ANSWERS, merge="no"), "", "v2 notes", [], 5)
+    body = client_for(lead).get(reverse("scoring:review_history")).content.decode()
+    assert "v1 notes" in body and "v2 notes" in body and "zetacorp-agent" in body
+
+
+def test_it_keeps_the_review_page_within_a_query_budget(
+    db, scorer, other_scorer, client_for, django_assert_max_num_queries
+):
+    prompt = make_prompt()
+    run = make_run(prompt, transcript=TRANSCRIPT)
+    for n in range(5):
+        make_run(prompt, make_contestant(f"extra-{n}", f"m-{n}"), campaign=run.campaign)
+    reviews.submit_review(run, other_scorer, ANSWERS, "", "", [], 5)
+    reviews.submit_review(run, scorer, ANSWERS, "", "", [], 5)  # not blind: other reviews load
+    client = client_for(scorer)
+    client.get(reverse("scoring:review", kwargs={"run_id": run.pk}))  # warm the diff cache
+    with django_assert_max_num_queries(14):
+        assert client.get(reverse("scoring:review", kwargs={"run_id": run.pk})).status_code == 200
+    with django_assert_max_num_queries(12):
+        assert client.get(reverse("scoring:queue")).status_code == 200
