@@ -247,6 +247,16 @@ CELERY_BEAT_SCHEDULE = {
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
+# One cache shared by every process when Redis is there (leaderboards are cached per filter).
+if os.getenv("REDIS_URL") or CELERY_BROKER_URL.startswith("redis"):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.getenv("REDIS_URL") or CELERY_BROKER_URL,
+            "KEY_PREFIX": "mergeable",
+        }
+    }
+
 # Mergeable's own settings.
 MERGEABLE_WORKSPACE_ROOT = envpath("MERGEABLE_WORKSPACE_ROOT", VAR_DIR / "workspaces")
 MERGEABLE_LOCAL_REPO_ROOTS = [

@@ -94,7 +94,7 @@ def cancel_run(run: Run, reason: str = "Cancelled by a user") -> bool:
     if updated:
         run.refresh_from_db(fields=["process_group", "worker"])
         # Same machine as the worker: kill now. Elsewhere the worker's heartbeat notices the flag.
-        if run.process_group and run.worker.split(":")[0] == worker_name().split(":")[0]:
+        if run.process_group and _machine(run.worker) == _machine(worker_name()):
             sandbox.kill_process_group(run.process_group)
     return bool(updated)
 
@@ -139,8 +139,13 @@ def answer_question(run: Run, answer: str, user) -> bool:
     return True
 
 
-def worker_name() -> str:
+def worker_name(node: str | None = None) -> str:
+    """Who holds a run: the Celery node name (name@host) or the host, and the process id."""
     import os
     import socket
 
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return f"{node or socket.gethostname()}:{os.getpid()}"
+
+
+def _machine(worker: str) -> str:
+    return worker.rsplit(":", 1)[0].split("@")[-1]

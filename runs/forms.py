@@ -144,7 +144,7 @@ class PromptForm(forms.ModelForm):
         self.fields["instructions"].widget.attrs.update(
             {
                 "hx-post": reverse("runs:markdown_preview"),
-                "hx-trigger": "load, input changed delay:400ms",
+                "hx-trigger": "input changed delay:400ms",
                 "hx-target": "#instructions-preview",
                 "hx-include": "this",
             }

@@ -640,6 +640,10 @@ class _Dumper(yaml.SafeDumper):
 def _represent_str(dumper: yaml.SafeDumper, value: str):
     # Multi-line text (instructions, patches) reads best as a block literal. PyYAML falls back
     # to a quoted style by itself when a literal cannot represent the text exactly.
+    if "\x85" in value:
+        # PyYAML writes NEL unescaped in plain, single-quoted and literal styles, and reads it
+        # back as a line break; only double quotes escape it.
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"')
     if "\n" in value:
         return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
     return dumper.represent_str(value)

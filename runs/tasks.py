@@ -5,11 +5,12 @@ from __future__ import annotations
 from celery import shared_task
 
 from runs import execution
+from runs.campaigns import worker_name
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def execute_run(run_id: int) -> None:
-    execution.execute(run_id)
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def execute_run(self, run_id: int) -> None:
+    execution.execute(run_id, worker=worker_name(self.request.hostname))
 
 
 @shared_task(ignore_result=True)

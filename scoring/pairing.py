@@ -103,7 +103,12 @@ def record_vote(comparison: Comparison, choice: str, reason: str = "") -> Compar
     left, right = (
         (Comparison.A, Comparison.B) if comparison.a_shown_left else (Comparison.B, Comparison.A)
     )
-    outcomes = {"left": left, "right": right, "tie": Comparison.TIE, "both_bad": Comparison.BOTH_BAD}
+    outcomes = {
+        "left": left,
+        "right": right,
+        "tie": Comparison.TIE,
+        "both_bad": Comparison.BOTH_BAD,
+    }
     if choice not in outcomes:
         raise ValueError("Choose left, right, tie or both bad.")
     comparison.outcome = outcomes[choice]

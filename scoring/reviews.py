@@ -231,9 +231,9 @@ def transcript_timeline(transcript: dict | None, *, blind: bool, terms: list[str
                 {
                     "id": _text(call_id),
                     "name": name,
-                    "summary": redact(diffs.strip_control(
-                        _call_summary(name, call.get("arguments"))
-                    )),
+                    "summary": redact(
+                        diffs.strip_control(_call_summary(name, call.get("arguments")))
+                    ),
                     "arguments": arguments,
                     "arguments_cut": arguments_cut,
                     "output": output,
@@ -246,7 +246,9 @@ def transcript_timeline(transcript: dict | None, *, blind: bool, terms: list[str
             orphans.append({"output": text, "output_cut": cut})
         metrics = step.get("metrics") if isinstance(step.get("metrics"), dict) else {}
         message, message_cut = clean(step.get("message"))
-        source = step.get("source") if step.get("source") in ("system", "user", "agent") else "agent"
+        source = (
+            step.get("source") if step.get("source") in ("system", "user", "agent") else "agent"
+        )
         steps.append(
             {
                 "id": step.get("step_id") or index,
@@ -260,12 +262,17 @@ def transcript_timeline(transcript: dict | None, *, blind: bool, terms: list[str
                 "cost": None if blind else metrics.get("cost_usd"),
             }
         )
-    final = transcript.get("final_metrics") if isinstance(transcript.get("final_metrics"), dict) else {}
+    final = (
+        transcript.get("final_metrics") if isinstance(transcript.get("final_metrics"), dict) else {}
+    )
     final = {k: v for k, v in final.items() if not (blind and "cost" in k)}
     agent = transcript.get("agent") if isinstance(transcript.get("agent"), dict) else {}
     agent_view = None
     if not blind and agent:
-        agent_view = {"name": _text(agent.get("name")), "model_name": _text(agent.get("model_name"))}
+        agent_view = {
+            "name": _text(agent.get("name")),
+            "model_name": _text(agent.get("model_name")),
+        }
     return {"steps": steps, "agent": agent_view, "final": final}
 
 

@@ -58,6 +58,36 @@ def client_for(client):
 
 
 @pytest.fixture(autouse=True)
+def _seeded(request):
+    """Transactional tests flush the database, taking the migrations' groups and default rubric
+    with them; put them back so test order never matters."""
+    marker = request.node.get_closest_marker("django_db")
+    names = set(request.fixturenames)
+    if not marker and not {"db", "transactional_db"} & names:
+        return
+    transactional = "transactional_db" in names or bool(marker and marker.kwargs.get("transaction"))
+    request.getfixturevalue("transactional_db" if transactional else "db")
+    import importlib
+
+    from django.contrib.auth.models import Group
+
+    from scoring.models import Criterion, Rubric
+
+    for name in ("scorer", "lead", "admin"):
+        Group.objects.get_or_create(name=name)
+    if not Rubric.objects.exists():
+        seed = importlib.import_module("scoring.migrations.0002_default_rubric_and_role_permissions")
+        rubric = Rubric.objects.create(name="Default", is_default=True)
+        for position, (key, label, help_text, scale, choices, tag) in enumerate(
+            seed.DEFAULT_CRITERIA
+        ):
+            Criterion.objects.create(
+                rubric=rubric, key=key, label=label, help=help_text, scale=scale,
+                choices=choices, only_for_tag=tag, position=position,
+            )
+
+
+@pytest.fixture(autouse=True)
 def _isolated_storage(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.MERGEABLE_WORKSPACE_ROOT = tmp_path / "workspaces"

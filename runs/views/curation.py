@@ -200,8 +200,7 @@ def prompt_create(request: HttpRequest, prompt_set_id: int) -> HttpResponse:
         prompt.save()
         messages.success(request, f"Added prompt {prompt.key} at commit {prompt.commit[:12]}.")
         return redirect(prompt_set)
-    context = {"form": form, "prompt_set": prompt_set}
-    return render(request, "runs/curation/prompt_form.html", context)
+    return _prompt_form(request, form, prompt_set)
 
 
 @role_required(ADMIN)
@@ -214,7 +213,19 @@ def prompt_edit(request: HttpRequest, prompt_id: int) -> HttpResponse:
         form.save()
         messages.success(request, f"Saved prompt {prompt.key}.")
         return redirect(prompt_set)
-    context = {"form": form, "prompt_set": prompt_set, "prompt": prompt}
+    return _prompt_form(request, form, prompt_set, prompt)
+
+
+def _prompt_form(
+    request: HttpRequest, form: PromptForm, prompt_set: PromptSet, prompt: Prompt | None = None
+) -> HttpResponse:
+    context = {
+        "form": form,
+        "prompt_set": prompt_set,
+        "prompt": prompt,
+        # Rendered on the server too, so the preview is there before any keystroke (or htmx).
+        "html": render_markdown(form["instructions"].value() or ""),
+    }
     return render(request, "runs/curation/prompt_form.html", context)
 
 

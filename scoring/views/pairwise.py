@@ -12,6 +12,7 @@ from django.urls import path, reverse
 from django.views.decorators.http import require_POST
 
 from evalsite.roles import LEAD, SCORER, has_role, role_required
+from runs.diffs import strip_control
 from runs.models import Campaign
 from scoring import pairing, reviews
 from scoring.models import Comparison
@@ -45,7 +46,7 @@ def _side(run, reveal: bool) -> dict:
             "ok": run.tests_ok,
             "passed": run.tests_passed,
             "failed": run.tests_failed,
-            "output_tail": run.test_output_tail,
+            "output_tail": strip_control(run.test_output_tail),
         },
         "label": run.contestant.label if reveal else None,
         "cost_usd": run.cost_usd if reveal else None,
@@ -97,14 +98,17 @@ def pairwise(request: HttpRequest, comparison_id: int) -> HttpResponse:
 def pairwise_vote(request: HttpRequest, comparison_id: int) -> HttpResponse:
     comparison = _get_comparison_for_user(comparison_id, request.user, to_vote=True)
     try:
-        pairing.record_vote(comparison, request.POST.get("choice", ""), request.POST.get("reason", ""))
+        pairing.record_vote(
+            comparison, request.POST.get("choice", ""), request.POST.get("reason", "")
+        )
     except ValueError as exc:
         messages.error(request, str(exc))
         return redirect("scoring:pairwise", comparison_id=comparison.pk)
     left = comparison.run_a if comparison.a_shown_left else comparison.run_b
     right = comparison.run_b if comparison.a_shown_left else comparison.run_a
     messages.success(
-        request, f"Vote saved. Left was {left.contestant.label}, right was {right.contestant.label}."
+        request,
+        f"Vote saved. Left was {left.contestant.label}, right was {right.contestant.label}.",
     )
     if request.POST.get("then") == "stay":
         return redirect("scoring:pairwise", comparison_id=comparison.pk)

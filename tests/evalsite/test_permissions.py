@@ -79,7 +79,7 @@ def test_it_gives_each_role_what_the_matrix_says(client, admin_user, lead, score
 
 
 @pytest.mark.parametrize("role", ["scorer", "lead"])
-def test_it_hides_admin_navigation_from_lower_roles(client, role, request):
+def test_it_hides_admin_navigation_from_lower_roles(db, client, role, request):
     user = request.getfixturevalue("scorer" if role == "scorer" else "lead")
     client.force_login(user)
     body = client.get(reverse("dashboard")).content.decode()

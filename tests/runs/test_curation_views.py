@@ -279,7 +279,10 @@ def test_it_previews_markdown_for_htmx(admin):
 def test_it_wires_the_prompt_form_to_the_preview(admin, world):
     page = admin.get(_url("prompt_edit", world)).content.decode()
     assert f'hx-post="{reverse("runs:markdown_preview")}"' in page
-    assert 'id="instructions-preview"' in page
+    assert (
+        '<div id="instructions-preview" class="markdown preview" aria-live="polite"><p>Do it</p>'
+        in page
+    )
 
 
 # -- Import and export ---------------------------------------------------------------------------

@@ -123,9 +123,17 @@ def test_it_writes_one_csv_row_per_run_with_verdict_counts(exported):
     rows = {int(row["run_id"]): row for row in csv.DictReader(io.StringIO(text))}
     assert len(rows) == 3
     good = rows[exported["good"].pk]
-    assert (good["prompt"], good["contestant"], good["cost_usd"]) == ("partial-refunds", "qwen", "0.41")
+    assert (good["prompt"], good["contestant"], good["cost_usd"]) == (
+        "partial-refunds",
+        "qwen",
+        "0.41",
+    )
     assert (good["tests_command"], good["tests_passed"]) == ("pytest -q tests/payments", "True")
-    assert (good["verdict_yes"], good["verdict_small_changes"], good["verdict_no"]) == ("1", "1", "0")
+    assert (good["verdict_yes"], good["verdict_small_changes"], good["verdict_no"]) == (
+        "1",
+        "1",
+        "0",
+    )
     assert (good["files_changed"], good["clarifying_questions"]) == ("2", "1")
     assert rows[exported["bad"].pk]["reviews"] == "1"
 

@@ -43,7 +43,7 @@ HOSTILE_TRANSCRIPT = {
 }
 INSTRUCTIONS = (
     f"# Task\n\n{SCRIPT}\n\n{IMG}\n\n[click me](javascript:alert(1))\n\n"
-    f"<a href=\"javascript:alert(2)\">raw</a>\n\n{CONTROL}\n\n{LONG}\n"
+    f'<a href="javascript:alert(2)">raw</a>\n\n{CONTROL}\n\n{LONG}\n'
 )
 
 
@@ -59,16 +59,28 @@ def assert_harmless(body: str) -> None:
 @pytest.fixture
 def hostile_run(db, other_scorer):
     prompt = make_prompt(
-        title=f"Title {SCRIPT}", instructions=INSTRUCTIONS, acceptance_criteria=[EVIL],
-        expected_files=[NAME], reference_patch=HOSTILE_DIFF,
+        title=f"Title {SCRIPT}",
+        instructions=INSTRUCTIONS,
+        acceptance_criteria=[EVIL],
+        expected_files=[NAME],
+        reference_patch=HOSTILE_DIFF,
     )
     run = make_run(
-        prompt, diff=HOSTILE_DIFF, before={}, after={NAME: f"{EVIL}\n{CONTROL}\n{LONG}\n"},
-        transcript=HOSTILE_TRANSCRIPT, questions=[{"question": EVIL, "answer": EVIL, "source": EVIL}],
-        test_output_tail=EVIL + CONTROL, agent_status=EVIL,
+        prompt,
+        diff=HOSTILE_DIFF,
+        before={},
+        after={NAME: f"{EVIL}\n{CONTROL}\n{LONG}\n"},
+        transcript=HOSTILE_TRANSCRIPT,
+        questions=[{"question": EVIL, "answer": EVIL, "source": EVIL}],
+        test_output_tail=EVIL + CONTROL,
+        agent_status=EVIL,
     )
     Review.objects.create(
-        run=run, reviewer=other_scorer, verdict="no", notes=EVIL, answers={"merge": EVIL},
+        run=run,
+        reviewer=other_scorer,
+        verdict="no",
+        notes=EVIL,
+        answers={"merge": EVIL},
         line_comments=[{"path": NAME, "line": 1, "side": "new", "text": EVIL}],
         submitted_at=timezone.now(),
     )
@@ -85,22 +97,33 @@ def test_it_escapes_everything_on_a_blind_review_page(hostile_run, scorer, clien
 
 def test_it_escapes_everything_after_submitting(hostile_run, scorer, client_for):
     reviews.submit_review(
-        hostile_run, scorer, {"right_files": "no", "conventions": "1", "recovered": "no"}, "no",
-        EVIL, [{"path": NAME, "line": 1, "side": "new", "text": EVIL}], 3,
+        hostile_run,
+        scorer,
+        {"right_files": "no", "conventions": "1", "recovered": "no"},
+        "no",
+        EVIL,
+        [{"path": NAME, "line": 1, "side": "new", "text": EVIL}],
+        3,
     )
-    body = client_for(scorer).get(
-        reverse("scoring:review", kwargs={"run_id": hostile_run.pk})
-    ).content.decode()
+    body = (
+        client_for(scorer)
+        .get(reverse("scoring:review", kwargs={"run_id": hostile_run.pk}))
+        .content.decode()
+    )
     assert "Other reviews" in body
     assert_harmless(body)
 
 
 def test_it_cuts_a_50000_character_line(hostile_run, scorer, client_for):
-    body = client_for(scorer).get(
-        reverse("scoring:review", kwargs={"run_id": hostile_run.pk})
-    ).content.decode()
-    assert "x" * 50_000 not in body
-    assert "line truncated" in body
+    body = (
+        client_for(scorer)
+        .get(reverse("scoring:review", kwargs={"run_id": hostile_run.pk}))
+        .content.decode()
+    )
+    diff_part = body[body.index('id="diff"') : body.index('id="transcript"')]
+    assert "x" * 50_000 not in diff_part
+    assert "line truncated" in diff_part
+    assert "more characters not shown" in body  # the transcript message, too
 
 
 def test_it_drops_javascript_links_from_markdown():
@@ -114,26 +137,34 @@ def test_it_escapes_the_collapsed_file_fragment_and_context(hostile_run, scorer,
     client = client_for(scorer)
     fragment = client.get(
         reverse("scoring:review_file", kwargs={"run_id": hostile_run.pk}),
-        {"file": 1}, headers={"HX-Request": "true"},
+        {"file": 1},
+        headers={"HX-Request": "true"},
     ).content.decode()
     assert_harmless(fragment)
     context = client.get(
         reverse("scoring:review_context", kwargs={"run_id": hostile_run.pk}),
-        {"file": 1, "start": 1, "end": 3, "view": "unified"}, headers={"HX-Request": "true"},
+        {"file": 1, "start": 1, "end": 3, "view": "unified"},
+        headers={"HX-Request": "true"},
     ).content.decode()
     assert_harmless(context)
 
 
 def test_it_escapes_the_pairwise_page_and_history(hostile_run, scorer, lead, client_for):
     other = make_run(
-        hostile_run.prompt, make_contestant("second", "second-1"), campaign=hostile_run.campaign,
-        diff=HOSTILE_DIFF, before={}, after={},
+        hostile_run.prompt,
+        make_contestant("second", "second-1"),
+        campaign=hostile_run.campaign,
+        diff=HOSTILE_DIFF,
+        before={},
+        after={},
     )
     assert other.pk
     comparison = pairing.next_comparison_for(scorer)
-    body = client_for(scorer).get(
-        reverse("scoring:pairwise", kwargs={"comparison_id": comparison.pk})
-    ).content.decode()
+    body = (
+        client_for(scorer)
+        .get(reverse("scoring:pairwise", kwargs={"comparison_id": comparison.pk}))
+        .content.decode()
+    )
     assert_harmless(body)
     pairing.record_vote(comparison, "tie", EVIL)
     history = client_for(lead).get(reverse("scoring:review_history")).content.decode()

@@ -227,11 +227,15 @@ def test_it_reports_rubric_means_with_prompt_bootstrap_intervals(build, lead):
     bot = build.contestant("bot")
     scores = [5, 4, 2, 5, 3]
     for index, score in enumerate(scores):
-        build.run(campaign, build.prompt(f"p{index}"), bot, ["yes"], answers={"conventions": str(score)})
+        build.run(
+            campaign, build.prompt(f"p{index}"), bot, ["yes"], answers={"conventions": str(score)}
+        )
 
     [row] = leaderboard.rows(Filters(campaign_id=campaign.pk))
 
-    low, high = stats.bootstrap_mean_ci(scores, clusters=[build.prompts[f"p{i}"].pk for i in range(5)])
+    low, high = stats.bootstrap_mean_ci(
+        scores, clusters=[build.prompts[f"p{i}"].pk for i in range(5)]
+    )
     assert row["criteria"]["conventions"]["mean"] == pytest.approx(3.8)
     assert row["criteria"]["conventions"]["ci"] == [round(low, 3), round(high, 3)]
     assert "merge" not in row["criteria"]  # the verdict is the merge rate, not a rubric mean
@@ -303,7 +307,10 @@ def test_it_says_which_signals_predict_the_verdict(build, client_for, lead):
     assert "Tests passing predicted the verdict well (AUC 1.00 over 20 runs)." in html
     assert "Diff size predicted the verdict well, in reverse" in html
     assert "Expected-files recall: not enough data (0 reviewed runs" in html
-    assert "Benchmark swe-bench predicted the merge rate well (Spearman 1.00 over 4 contestants)." in html
+    assert (
+        "Benchmark swe-bench predicted the merge rate well (Spearman 1.00 over 4 contestants)."
+        in html
+    )
 
 
 def test_it_says_when_there_is_not_enough_data_to_predict(build, client_for, lead):
@@ -431,7 +438,9 @@ def _bigger(build, prompts: int, contestants: int) -> Campaign:
 
 
 @pytest.mark.parametrize("size", [(2, 2), (6, 4)])
-def test_it_keeps_a_fixed_query_budget(build, client_for, lead, size, django_assert_max_num_queries):
+def test_it_keeps_a_fixed_query_budget(
+    build, client_for, lead, size, django_assert_max_num_queries
+):
     campaign = _bigger(build, *size)
     client = client_for(lead)
     client.get(reverse("dashboard"))  # the session and role lookups are not the board's cost
@@ -457,3 +466,30 @@ def test_it_summarises_the_latest_reviewed_campaign_for_the_dashboard(build):
 
     assert summary["campaign"] == older
     assert summary["rows"] == [{"rank": 1, "label": "bot", "merge_rate_text": rate_text(1, 1)}]
+
+
+def test_it_says_when_reviewers_never_varied_their_answer(build, lead):
+    campaign = build.campaign()
+    bot = build.contestant("bot")
+    for index in range(2):
+        build.run(campaign, build.prompt(f"p{index}"), bot, ["yes", "yes"],
+                  answers={"conventions": "3"})  # fmt: skip
+
+    measures = {m["key"]: m for m in leaderboard.agreement(Filters())["measures"]}
+
+    assert measures["conventions"]["alpha"] is None
+    assert measures["conventions"]["units"] == 2
+    assert "cannot be measured" in measures["conventions"]["words"]
+
+
+def test_it_swaps_only_the_board_for_htmx_filter_requests(build, client_for, lead):
+    campaign = build.campaign()
+    build.series(campaign, build.contestant("bot"), merges=1, total=2)
+
+    response = client_for(lead).get(
+        BOARD, {"campaign": campaign.pk}, headers={"HX-Request": "true"}
+    )
+
+    html = response.content.decode()
+    assert html.lstrip().startswith('<div id="board">')
+    assert rate_text(1, 2) in html and "<form" not in html

@@ -41,8 +41,11 @@ TRANSCRIPT = {
             "source": "agent",
             "message": "I am Zeta-9000 by zetacorp-agent, editing now.",
             "tool_calls": [
-                {"tool_call_id": "c1", "function_name": "run_command",
-                 "arguments": {"command": "pytest -q"}},
+                {
+                    "tool_call_id": "c1",
+                    "function_name": "run_command",
+                    "arguments": {"command": "pytest -q"},
+                },
             ],
             "observation": {"results": [{"source_call_id": "c1", "content": "exit 0\n3 passed"}]},
             "metrics": {"prompt_tokens": 1234, "completion_tokens": 56, "cost_usd": 0.98765},
@@ -58,9 +61,14 @@ def make_prompt(**overrides) -> Prompt:
     )
     prompt_set, _ = PromptSet.objects.get_or_create(name="backend")
     fields = {
-        "prompt_set": prompt_set, "key": "fix-15", "title": "Fix line fifteen",
-        "instructions": "Change **line 15**.", "repository": repo, "commit": "a" * 40,
-        "acceptance_criteria": ["Line 15 reads fifteen"], "test_command": "pytest",
+        "prompt_set": prompt_set,
+        "key": "fix-15",
+        "title": "Fix line fifteen",
+        "instructions": "Change **line 15**.",
+        "repository": repo,
+        "commit": "a" * 40,
+        "acceptance_criteria": ["Line 15 reads fifteen"],
+        "test_command": "pytest",
     }
     fields.update(overrides)
     return Prompt.objects.create(**fields)
@@ -92,17 +100,27 @@ def make_run(
     campaign.contestants.add(contestant)
     now = timezone.now()
     defaults = {
-        "cost_usd": 0.98765, "test_exit_code": 0, "tests_passed": 3, "tests_failed": 0,
-        "test_output_tail": "3 passed", "started_at": now, "finished_at": now,
+        "cost_usd": 0.98765,
+        "test_exit_code": 0,
+        "tests_passed": 3,
+        "tests_failed": 0,
+        "test_output_tail": "3 passed",
+        "started_at": now,
+        "finished_at": now,
     }
     run = Run.objects.create(
-        campaign=campaign, prompt=prompt, contestant=contestant, status=status,
+        campaign=campaign,
+        prompt=prompt,
+        contestant=contestant,
+        status=status,
         repeat=Run.objects.filter(campaign=campaign, prompt=prompt, contestant=contestant).count(),
         snapshot={"prompt": prompt.snapshot(), "contestant": contestant.snapshot()},
         **{**defaults, **fields},
     )
     run.save_artifact("diff.patch", diff)
-    run.save_artifact("before.json", json.dumps(before if before is not None else {"app.py": BEFORE}))
+    run.save_artifact(
+        "before.json", json.dumps(before if before is not None else {"app.py": BEFORE})
+    )
     run.save_artifact("after.json", json.dumps(after if after is not None else {"app.py": AFTER}))
     if transcript is not None:
         run.save_artifact("transcript.json", json.dumps(transcript))
@@ -145,8 +163,12 @@ def test_it_hides_who_made_the_run_until_the_reviewer_submits(run, scorer, clien
 
 def test_it_shows_other_reviews_only_after_submitting(run, scorer, other_scorer, client_for):
     Review.objects.create(
-        run=run, reviewer=other_scorer, verdict="no", notes="Breaks the build badly",
-        answers={"merge": "no"}, submitted_at=timezone.now(),
+        run=run,
+        reviewer=other_scorer,
+        verdict="no",
+        notes="Breaks the build badly",
+        answers={"merge": "no"},
+        submitted_at=timezone.now(),
     )
     client = client_for(scorer)
     url = reverse("scoring:review", kwargs={"run_id": run.pk})

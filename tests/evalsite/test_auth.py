@@ -1,0 +1,300 @@
+"""Signing in and out, user management, and the Content-Security-Policy every page keeps."""
+
+from __future__ import annotations
+
+import re
+import stat
+from html.parser import HTMLParser
+from io import StringIO
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+
+from evalsite.roles import ADMIN, LEAD, SCORER, role_of
+from tests.conftest import PASSWORD
+from tests.world import build_world
+
+NEW_PASSWORD = "plum-kettle-orbit-92"
+
+
+def _log_in(client, username: str, password: str):
+    return client.post(reverse("login"), {"username": username, "password": password})
+
+
+def _logged_in(client) -> bool:
+    return "_auth_user_id" in client.session
+
+
+def _fresh(user):
+    return get_user_model().objects.get(pk=user.pk)
+
+
+# --- Logging in and out --------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_it_shows_the_login_form_to_anonymous_visitors(client):
+    response = client.get(reverse("login"))
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Log in to Mergeable" in page
+    assert 'name="username"' in page and 'name="password"' in page
+
+
+def test_it_lands_on_the_dashboard_after_logging_in(client, scorer):
+    response = _log_in(client, "sam", PASSWORD)
+    assert response.status_code == 302
+    assert response.url == reverse("dashboard")
+    dashboard = client.get(response.url)
+    assert dashboard.status_code == 200
+    assert "<h1>Dashboard</h1>" in dashboard.content.decode()
+
+
+def test_it_returns_to_the_page_asked_for_after_logging_in(client, admin_user):
+    wanted = reverse("users")
+    response = client.post(
+        reverse("login"), {"username": "ada", "password": PASSWORD, "next": wanted}
+    )
+    assert response.url == wanted
+
+
+def test_it_rejects_a_wrong_password_with_an_error(client, scorer):
+    response = _log_in(client, "sam", "not-the-password")
+    assert response.status_code == 200
+    alert = re.search(r'role="alert">(.*?)</p>', response.content.decode(), flags=re.DOTALL)
+    assert alert and "Please enter a correct username and password" in alert[1]
+    assert not _logged_in(client)
+
+
+def test_it_locks_out_after_too_many_failures(client, scorer, settings):
+    settings.AXES_ENABLED = True
+    settings.AXES_FAILURE_LIMIT = 3
+    for _ in range(3):
+        _log_in(client, "sam", "guess")
+
+    # Even the right password is refused now.
+    response = _log_in(client, "sam", PASSWORD)
+    assert response.status_code == 429
+    assert not _logged_in(client)
+
+
+def test_it_lets_a_user_in_before_the_failure_limit(client, scorer, settings):
+    settings.AXES_ENABLED = True
+    settings.AXES_FAILURE_LIMIT = 3
+    for _ in range(2):
+        _log_in(client, "sam", "guess")
+    assert _log_in(client, "sam", PASSWORD).status_code == 302
+    assert _logged_in(client)
+
+
+def test_it_ends_the_session_on_logout(client_for, scorer):
+    client = client_for(scorer)
+    response = client.post(reverse("logout"))
+    assert response.status_code == 302
+    assert response.url == reverse("login")
+    assert not _logged_in(client)
+    assert client.get(reverse("dashboard")).status_code == 302
+
+
+def test_it_does_not_log_out_on_a_get(client_for, scorer):
+    client = client_for(scorer)
+    assert client.get(reverse("logout")).status_code == 405
+    assert _logged_in(client)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", ["dashboard", "users", "user_create"])
+def test_it_sends_anonymous_visitors_to_the_login_page(client, name):
+    response = client.get(reverse(name))
+    assert response.status_code == 302
+    assert response.url == f"{reverse('login')}?next={reverse(name)}"
+
+
+# --- Management commands -------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_it_creates_a_user_with_a_role_from_the_command_line():
+    out = StringIO()
+    call_command("create_user", "carol", "--role", LEAD, stdout=out)
+    user = get_user_model().objects.get(username="carol")
+    assert role_of(user) == LEAD
+    password = re.search(r"with password (\S+)", out.getvalue())[1]
+    assert user.check_password(password)
+
+
+@pytest.mark.django_db
+def test_it_refuses_to_create_a_user_twice():
+    call_command(
+        "create_user", "carol", "--role", SCORER, "--password", NEW_PASSWORD, stdout=StringIO()
+    )
+    with pytest.raises(CommandError, match="already exists"):
+        call_command("create_user", "Carol", "--role", ADMIN, stdout=StringIO())
+    assert get_user_model().objects.filter(username__iexact="carol").count() == 1
+    assert role_of(get_user_model().objects.get(username="carol")) == SCORER
+
+
+def _ensure_admin() -> str:
+    out = StringIO()
+    call_command("ensure_admin", stdout=out, no_color=True)
+    return re.search(r"Mergeable login:\s+admin / (\S+)", out.getvalue())[1]
+
+
+@pytest.mark.django_db
+def test_it_prints_the_same_admin_login_on_every_run(settings, tmp_path, monkeypatch):
+    monkeypatch.delenv("MERGEABLE_ADMIN_PASSWORD", raising=False)
+    monkeypatch.delenv("MERGEABLE_ADMIN_USER", raising=False)
+    settings.VAR_DIR = tmp_path / "var"
+
+    first = _ensure_admin()
+    second = _ensure_admin()
+
+    assert first == second
+    admin = get_user_model().objects.get(username="admin")
+    assert admin.check_password(first)
+    assert role_of(admin) == ADMIN
+    stored = tmp_path / "var" / "admin-password"
+    assert stored.read_text().strip() == first
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o600
+    assert get_user_model().objects.filter(username="admin").count() == 1
+
+
+@pytest.mark.django_db
+def test_it_uses_the_admin_password_from_the_environment(settings, tmp_path, monkeypatch):
+    settings.VAR_DIR = tmp_path / "var"
+    monkeypatch.setenv("MERGEABLE_ADMIN_PASSWORD", NEW_PASSWORD)
+    assert _ensure_admin() == NEW_PASSWORD
+    assert get_user_model().objects.get(username="admin").check_password(NEW_PASSWORD)
+    assert not (tmp_path / "var" / "admin-password").exists()
+
+
+# --- Managing users ------------------------------------------------------------------------------
+
+
+def test_it_lets_an_admin_create_a_user_with_a_role(client_for, admin_user):
+    client = client_for(admin_user)
+    response = client.post(
+        reverse("user_create"),
+        {
+            "username": "carol",
+            "email": "carol@example.com",
+            "role": SCORER,
+            "password": NEW_PASSWORD,
+        },
+    )
+    assert response.status_code == 302
+    carol = get_user_model().objects.get(username="carol")
+    assert role_of(carol) == SCORER
+    assert carol.check_password(NEW_PASSWORD)
+    assert "carol" in client.get(reverse("users")).content.decode()
+
+
+def test_it_refuses_a_weak_password_for_a_new_user(client_for, admin_user):
+    response = client_for(admin_user).post(
+        reverse("user_create"), {"username": "carol", "role": SCORER, "password": "12345678"}
+    )
+    assert response.status_code == 200
+    assert not get_user_model().objects.filter(username="carol").exists()
+
+
+def test_it_lets_an_admin_change_a_role(client_for, admin_user, scorer):
+    response = client_for(admin_user).post(
+        reverse("user_edit", args=[scorer.pk]), {"role": LEAD, "is_active": "on"}
+    )
+    assert response.status_code == 302
+    assert role_of(_fresh(scorer)) == LEAD
+
+
+def test_it_keeps_an_admin_from_removing_their_own_admin_role(client_for, admin_user):
+    response = client_for(admin_user).post(
+        reverse("user_edit", args=[admin_user.pk]), {"role": LEAD, "is_active": "on"}
+    )
+    assert response.status_code == 200
+    assert "You cannot remove your own admin role." in response.content.decode()
+    assert role_of(_fresh(admin_user)) == ADMIN
+
+
+def test_it_keeps_user_management_from_leads(client_for, lead, scorer):
+    client = client_for(lead)
+    assert client.get(reverse("users")).status_code == 403
+    response = client.post(
+        reverse("user_edit", args=[scorer.pk]), {"role": ADMIN, "is_active": "on"}
+    )
+    assert response.status_code == 403
+    assert role_of(_fresh(scorer)) == SCORER
+
+
+# --- Content-Security-Policy ---------------------------------------------------------------------
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+def _csp_violations(response) -> list[str]:
+    """What in this page a strict CSP would block or that needs 'unsafe-inline' to work."""
+    policy = response.headers.get("Content-Security-Policy", "")
+    nonce = re.search(r"'nonce-([^']+)'", policy)
+    problems = [] if nonce else [f"no nonce in the policy {policy!r}"]
+    if "unsafe-inline" in policy or "unsafe-eval" in policy:
+        problems.append(f"unsafe source in {policy!r}")
+    parser = _Tags()
+    parser.feed(response.content.decode())
+    for tag, attrs in parser.tags:
+        if tag == "script" and (not nonce or attrs.get("nonce") != nonce[1]):
+            problems.append(f"script without the nonce: {attrs}")
+        if tag == "style":
+            problems.append("inline <style> element")
+        if "style" in attrs:
+            problems.append(f"style attribute on <{tag}>")
+        problems += [f"{name} handler on <{tag}>" for name in attrs if name.startswith("on")]
+    return problems
+
+
+@pytest.fixture
+def pages(client_for, admin_user, scorer):
+    """The foundation's pages as an admin sees them, over a world with runs and reviews."""
+    build_world(admin_user)
+    client = client_for(admin_user)
+    return {
+        "dashboard": lambda: client.get(reverse("dashboard")),
+        "users": lambda: client.get(reverse("users")),
+        "user_create": lambda: client.get(reverse("user_create")),
+        "user_edit": lambda: client.get(reverse("user_edit", args=[scorer.pk])),
+        "user_create_errors": lambda: client.post(reverse("user_create"), {"username": ""}),
+    }
+
+
+@pytest.mark.parametrize(
+    "name", ["dashboard", "users", "user_create", "user_edit", "user_create_errors"]
+)
+def test_it_serves_pages_that_need_no_inline_script_or_style(pages, name):
+    response = pages[name]()
+    assert response.status_code == 200
+    assert _csp_violations(response) == []
+
+
+@pytest.mark.django_db
+def test_it_serves_the_login_page_under_the_same_policy(client):
+    assert _csp_violations(client.get(reverse("login"))) == []
+    assert _csp_violations(_log_in(client, "nobody", "wrong")) == []
+
+
+def test_it_sends_the_policy_on_error_pages_too(client_for, scorer):
+    client = client_for(scorer)
+    for response in (client.get(reverse("users")), client.get("/no-such-page/")):
+        assert response.status_code in (403, 404)
+        assert _csp_violations(response) == []
+
+
+def test_it_uses_a_fresh_nonce_for_every_response(client_for, scorer):
+    client = client_for(scorer)
+    policies = {client.get(reverse("dashboard")).headers["Content-Security-Policy"] for _ in "ab"}
+    assert len(policies) == 2

@@ -1,0 +1,133 @@
+"""Editing rubrics (admins), and reviews following the rubric that applies."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from scoring import reviews
+from scoring.models import CampaignRubric, Criterion, Rubric
+from tests.scoring.test_review import make_prompt, make_run
+
+
+def formset_data(rubric: Rubric, **changes) -> dict:
+    criteria = list(rubric.criteria.all())
+    data = {
+        "name": rubric.name,
+        "description": rubric.description,
+        "is_default": "on" if rubric.is_default else "",
+        "criteria-TOTAL_FORMS": str(len(criteria) + 1),
+        "criteria-INITIAL_FORMS": str(len(criteria)),
+        "criteria-MIN_NUM_FORMS": "0",
+        "criteria-MAX_NUM_FORMS": "1000",
+    }
+    for i, c in enumerate(criteria):
+        data.update(
+            {
+                f"criteria-{i}-id": str(c.pk),
+                f"criteria-{i}-key": c.key,
+                f"criteria-{i}-label": c.label,
+                f"criteria-{i}-help": c.help,
+                f"criteria-{i}-scale": c.scale,
+                f"criteria-{i}-only_for_tag": c.only_for_tag,
+                f"criteria-{i}-position": str(c.position),
+                f"criteria-{i}-choices_text": "\n".join(f"{v} = {lbl}" for v, lbl in c.choices),
+            }
+        )
+    # The empty extra form as a browser sends it: its initial values, so it counts as unchanged.
+    n = len(criteria)
+    data.update({f"criteria-{n}-scale": "yes_no", f"criteria-{n}-position": "0"})
+    data.update(changes)
+    return data
+
+
+@pytest.fixture
+def rubric(db):
+    return Rubric.default()
+
+
+def test_it_lists_rubrics_for_admins(rubric, admin_user, client_for):
+    body = client_for(admin_user).get(reverse("scoring:rubrics")).content.decode()
+    assert "Default" in body and reverse("scoring:rubric_edit", args=[rubric.pk]) in body
+
+
+def test_it_edits_a_question_and_its_choices(rubric, admin_user, client_for):
+    index = [c.key for c in rubric.criteria.all()].index("conventions")
+    data = formset_data(
+        rubric,
+        **{
+            f"criteria-{index}-label": "Reads like our code",
+            f"criteria-{index}-scale": "choices",
+            f"criteria-{index}-choices_text": "good = Good\nmeh = Meh\nbad = Bad",
+        },
+    )
+    response = client_for(admin_user).post(reverse("scoring:rubric_edit", args=[rubric.pk]), data)
+    assert response.status_code == 302
+    criterion = rubric.criteria.get(key="conventions")
+    assert criterion.label == "Reads like our code"
+    assert criterion.options() == [("good", "Good"), ("meh", "Meh"), ("bad", "Bad")]
+
+
+def test_it_adds_a_tag_limited_question(rubric, admin_user, client_for):
+    n = rubric.criteria.count()
+    data = formset_data(
+        rubric,
+        **{
+            f"criteria-{n}-key": "migration_safe",
+            f"criteria-{n}-label": "Is the migration safe?",
+            f"criteria-{n}-scale": "yes_no",
+            f"criteria-{n}-only_for_tag": "database",
+            f"criteria-{n}-position": "9",
+        },
+    )
+    client_for(admin_user).post(reverse("scoring:rubric_edit", args=[rubric.pk]), data)
+    assert rubric.criteria.filter(key="migration_safe", only_for_tag="database").exists()
+
+
+def test_it_refuses_merge_choices_that_are_not_verdicts(rubric, admin_user, client_for):
+    index = [c.key for c in rubric.criteria.all()].index("merge")
+    data = formset_data(rubric, **{f"criteria-{index}-choices_text": "ship = Ship it\nnope = Nope"})
+    response = client_for(admin_user).post(reverse("scoring:rubric_edit", args=[rubric.pk]), data)
+    assert response.status_code == 200
+    assert "merge question" in response.content.decode()
+    assert rubric.criteria.get(key="merge").options()[0][0] == "yes"
+
+
+def test_it_creates_a_rubric_from_the_default_questions(rubric, admin_user, client_for):
+    response = client_for(admin_user).post(
+        reverse("scoring:rubric_create"), {"name": "Frontend", "copy_default": "on"}
+    )
+    created = Rubric.objects.get(name="Frontend")
+    assert response["Location"] == reverse("scoring:rubric_edit", args=[created.pk])
+    assert set(created.criteria.values_list("key", flat=True)) == set(
+        rubric.criteria.values_list("key", flat=True)
+    )
+    assert Rubric.default() == rubric
+
+
+def test_it_reviews_against_the_campaigns_own_rubric(db, scorer, client_for):
+    run = make_run(make_prompt(tags=["ui"]))
+    custom = Rubric.objects.create(name="UI")
+    Criterion.objects.create(rubric=custom, key="looks_right", label="Looks right", scale="yes_no")
+    Criterion.objects.create(
+        rubric=custom, key="a11y", label="Accessible", scale="yes_no", only_for_tag="ui"
+    )
+    Criterion.objects.create(
+        rubric=custom, key="backend_only", label="Backend", scale="yes_no", only_for_tag="backend"
+    )
+    Criterion.objects.create(
+        rubric=custom,
+        key="merge",
+        label="Merge?",
+        scale="choices",
+        choices=[["yes", "Yes"], ["no", "No"]],
+    )
+    CampaignRubric.objects.create(campaign=run.campaign, rubric=custom)
+    body = client_for(scorer).get(reverse("scoring:review", args=[run.pk])).content.decode()
+    assert "Accessible" in body and "Backend" not in body and "Found the right files" not in body
+    with pytest.raises(reviews.ReviewInvalid):
+        reviews.submit_review(run, scorer, {"looks_right": "yes", "merge": "yes"}, "", "", [], 1)
+    review = reviews.submit_review(
+        run, scorer, {"looks_right": "yes", "a11y": "no", "merge": "yes"}, "", "", [], 1
+    )
+    assert review.verdict == "yes"
