@@ -309,6 +309,7 @@ LOGGING = {
     "loggers": {
         "axes": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
+        "kombu.connection": {"level": "ERROR"},
         "httpcore": {"level": "WARNING"},
     },
 }
