@@ -247,12 +247,13 @@ CELERY_BEAT_SCHEDULE = {
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
-# One cache shared by every process when Redis is there (leaderboards are cached per filter).
-if os.getenv("REDIS_URL") or CELERY_BROKER_URL.startswith("redis"):
+# A cache shared by every web process (leaderboards, rendered diffs). Give it its own Redis
+# database, never the broker's: clearing the cache must not drop queued runs.
+if os.getenv("MERGEABLE_CACHE_URL"):
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": os.getenv("REDIS_URL") or CELERY_BROKER_URL,
+            "LOCATION": os.environ["MERGEABLE_CACHE_URL"],
             "KEY_PREFIX": "mergeable",
         }
     }

@@ -441,8 +441,16 @@ def capture_diff(
         def git(args: Sequence[str], **kwargs) -> subprocess.CompletedProcess[bytes]:
             return _git(args, git_dir=co.git_dir, work_tree=co.work, index_file=index, **kwargs)
 
-        git(["read-tree", co.commit])
-        paths = _paths_to_stage(git, co.work, exclude)
+        # Start from the checkout's own index (it lives in git_dir, out of the agent's reach):
+        # its stat data lets git skip re-hashing the files nobody touched.
+        checkout_index = co.git_dir / "index"
+        if checkout_index.is_file():
+            shutil.copyfile(checkout_index, index)
+            changed_only = True
+        else:
+            git(["read-tree", co.commit])
+            changed_only = False
+        paths = _paths_to_stage(git, co.work, exclude, changed_only=changed_only)
         if paths:
             git(
                 ["update-index", "--add", "--remove", "--replace", "-z", "--stdin"],
@@ -453,18 +461,30 @@ def capture_diff(
     return _diff(co.git_dir, co.commit, tree, text_cap)
 
 
-def _paths_to_stage(git, work: Path, exclude: Sequence[str]) -> list[bytes]:
+def _paths_to_stage(
+    git, work: Path, exclude: Sequence[str], *, changed_only: bool = False
+) -> list[bytes]:
     """Every path `git add -A` would consider, without its failure on nested repositories.
+
+    With `changed_only` (the index holds valid stat data for the checkout), tracked paths are
+    limited to those git sees as modified or deleted.
 
     Tracked submodules keep their committed state. A nested repository the agent created (say by
     `cargo new`) is listed by git as one "dir/" entry; its files are staged as plain files, so the
     diff shows the code and not a gitlink.
     """
     paths: list[bytes] = []
+    gitlinks: set[bytes] = set()
+    tracked: list[bytes] = []
     for record in _split_z(git(["ls-files", "-z", "--stage"]).stdout):
         meta, path = record.split(b"\t", 1)
-        if meta.split(b" ", 1)[0].decode() != _GITLINK_MODE and not _excluded(path, exclude):
-            paths.append(path)
+        if meta.split(b" ", 1)[0].decode() == _GITLINK_MODE:
+            gitlinks.add(path)
+        elif not changed_only:
+            tracked.append(path)
+    if changed_only:
+        tracked = list(dict.fromkeys(_split_z(git(["ls-files", "-z", "-m", "-d"]).stdout)))
+    paths += [p for p in tracked if p not in gitlinks and not _excluded(p, exclude)]
 
     nested: list[bytes] = []
     for path in _split_z(git(["ls-files", "-z", "--others", "--exclude-standard"]).stdout):

@@ -103,7 +103,7 @@ def rendered_diff(run: Run) -> dict:
         after = run.read_json_artifact("after.json", {}) or {}
         return diffs.render_diff(run.diff, before, after)
 
-    return _render_cached(run, RENDERED_DIFF_ARTIFACT, render)
+    return _stamped(run, "diff", _render_cached(run, RENDERED_DIFF_ARTIFACT, render))
 
 
 def rendered_reference(run: Run) -> dict | None:
@@ -111,7 +111,15 @@ def rendered_reference(run: Run) -> dict | None:
     patch = (run.snapshot.get("prompt") or {}).get("reference_patch") or ""
     if not patch.strip():
         return None
-    return _render_cached(run, RENDERED_REFERENCE_ARTIFACT, lambda: diffs.render_diff(patch))
+    rendered = _render_cached(run, RENDERED_REFERENCE_ARTIFACT, lambda: diffs.render_diff(patch))
+    return _stamped(run, "reference", rendered)
+
+
+def _stamped(run: Run, kind: str, rendered: dict) -> dict:
+    """Name this rendering for the template fragment cache: the HTML of each file's rows is
+    rendered once and then served from the cache (a 10,000-line diff is ~100k template lookups)."""
+    ended = run.finished_at.timestamp() if run.finished_at else 0
+    return {**rendered, "stamp": f"{kind}-{run.pk}-{ended}"}
 
 
 def context_for_range(run: Run, file_index: int, start: int, end: int, delta: int) -> list[dict]:

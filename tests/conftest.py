@@ -88,6 +88,14 @@ def _seeded(request):
 
 
 @pytest.fixture(autouse=True)
+def _empty_cache():
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _isolated_storage(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.MERGEABLE_WORKSPACE_ROOT = tmp_path / "workspaces"

@@ -132,6 +132,9 @@ def test_it_runs_the_app_on_postgres_and_redis_with_debug_off():
         assert environment["DATABASE_URL"].startswith("postgres://mergeable:"), name
         assert environment["DATABASE_URL"].endswith("@postgres:5432/mergeable"), name
         assert environment["CELERY_BROKER_URL"] == "redis://redis:6379/0", name
+        # Clearing the cache must not flush the task queue: another Redis database.
+        assert environment["MERGEABLE_CACHE_URL"].startswith("redis://redis:6379/"), name
+        assert environment["MERGEABLE_CACHE_URL"] != environment["CELERY_BROKER_URL"], name
 
 
 def test_it_names_only_variables_that_settings_read():

@@ -36,6 +36,7 @@ report = {
     "embedded": settings.EMBEDDED_QUEUE,
     "transport_options": settings.CELERY_BROKER_TRANSPORT_OPTIONS,
     "run_time_limit": settings.RUN_HARD_TIME_LIMIT,
+    "cache": settings.CACHES["default"]["BACKEND"],
 }
 if report["engine"].endswith("sqlite3"):
     with connection.cursor() as cursor:
@@ -137,6 +138,14 @@ def test_it_uses_redis_for_celery_when_only_redis_url_is_set(tmp_path):
     # Redis must not hand a long run to a second worker while the first is still on it.
     assert report["transport_options"]["visibility_timeout"] > report["run_time_limit"]
     assert not (tmp_path / "var" / "queue").exists()
+
+
+def test_it_shares_a_redis_cache_only_when_asked(tmp_path):
+    assert _report(tmp_path, DEBUG="true", REDIS_URL="redis://r:6379/0")["cache"].endswith(
+        "LocMemCache"
+    )
+    report = _report(tmp_path, DEBUG="true", MERGEABLE_CACHE_URL="redis://r:6379/1")
+    assert report["cache"] == "django.core.cache.backends.redis.RedisCache"
 
 
 def test_it_prefers_celery_broker_url_over_redis_url(tmp_path):
