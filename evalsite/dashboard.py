@@ -6,8 +6,8 @@ from __future__ import annotations
 
 def for_user(user) -> dict:
     from runs.models import Campaign, Run
-    from scoring.queue import pending_reviews_for
     from scoring.leaderboard import latest_summary
+    from scoring.queue import pending_reviews_for
 
     active = (
         Run.objects.filter(status__in=Run.ACTIVE_STATUSES)

@@ -21,7 +21,7 @@ from django.db import DatabaseError, close_old_connections, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from runs import providers, sandbox, workspace
+from runs import sandbox, workspace
 from runs.agents import base
 from runs.campaigns import worker_name
 from runs.models import Campaign, Run
@@ -233,27 +233,40 @@ def _phase(timings: dict[str, float], name: str):
         timings[name] = timings.get(name, 0.0) + time.monotonic() - started
 
 
-def _sandboxed(run: Run, command: str, work: Path, timeout: float, cancel: threading.Event):
+def _sandboxed(
+    run: Run,
+    command: str,
+    work: Path,
+    timeout: float,
+    cancel: threading.Event,
+    *,
+    env: dict[str, str] | None = None,
+    network: bool = False,
+):
     def remember(pgid: int) -> None:
         Run.objects.filter(pk=run.pk).update(process_group=pgid)
 
-    return sandbox.run(command, work, timeout=timeout, cancel=cancel, on_start=remember)
+    return sandbox.run(
+        command, work, timeout=timeout, cancel=cancel, on_start=remember, env=env,
+        network=network,
+    )
 
 
 def _run_agent(run: Run, work: Path, deadline: float, cancel: threading.Event) -> base.AgentOutcome:
-    from runs.agents import builtin
+    from runs import agents
 
     contestant = run.contestant
     model = contestant.model
     prompt = run.snapshot["prompt"]
     limits_snapshot = run.snapshot["contestant"]["limits"]
+    harness = agents.harness_for(run.snapshot["contestant"].get("harness") or contestant.harness)
 
     def save(document: dict) -> None:
         run.save_artifact("transcript.json", dumps(document))
 
     transcript = TranscriptWriter(
-        agent_name=builtin.NAME,
-        agent_version=builtin.VERSION,
+        agent_name=harness.NAME,
+        agent_version=harness.VERSION,
         model_name=model.model_id or model.name,
         save=save,
     )
@@ -262,9 +275,16 @@ def _run_agent(run: Run, work: Path, deadline: float, cancel: threading.Event) -
         result = _sandboxed(run, command, work, timeout, cancel)
         return result.exit_code, result.output
 
+    def run_sandboxed(command: str, timeout: float, env: dict[str, str], network: bool):
+        return _sandboxed(run, command, work, timeout, cancel, env=env, network=network)
+
     def on_usage(input_tokens: int, output_tokens: int, cost: float, steps: int) -> None:
         _set(run, input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost, steps=steps)
 
+    try:
+        config = model.provider_config(prompt.get("key"))
+    except ValueError as exc:
+        raise EnvironmentFault(f"The model's script is invalid: {exc}") from None
     context = base.AgentContext(
         workspace=work,
         instructions=prompt["instructions"],
@@ -278,15 +298,15 @@ def _run_agent(run: Run, work: Path, deadline: float, cancel: threading.Event) -
         run_command=run_command,
         ask_user=lambda question: ask_user(run, question, cancel, deadline),
         cancel=cancel,
-        options=dict(contestant.options),
+        options=dict(run.snapshot["contestant"].get("options") or contestant.options),
         on_usage=on_usage,
+        model=config,
+        run_sandboxed=run_sandboxed,
+        save_raw_log=lambda name, content: run.save_artifact(f"raw/{name}", content),
+        scratch=work.parent / "harness",
     )
-    try:
-        config = model.provider_config(prompt.get("key"))
-    except ValueError as exc:
-        raise EnvironmentFault(f"The model's script is invalid: {exc}") from None
-    with providers.for_model(config) as provider:
-        outcome = builtin.run(context, provider)
+    context.scratch.mkdir(parents=True, exist_ok=True)
+    outcome = harness.run(context)
     transcript.finish(
         prompt_tokens=outcome.input_tokens,
         completion_tokens=outcome.output_tokens,
@@ -294,6 +314,7 @@ def _run_agent(run: Run, work: Path, deadline: float, cancel: threading.Event) -
         end_status=outcome.end_status,
         summary=outcome.summary,
         scripted=model.is_scripted,
+        harness=harness.NAME,
     )
     _set(
         run,

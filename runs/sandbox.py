@@ -107,12 +107,15 @@ def run(
     cancel: threading.Event | None = None,
     on_start: Callable[[int], None] | None = None,
     extra_ro_paths: Sequence[Path] = (),
+    network: bool = False,
 ) -> Result:
     """Run `command` with /bin/sh -c in `workspace` and return what happened.
 
     `timeout` is wall-clock seconds; on timeout, or when `cancel` is set, the whole process group
     gets SIGTERM, then SIGKILL after a short grace. `on_start(pgid)` is called once the process
-    exists, so another process can stop it with `kill_process_group(pgid)`. Raises SandboxError
+    exists, so another process can stop it with `kill_process_group(pgid)`. `network=True`
+    keeps the host's network (for CLI harnesses that must reach their model endpoint); everything
+    else about the sandbox stays. Raises SandboxError
     only when the sandbox cannot start: unknown backend, missing workspace, bwrap missing or
     failing to set up.
     """
@@ -139,7 +142,9 @@ def run(
             *extra_ro_paths,
             *_django_setting("MERGEABLE_SANDBOX_RO_PATHS", ()),
         ]
-        argv = _bwrap_argv(bwrap, command, workspace, ro_paths, status_fd=status_write)
+        argv = _bwrap_argv(
+            bwrap, command, workspace, ro_paths, status_fd=status_write, network=network
+        )
         child_env = _bwrap_env(env)
     else:
         _warn_unsandboxed()
@@ -199,7 +204,13 @@ def run(
 
 
 def _bwrap_argv(
-    bwrap: str, command: str, workspace: Path, ro_paths: Sequence[Path], *, status_fd: int
+    bwrap: str,
+    command: str,
+    workspace: Path,
+    ro_paths: Sequence[Path],
+    *,
+    status_fd: int,
+    network: bool = False,
 ) -> list[str]:
     argv = [bwrap]
     for system_dir in _SYSTEM_DIRS:
@@ -221,7 +232,8 @@ def _bwrap_argv(
     argv += [
         "--remount-ro", "/",  # the root itself, so creating /root/x or /x fails too
         "--chdir", str(workspace),
-        "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+        *([] if network else ["--unshare-net"]),
+        "--unshare-pid", "--unshare-ipc", "--unshare-uts",
         "--cap-drop", "ALL",
         "--new-session",
         "--die-with-parent",

@@ -445,7 +445,9 @@ def capture_diff(
         # its stat data lets git skip re-hashing the files nobody touched.
         checkout_index = co.git_dir / "index"
         if checkout_index.is_file():
-            shutil.copyfile(checkout_index, index)
+            # copy2 keeps the mtime: git relies on it to spot "racily clean" entries (files
+            # changed within the same second as the checkout, with the same size).
+            shutil.copy2(checkout_index, index)
             changed_only = True
         else:
             git(["read-tree", co.commit])

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections import OrderedDict
 from typing import Any
 
 import markdown as markdown_lib
 import nh3
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
@@ -71,7 +73,25 @@ def _empty_diff(error: str = "") -> dict:
     return {"files": [], "totals": {"files": 0, "additions": 0, "deletions": 0}, "error": error}
 
 
+_RECENT: OrderedDict[tuple, dict] = OrderedDict()
+_RECENT_SIZE = 8
+
+
 def _render_cached(run: Run, artifact: str, render) -> dict:
+    # A reviewer moves between a handful of runs: keep the last few parsed in memory, since
+    # decoding a large rendered diff costs more than the rest of the page.
+    key = (str(settings.MEDIA_ROOT), run.pk, artifact, run.finished_at)
+    if key in _RECENT:
+        _RECENT.move_to_end(key)
+        return _RECENT[key]
+    rendered = _load_or_render(run, artifact, render)
+    _RECENT[key] = rendered
+    while len(_RECENT) > _RECENT_SIZE:
+        _RECENT.popitem(last=False)
+    return rendered
+
+
+def _load_or_render(run: Run, artifact: str, render) -> dict:
     cached = run.read_json_artifact(artifact)
     if isinstance(cached, dict) and cached.get("version") == RENDER_VERSION:
         return cached["diff"]

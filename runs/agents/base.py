@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from runs.transcript import TranscriptWriter
 
@@ -46,6 +47,15 @@ class AgentContext:
     options: dict = field(default_factory=dict)
     # Called after every model call so the run row shows live tokens and cost.
     on_usage: Callable[[int, int, float, int], None] = lambda *_: None
+    # The contestant's model (runs.providers.ModelConfig): endpoint, model id, key, prices.
+    model: Any = None
+    # CLI harnesses: run_sandboxed(command, timeout, env, network) -> sandbox.Result. `network`
+    # lets a CLI reach its model endpoint; keys go only in `env`, never on the command line.
+    run_sandboxed: Callable[..., Any] | None = None
+    # Keep a harness's native logs beside the ATIF transcript (artifact raw/<name>).
+    save_raw_log: Callable[[str, str], None] = lambda name, content: None
+    # A writable directory outside the workspace for history files and configs.
+    scratch: Path | None = None
 
 
 @dataclass

@@ -226,7 +226,12 @@ class Tools:
         return f"exit code: {exit_code}\n{truncate(output)}"
 
 
-def run(context: base.AgentContext, provider: providers.Provider) -> base.AgentOutcome:
+def run(context: base.AgentContext) -> base.AgentOutcome:
+    with providers.for_model(context.model) as provider:
+        return run_with(context, provider)
+
+
+def run_with(context: base.AgentContext, provider: providers.Provider) -> base.AgentOutcome:
     """The loop: ask the model, run its tool calls, feed back results, until finish or a limit."""
     tools = Tools(context)
     messages: list[dict] = [

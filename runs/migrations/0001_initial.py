@@ -2,10 +2,11 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import evalsite.fields
-import runs.models
 from django.conf import settings
 from django.db import migrations, models
+
+import evalsite.fields
+import runs.models
 
 
 class Migration(migrations.Migration):

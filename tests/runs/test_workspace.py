@@ -493,3 +493,21 @@ def test_it_clones_once_when_two_workers_ask_at_the_same_time(origin: Path, tmp_
     assert [p.name for p in (cache_root / "mirrors").iterdir() if p.suffix == ".git"] == [
         Path(paths[0]).name
     ]
+
+
+def test_it_sees_a_same_size_edit_made_right_after_checkout(co):
+    # Same length, same second as the checkout: only git's racy-clean check can notice it,
+    # which depends on the copied index keeping its modification time.
+    app = co.work / "src" / "app.py"
+    original = app.stat()
+    app.write_text(app.read_text().replace("round", "ROUND"))
+    os.utime(app, ns=(original.st_atime_ns, original.st_mtime_ns))
+    captured = capture_diff(co)
+    assert captured.files == ["src/app.py"]
+    assert "+    return ROUND(sum(items), 2)" in captured.patch
+
+
+def test_it_captures_edits_to_many_untouched_files_only_where_they_changed(co):
+    (co.work / "docs" / "guide.md").write_text("rewritten\n")
+    captured = capture_diff(co)
+    assert captured.files == ["docs/guide.md"]

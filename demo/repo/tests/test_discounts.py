@@ -1,5 +1,4 @@
 import pytest
-
 from tinyshop.discounts import apply_discount
 
 

@@ -1,5 +1,4 @@
 import pytest
-
 from tinyshop.money import format_price
 
 
