@@ -295,6 +295,13 @@ except ValueError:
         "MERGEABLE_ENCRYPTION_KEYS must be comma-separated url-safe base64 Fernet keys"
     ) from None
 
+# CLI agent harnesses live in their own virtual environments (`make agents` installs them).
+MERGEABLE_AGENTS_DIR = envpath("MERGEABLE_AGENTS_DIR", BASE_DIR / ".agents")
+MERGEABLE_AIDER_BIN = envpath("MERGEABLE_AIDER_BIN", MERGEABLE_AGENTS_DIR / "aider" / "bin" / "aider")
+MERGEABLE_MINI_SWE_AGENT_BIN = envpath(
+    "MERGEABLE_MINI_SWE_AGENT_BIN", MERGEABLE_AGENTS_DIR / "mini-swe-agent" / "bin" / "mini"
+)
+
 MERGEABLE_MAX_ATTEMPTS = envint("MERGEABLE_MAX_ATTEMPTS", 3)
 MERGEABLE_HEARTBEAT_SECONDS = envint("MERGEABLE_HEARTBEAT_SECONDS", 10)
 MERGEABLE_STALE_AFTER_SECONDS = envint("MERGEABLE_STALE_AFTER_SECONDS", 120)

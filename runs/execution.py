@@ -183,7 +183,12 @@ def _execute_claimed(run: Run, cancel: threading.Event) -> str:
 
         status, reason = _judge(run, outcome)
         return _end(run, status, reason=reason, timings=timings)
-    except (EnvironmentFault, workspace.WorkspaceError, sandbox.SandboxError) as exc:
+    except (
+        EnvironmentFault,
+        workspace.WorkspaceError,
+        sandbox.SandboxError,
+        base.HarnessUnavailable,
+    ) as exc:
         return _end(run, Run.ERRORED, reason=str(exc), error=str(exc), timings=timings)
     except Exception as exc:  # a bug in Mergeable is the environment's fault, not the contestant's
         log.exception("run %s crashed", run.pk)
@@ -242,13 +247,15 @@ def _sandboxed(
     *,
     env: dict[str, str] | None = None,
     network: bool = False,
+    extra_rw_paths=(),
+    extra_ro_paths=(),
 ):
     def remember(pgid: int) -> None:
         Run.objects.filter(pk=run.pk).update(process_group=pgid)
 
     return sandbox.run(
         command, work, timeout=timeout, cancel=cancel, on_start=remember, env=env,
-        network=network,
+        network=network, extra_rw_paths=extra_rw_paths, extra_ro_paths=extra_ro_paths,
     )
 
 
@@ -275,8 +282,18 @@ def _run_agent(run: Run, work: Path, deadline: float, cancel: threading.Event) -
         result = _sandboxed(run, command, work, timeout, cancel)
         return result.exit_code, result.output
 
-    def run_sandboxed(command: str, timeout: float, env: dict[str, str], network: bool):
-        return _sandboxed(run, command, work, timeout, cancel, env=env, network=network)
+    def run_sandboxed(
+        command: str,
+        timeout: float,
+        env: dict[str, str] | None = None,
+        network: bool = False,
+        extra_rw_paths=(),
+        extra_ro_paths=(),
+    ):
+        return _sandboxed(
+            run, command, work, timeout, cancel, env=env, network=network,
+            extra_rw_paths=extra_rw_paths, extra_ro_paths=extra_ro_paths,
+        )
 
     def on_usage(input_tokens: int, output_tokens: int, cost: float, steps: int) -> None:
         _set(run, input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost, steps=steps)

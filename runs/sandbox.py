@@ -108,6 +108,7 @@ def run(
     on_start: Callable[[int], None] | None = None,
     extra_ro_paths: Sequence[Path] = (),
     network: bool = False,
+    extra_rw_paths: Sequence[Path] = (),
 ) -> Result:
     """Run `command` with /bin/sh -c in `workspace` and return what happened.
 
@@ -115,7 +116,8 @@ def run(
     gets SIGTERM, then SIGKILL after a short grace. `on_start(pgid)` is called once the process
     exists, so another process can stop it with `kill_process_group(pgid)`. `network=True`
     keeps the host's network (for CLI harnesses that must reach their model endpoint); everything
-    else about the sandbox stays. Raises SandboxError
+    else about the sandbox stays. `extra_rw_paths` are writable besides the workspace (a CLI
+    harness's history files, kept outside the workspace so they never enter the diff). Raises SandboxError
     only when the sandbox cannot start: unknown backend, missing workspace, bwrap missing or
     failing to set up.
     """
@@ -143,7 +145,8 @@ def run(
             *_django_setting("MERGEABLE_SANDBOX_RO_PATHS", ()),
         ]
         argv = _bwrap_argv(
-            bwrap, command, workspace, ro_paths, status_fd=status_write, network=network
+            bwrap, command, workspace, ro_paths, status_fd=status_write, network=network,
+            rw_paths=extra_rw_paths,
         )
         child_env = _bwrap_env(env)
     else:
@@ -211,6 +214,7 @@ def _bwrap_argv(
     *,
     status_fd: int,
     network: bool = False,
+    rw_paths: Sequence[Path] = (),
 ) -> list[str]:
     argv = [bwrap]
     for system_dir in _SYSTEM_DIRS:
@@ -226,6 +230,8 @@ def _bwrap_argv(
     # path stays writable, a read-only path inside the workspace (say its .git) stays read-only.
     binds = {str(Path(p).absolute()): "--ro-bind-try" for p in ro_paths}
     binds[str(workspace)] = "--bind"
+    for path in rw_paths:
+        binds[str(Path(path).absolute())] = "--bind"
     for path in sorted(binds, key=lambda p: len(Path(p).parts)):
         argv += [binds[path], path, path]
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from importlib import import_module
 from types import ModuleType
 
+from runs.agents.base import HarnessUnavailable
+
 HARNESS_MODULES = {
     "builtin": "runs.agents.builtin",
     "aider": "runs.agents.aider",
@@ -13,7 +15,7 @@ HARNESS_MODULES = {
 }
 
 
-class UnknownHarness(ValueError):
+class UnknownHarness(HarnessUnavailable):
     pass
 
 

@@ -22,6 +22,10 @@ CANCELLED = "cancelled"
 MODEL_UNREACHABLE = "model_unreachable"
 
 
+class HarnessUnavailable(RuntimeError):
+    """The harness cannot run here (not installed, unknown): the environment's fault."""
+
+
 @dataclass
 class Limits:
     max_steps: int = 40
