@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv bench lint clean
+.PHONY: run test venv agents bench lint clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "No Python >= 3.12 found; set PYTHON=..."; exit 1; }
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 venv: $(STAMP)
+
+# aider and mini-swe-agent, each in its own virtualenv under .agents/ (MERGEABLE_AGENTS_DIR).
+agents: $(STAMP)
+	@PYTHON="$(PYTHON)" bin/install-agents
 
 run: $(STAMP)
 	@bin/run

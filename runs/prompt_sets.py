@@ -503,6 +503,8 @@ def _plan_prompt_set(data: Any, errors: _Errors) -> _PromptSetPlan | None:
         label = _label("repositories", index, item, "name")
         cleaned = _read(item, _REPOSITORY_FIELDS, label, errors)
         checked.append((label, cleaned))
+        if "url" in cleaned and "name" in cleaned:
+            cleaned["url"] = _restore_credentials(cleaned["name"], cleaned["url"])
         if "url" in cleaned:
             try:
                 cleaned["url"] = _check_repository_url(cleaned["url"])
@@ -700,11 +702,26 @@ def export_prompt_set(prompt_set: PromptSet) -> str:
     return _dump(document)
 
 
+def _restore_credentials(name: str, url: str) -> str:
+    """Exports never show credentials embedded in a URL: they write the redacted form. Importing
+    that redacted URL again for the same repository keeps the stored URL and its credentials."""
+    from runs.workspace import redact_url
+
+    if not isinstance(url, str) or "***@" not in url:
+        return url
+    stored = Repository.objects.filter(name=name).values_list("url", flat=True).first()
+    if stored and redact_url(stored) == url:
+        return stored
+    return url
+
+
 def _export_repository(repository: Repository) -> dict:
+    from runs.workspace import redact_url
+
     return _without_defaults(
         [
             ("name", repository.name),
-            ("url", repository.url),
+            ("url", redact_url(repository.url)),
             ("default_branch", repository.default_branch),
         ]
     )

@@ -39,12 +39,15 @@
   }
 
   let dirty = false;
-  let saving = null;
+  // Autosaves still on their way: submitting waits for them, so that a draft request the server
+  // handles after the submit cannot overwrite the submitted review with a stale draft.
+  const pending = new Set();
+  let submitting = false;
   function saveDraft() {
-    if (!form || form.dataset.autosave !== "on") return Promise.resolve();
+    if (!form || form.dataset.autosave !== "on" || submitting) return Promise.resolve();
     updateTime();
     const status = document.getElementById("draft-status");
-    saving = fetch(form.dataset.draftUrl, {
+    const saving = fetch(form.dataset.draftUrl, {
       method: "POST",
       body: new FormData(form),
       headers: { "X-Mergeable-Autosave": "1" },
@@ -52,14 +55,23 @@
     }).then((r) => {
       if (r.ok) { dirty = false; if (status) status.textContent = "Draft saved " + new Date().toLocaleTimeString() + "."; }
       else if (status) status.textContent = "Draft not saved (" + r.status + ").";
-    }).catch(() => { if (status) status.textContent = "Draft not saved: offline?"; });
+    }).catch(() => { if (status) status.textContent = "Draft not saved: offline?"; })
+      .finally(() => pending.delete(saving));
+    pending.add(saving);
     return saving;
   }
   if (form) {
     form.addEventListener("change", () => { dirty = true; saveDraft(); });
     form.addEventListener("input", () => { dirty = true; });
     setInterval(() => { if (dirty) saveDraft(); }, 5000);
-    form.addEventListener("submit", updateTime);
+    form.addEventListener("submit", (event) => {
+      submitting = true;
+      updateTime();
+      if (!pending.size) return;
+      event.preventDefault();
+      const submitter = event.submitter;
+      Promise.allSettled(Array.from(pending)).then(() => form.requestSubmit(submitter));
+    });
   }
 
   // --- rubric answering ------------------------------------------------------------------------

@@ -520,3 +520,31 @@ def test_it_exports_any_text_so_that_it_imports_back_unchanged(
     prompt = yaml.safe_load(exported)["prompts"][0]
     assert (prompt["title"], prompt["instructions"]) == (title, instructions)
     assert prompt.get("tags", []) == tags
+
+
+def test_it_never_exports_credentials_and_keeps_them_on_reimport(db, make_repo, settings):
+    from runs.models import Repository
+    from runs.prompt_sets import export_prompt_set, import_prompt_set
+
+    path, sha = make_repo({"a.py": "x = 1\n"}, name="secretrepo")
+    text = (
+        "name: creds\n"
+        "repositories:\n"
+        f"  - name: shop\n    url: {path}\n"
+        "prompts:\n"
+        f"  - key: k\n    title: T\n    repository: shop\n    commit: {sha}\n    instructions: go\n"
+    )
+    import_prompt_set(text, filename="creds.yaml")
+    # Credentials can only live in network URLs; store one as an admin would have typed it.
+    Repository.objects.filter(name="shop").update(url="https://bot:hunter2@git.example.com/shop.git")
+    exported = export_prompt_set(PromptSet.objects.get(name="creds"))
+    assert "hunter2" not in exported and "bot" not in exported
+    assert "https://***@git.example.com/shop.git" in exported
+    from runs.prompt_sets import _restore_credentials
+
+    assert _restore_credentials("shop", "https://***@git.example.com/shop.git") == (
+        "https://bot:hunter2@git.example.com/shop.git"
+    )
+    assert _restore_credentials("other", "https://***@git.example.com/shop.git") == (
+        "https://***@git.example.com/shop.git"
+    )

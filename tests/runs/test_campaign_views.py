@@ -1,0 +1,177 @@
+"""Campaign and run pages: launching, watching live, cancelling, retrying, answering."""
+
+from __future__ import annotations
+
+import io
+from contextlib import redirect_stdout
+
+import pytest
+from django.core.management import call_command
+from django.urls import reverse
+from django.utils import timezone
+
+from runs import execution
+from runs.models import Campaign, Contestant, LanguageModel, Prompt, PromptSet, Repository, Run
+
+SCRIPT = """\
+- tool_calls: [{name: write_file, arguments: {path: hello.txt, content: "hi\\n"}}]
+- tool_calls: [{name: finish, arguments: {summary: wrote hello}}]
+"""
+
+
+@pytest.fixture
+def curated(db, make_repo):
+    path, sha = make_repo({"README.md": "hello\n"})
+    repo = Repository.objects.create(name="r", url=str(path))
+    prompt_set = PromptSet.objects.create(name="tasks")
+    for key in ("one", "two"):
+        Prompt.objects.create(prompt_set=prompt_set, key=key, title=key.title(),
+                              instructions="Say hi", repository=repo, commit=sha)
+    model = LanguageModel.objects.create(name="scripted-model", provider="scripted", script=SCRIPT)
+    contestants = [Contestant.objects.create(name=n, model=model) for n in ("alpha", "beta")]
+    return prompt_set, contestants
+
+
+def test_it_launches_a_campaign_from_the_form(client_for, lead, curated):
+    prompt_set, contestants = curated
+    client = client_for(lead)
+    response = client.post(reverse("runs:campaign_create"), {
+        "name": "Nightly", "prompt_set": prompt_set.pk,
+        "contestants": [c.pk for c in contestants], "repeats": 2, "reviews_wanted": 3,
+    })
+    campaign = Campaign.objects.get(name="Nightly")
+    assert response.status_code == 302 and response["Location"] == campaign.get_absolute_url()
+    assert campaign.runs.count() == 2 * 2 * 2
+    assert campaign.reviews_wanted == 3 and campaign.created_by == lead
+    run = campaign.runs.first()
+    assert run.snapshot["prompt"]["instructions"] == "Say hi"
+    assert run.snapshot["contestant"]["scripted"] is True
+
+
+def test_it_rejects_a_campaign_without_contestants(client_for, lead, curated):
+    prompt_set, _ = curated
+    response = client_for(lead).post(reverse("runs:campaign_create"), {
+        "prompt_set": prompt_set.pk, "repeats": 1, "reviews_wanted": 2})
+    assert response.status_code == 200
+    assert "This field is required" in response.content.decode()
+    assert not Campaign.objects.exists()
+
+
+def test_it_shows_a_live_grid_that_stops_polling_when_done(client_for, lead, curated):
+    prompt_set, contestants = curated
+    client = client_for(lead)
+    client.post(reverse("runs:campaign_create"), {
+        "prompt_set": prompt_set.pk, "contestants": [contestants[0].pk], "repeats": 1,
+        "reviews_wanted": 2})
+    campaign = Campaign.objects.get()
+    url = reverse("runs:campaign", args=[campaign.pk])
+    page = client.get(url).content.decode()
+    assert 'hx-trigger="every 2s"' in page and "0 of 2" in page
+    assert "alpha" in page and "scripted" in page
+    for run in campaign.runs.all():
+        execution.execute(run.pk)
+    fragment = client.get(url, HTTP_HX_REQUEST="true")
+    body = fragment.content.decode()
+    assert "<html" not in body and 'id="grid"' in body
+    assert "2 of 2" in body and "every 2s" not in body
+    assert fragment["Vary"] and "HX-Request" in fragment["Vary"]
+
+
+def test_it_keeps_the_run_page_blind_for_scorers(client_for, scorer, lead, curated):
+    from runs import campaigns
+
+    prompt_set, contestants = curated
+    campaign = campaigns.launch(prompt_set=prompt_set, contestants=contestants[:1])
+    run = campaign.runs.first()
+    execution.execute(run.pk)
+    for_scorer = client_for(scorer).get(reverse("runs:run", args=[run.pk])).content.decode()
+    assert "alpha" not in for_scorer and "contestant hidden" in for_scorer
+    assert "hello.txt" in for_scorer
+    for_lead = client_for(lead).get(reverse("runs:run", args=[run.pk])).content.decode()
+    assert "alpha" in for_lead
+
+
+def test_it_lets_a_scorer_answer_a_waiting_question(client_for, scorer, curated):
+    from runs import campaigns
+
+    prompt_set, contestants = curated
+    run = campaigns.launch(prompt_set=prompt_set, contestants=contestants[:1]).runs.first()
+    Run.objects.filter(pk=run.pk).update(
+        status=Run.AWAITING_ANSWER,
+        questions=[{"question": "Which <b>file</b>?", "answer": None}],
+    )
+    client = client_for(scorer)
+    page = client.get(reverse("runs:run", args=[run.pk])).content.decode()
+    assert "Which &lt;b&gt;file&lt;/b&gt;?" in page
+    response = client.post(reverse("runs:run_answer", args=[run.pk]), {"answer": "README.md"})
+    assert response.status_code == 302
+    run.refresh_from_db()
+    assert run.questions[0]["answer"] == "README.md"
+    assert run.questions[0]["answered_by"] == "sam"
+
+
+def test_it_cancels_queued_runs_and_retries_errored_ones(client_for, lead, curated):
+    from runs import campaigns
+
+    prompt_set, contestants = curated
+    campaign = campaigns.launch(prompt_set=prompt_set, contestants=contestants)
+    client = client_for(lead)
+    first, *rest = campaign.runs.order_by("id")
+    client.post(reverse("runs:run_cancel", args=[first.pk]))
+    first.refresh_from_db()
+    assert first.status == Run.CANCELLED
+    Run.objects.filter(pk=rest[0].pk).update(status=Run.ERRORED, error="disk full",
+                                             finished_at=timezone.now(), attempts=3)
+    client.post(reverse("runs:campaign_retry", args=[campaign.pk]))
+    rest[0].refresh_from_db()
+    assert rest[0].status == Run.QUEUED and rest[0].attempts == 0
+    client.post(reverse("runs:campaign_cancel", args=[campaign.pk]))
+    assert not campaign.runs.active().exists()
+    assert Campaign.objects.get(pk=campaign.pk).state == Campaign.CANCELLED
+
+
+def test_it_serves_raw_artifacts_as_plain_text(client_for, scorer, curated):
+    from runs import campaigns
+
+    prompt_set, contestants = curated
+    run = campaigns.launch(prompt_set=prompt_set, contestants=contestants[:1]).runs.first()
+    run.save_artifact("diff.patch", "<script>alert(1)</script>")
+    response = client_for(scorer).get(reverse("runs:run_artifact", args=[run.pk]) + "?name=diff")
+    assert response["Content-Type"].startswith("text/plain")
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert client_for(scorer).get(
+        reverse("runs:run_artifact", args=[run.pk]) + "?name=../../etc/passwd"
+    ).status_code == 404
+
+
+def test_it_lists_campaigns_with_their_progress(client_for, lead, curated, django_assert_max_num_queries):
+    from runs import campaigns
+
+    prompt_set, contestants = curated
+    for _ in range(3):
+        campaigns.launch(prompt_set=prompt_set, contestants=contestants)
+    client = client_for(lead)
+    with django_assert_max_num_queries(6):
+        page = client.get(reverse("runs:campaigns")).content.decode()
+    assert page.count("tasks") >= 3
+
+
+def test_it_runs_a_campaign_from_the_command_line_and_waits(curated, settings):
+    settings.EMBEDDED_QUEUE = True
+    out = io.StringIO()
+    with redirect_stdout(out):
+        call_command("run_campaign", "--prompt-set", "tasks", "--contestants", "alpha,beta",
+                     "--name", "cli", "--wait", stdout=out)
+    text = out.getvalue()
+    campaign = Campaign.objects.get(name="cli")
+    assert text.startswith(f"Campaign {campaign.pk}")
+    assert "4/4 ended" in text
+    assert set(campaign.runs.values_list("status", flat=True)) == {Run.FINISHED}
+
+
+def test_it_names_unknown_contestants_on_the_command_line(curated):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="Unknown contestants: gamma"):
+        call_command("run_campaign", "--prompt-set", "tasks", "--contestants", "alpha,gamma")
+    assert not Campaign.objects.exists()
