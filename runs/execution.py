@@ -33,6 +33,7 @@ DEFAULT_TIME_LIMIT = 1800
 SETUP_TIMEOUT = 900
 TEST_TIMEOUT = 900
 JUNIT_FILE = ".mergeable-junit.xml"
+TRANSCRIPT_SAVE_INTERVAL_S = 0.5
 
 
 class EnvironmentFault(Exception):
@@ -139,10 +140,12 @@ def _execute_claimed(run: Run, cancel: threading.Event) -> str:
     checkout = None
     try:
         with _phase(timings, "prepare"):
-            mirror = workspace.ensure_mirror(
-                prompt["repository_url"], Path(settings.MERGEABLE_WORKSPACE_ROOT), prompt["commit"]
+            checkout = workspace.checkout_commit(
+                prompt["repository_url"],
+                Path(settings.MERGEABLE_WORKSPACE_ROOT),
+                prompt["commit"],
+                run_dir,
             )
-            checkout = workspace.checkout(mirror, prompt["commit"], run_dir)
             if prompt.get("setup"):
                 result = _sandboxed(run, prompt["setup"], checkout.work, SETUP_TIMEOUT, cancel)
                 run.save_artifact("setup_output.txt", result.output)
@@ -158,6 +161,10 @@ def _execute_claimed(run: Run, cancel: threading.Event) -> str:
             outcome = _run_agent(run, checkout.work, deadline, cancel)
         if outcome.end_status == base.MODEL_UNREACHABLE:
             raise EnvironmentFault(f"Could not reach the model: {outcome.error}")
+        if outcome.error:
+            # The harness could not do its job (a bad command template, a sandbox that would
+            # not start): not the contestant's fault.
+            raise EnvironmentFault(outcome.error)
 
         with _phase(timings, "capture"):
             captured = workspace.capture_diff(checkout, text_cap=settings.MERGEABLE_ARTIFACT_TEXT_CAP)
@@ -212,12 +219,17 @@ def _judge(run: Run, outcome: base.AgentOutcome) -> tuple[str, str]:
     return Run.FINISHED, ""
 
 
+def column_text(text: str) -> str:
+    """Text from agents and commands, made storable in any database (PostgreSQL refuses NUL)."""
+    return text.replace("\x00", "\ufffd")
+
+
 def _end(run: Run, status: str, *, reason: str = "", error: str = "", timings=None) -> str:
     fields = {"status": status, "finished_at": timezone.now(), "process_group": None}
     if reason:
-        fields["status_reason"] = reason
+        fields["status_reason"] = column_text(reason)
     if error:
-        fields["error"] = error
+        fields["error"] = column_text(error)
     if timings is not None:
         fields["phase_timings"] = {k: round(v, 3) for k, v in timings.items()}
     # Only the owner ends a run: a reaped run that someone else now holds is left alone.
@@ -276,6 +288,8 @@ def _run_agent(run: Run, work: Path, deadline: float, cancel: threading.Event) -
         agent_version=harness.VERSION,
         model_name=model.model_id or model.name,
         save=save,
+        # Live viewers poll the file; rewriting the whole document more often only burns CPU.
+        min_interval_s=TRANSCRIPT_SAVE_INTERVAL_S,
     )
 
     def run_command(command: str, timeout: float) -> tuple[int, str]:
@@ -323,7 +337,10 @@ def _run_agent(run: Run, work: Path, deadline: float, cancel: threading.Event) -
         scratch=work.parent / "harness",
     )
     context.scratch.mkdir(parents=True, exist_ok=True)
-    outcome = harness.run(context)
+    try:
+        outcome = harness.run(context)
+    finally:
+        transcript.close()  # a harness that crashed still leaves every step it made on disk
     transcript.finish(
         prompt_tokens=outcome.input_tokens,
         completion_tokens=outcome.output_tokens,
@@ -347,6 +364,7 @@ def _run_agent(run: Run, work: Path, deadline: float, cancel: threading.Event) -
 def ask_user(run: Run, question: str, cancel: threading.Event, deadline: float) -> str:
     """A clarifying question: the prepared answer at once, else wait for a human, else a fallback."""
     prompt = run.snapshot["prompt"]
+    question = column_text(question)
     entry = {"question": question, "asked_at": timezone.now().isoformat(), "answer": None}
     prepared = prompt.get("clarification_answer") or ""
     if prepared:
@@ -391,7 +409,7 @@ def _run_tests(run: Run, command: str, work: Path, cancel: threading.Event) -> N
         test_exit_code=result.exit_code,
         tests_passed=passed,
         tests_failed=failed,
-        test_output_tail=result.output[-4000:],
+        test_output_tail=column_text(result.output[-4000:]),
     )
 
 

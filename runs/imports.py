@@ -135,10 +135,10 @@ def _check_names(contestant_name: str, campaign_name: str) -> None:
 
 def _check_change(patch: str | None, branch: str | None) -> tuple[str | None, str | None]:
     branch = (branch or "").strip() or None
-    if patch is not None and not patch.strip():
-        patch = None if branch else ""
     if (patch is None) == (branch is None):
         raise ImportProblem("Give either a patch or a branch (exactly one of them).")
+    if patch is not None and not patch.strip():
+        raise ImportProblem("The patch is empty.")
     if patch is not None and len(patch.encode("utf-8", "surrogateescape")) > MAX_PATCH_BYTES:
         raise ImportProblem(f"The patch is larger than {MAX_PATCH_BYTES // (1024 * 1024)} MB.")
     if branch is not None and not _valid_branch_name(branch):
@@ -716,16 +716,20 @@ def from_aider(text: str, filename: str, extra_files: dict[str, str]) -> dict:
             f"{filename}: not an aider chat history: there is no '# aider chat started at' line."
         )
     blocks: list[tuple[str, list[str]]] = []  # (kind, lines): kind is user, agent, output, start
+    in_fence = False  # inside the model's ``` blocks, ">>>>>>> REPLACE" is the model's text
     for line in lines:
         if start := _AIDER_START.match(line):
             blocks.append(("start", [start.group(1)]))
+            in_fence = False
             continue
-        if line.startswith("####"):
-            kind, content = "user", line[4:].removeprefix(" ")
-        elif line.startswith(">"):
-            kind, content = "output", line[1:].removeprefix(" ")
-        else:
+        if in_fence or not line.startswith((">", "####")) or line.startswith(">>>>>>>"):
             kind, content = "agent", line
+            if line.startswith("```"):
+                in_fence = not in_fence
+        elif line.startswith("####"):
+            kind, content = "user", line[4:].removeprefix(" ")
+        else:
+            kind, content = "output", line[1:].removeprefix(" ")
         if blocks and blocks[-1][0] == kind:
             blocks[-1][1].append(content)
         elif kind == "agent" and not content.strip():
@@ -835,7 +839,9 @@ def from_mini_swe_agent(text: str, filename: str, extra_files: dict[str, str]) -
     config = info.get("config") if isinstance(info.get("config"), dict) else {}
     model_config = config.get("model") if isinstance(config.get("model"), dict) else {}
     writer = _writer(
-        "mini-swe-agent", str(info.get("mini_version") or ""), str(model_config.get("model_name") or "")
+        "mini-swe-agent",
+        str(info.get("mini_version") or ""),
+        str(model_config.get("model_name") or ""),
     )
     timestamps: dict[int, datetime | None] = {}
     input_tokens = output_tokens = 0
@@ -861,9 +867,7 @@ def from_mini_swe_agent(text: str, filename: str, extra_files: dict[str, str]) -
             call_id = message.get("tool_call_id")
             known = [c["tool_call_id"] for c in calls]
             target = call_id if call_id in known else known[0]
-            results = pending.get("observation", {}).get("results", [])
-            writer.add_observations(pending, [*((r["source_call_id"], r["content"]) for r in results), (target, content)])
-            if len(results) + 1 >= len(calls):
+            if _add_result(writer, pending, target, content) >= len(calls):
                 pending = None
             continue
         elif role == "exit":
@@ -931,7 +935,11 @@ def _mswea_calls(message: dict, extra: dict) -> list[dict]:
         for n, action in enumerate(extra.get("actions") or [], 1):
             if isinstance(action, dict) and isinstance(action.get("command"), str):
                 calls.append(
-                    {"id": f"action-{n}", "name": "bash", "arguments": {"command": action["command"]}}
+                    {
+                        "id": f"action-{n}",
+                        "name": "bash",
+                        "arguments": {"command": action["command"]},
+                    }
                 )
     return calls
 
@@ -940,7 +948,10 @@ def _mswea_metrics(extra: dict) -> dict:
     response = extra.get("response") if isinstance(extra.get("response"), dict) else {}
     usage = response.get("usage") if isinstance(response.get("usage"), dict) else {}
     metrics = {}
-    for source, target in (("prompt_tokens", "prompt_tokens"), ("completion_tokens", "completion_tokens")):
+    for source, target in (
+        ("prompt_tokens", "prompt_tokens"),
+        ("completion_tokens", "completion_tokens"),
+    ):
         if isinstance(usage.get(source), int):
             metrics[target] = usage[source]
     if isinstance(extra.get("cost"), int | float):
@@ -962,8 +973,12 @@ def from_roo_code(text: str, filename: str, extra_files: dict[str, str]) -> dict
     data = _json(text, filename)
     api = ui = None
     if filename.lower() == ROO_UI_FILE or (
-        filename.lower() != ROO_API_FILE and isinstance(data, list) and data
-        and isinstance(data[0], dict) and "type" in data[0] and "role" not in data[0]
+        filename.lower() != ROO_API_FILE
+        and isinstance(data, list)
+        and data
+        and isinstance(data[0], dict)
+        and "type" in data[0]
+        and "role" not in data[0]
     ):
         ui = (filename, data)
         if ROO_API_FILE in files:
@@ -972,7 +987,17 @@ def from_roo_code(text: str, filename: str, extra_files: dict[str, str]) -> dict
         api = (filename, data)
         if ROO_UI_FILE in files:
             ui = (ROO_UI_FILE, _json(files[ROO_UI_FILE], ROO_UI_FILE))
-    usage = _roo_ui_usage(*ui) if ui else {"prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0, "times": [], "finished": False}
+    usage = (
+        _roo_ui_usage(*ui)
+        if ui
+        else {
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "cost_usd": 0.0,
+            "times": [],
+            "finished": False,
+        }
+    )
     writer = _writer("roo-code")
     timestamps: dict[int, datetime | None] = {}
     if api is not None:
@@ -984,9 +1009,9 @@ def from_roo_code(text: str, filename: str, extra_files: dict[str, str]) -> dict
     if api is not None and usage["times"]:
         # The API history may carry no timestamps; the UI messages span the same task.
         timestamps.setdefault(1, usage["times"][0])
-        timestamps[writer.steps[-1]["step_id"]] = timestamps.get(
-            writer.steps[-1]["step_id"]
-        ) or usage["times"][-1]
+        timestamps[writer.steps[-1]["step_id"]] = (
+            timestamps.get(writer.steps[-1]["step_id"]) or usage["times"][-1]
+        )
     return _finish(
         writer,
         ROO_CODE,
@@ -1023,7 +1048,9 @@ def _roo_api_steps(writer, timestamps, filename: str, messages) -> None:
                     {
                         "id": str(block.get("id") or f"tool-{index}-{len(calls) + 1}"),
                         "name": str(block.get("name") or "tool"),
-                        "arguments": arguments if isinstance(arguments, dict) else {"_raw": arguments},
+                        "arguments": arguments
+                        if isinstance(arguments, dict)
+                        else {"_raw": arguments},
                     }
                 )
             elif kind == "tool_result":
@@ -1038,10 +1065,7 @@ def _roo_api_steps(writer, timestamps, filename: str, messages) -> None:
             if owner is None:
                 texts.append(result)
                 continue
-            previous = owner.get("observation", {}).get("results", [])
-            writer.add_observations(
-                owner, [*((r["source_call_id"], r["content"]) for r in previous), (call_id, result)]
-            )
+            _add_result(writer, owner, call_id, result)
         body = "\n\n".join(t for t in texts if t.strip())
         if message["role"] == "assistant":
             step = writer.add_step("agent", body, tool_calls=calls)
@@ -1060,7 +1084,8 @@ def _roo_result_text(block: dict) -> str:
         text = content
     elif isinstance(content, list):
         text = "\n".join(
-            str(part.get("text", "")) if isinstance(part, dict) and part.get("type") == "text"
+            str(part.get("text", ""))
+            if isinstance(part, dict) and part.get("type") == "text"
             else "[image]"
             for part in content
         )
@@ -1079,7 +1104,13 @@ def _roo_ui_messages(filename: str, messages) -> list[dict]:
 
 
 def _roo_ui_usage(filename: str, messages) -> dict:
-    usage = {"prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0, "times": [], "finished": False}
+    usage = {
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cost_usd": 0.0,
+        "times": [],
+        "finished": False,
+    }
     for message in _roo_ui_messages(filename, messages):
         when = _parse_time(message.get("ts"))
         if when is not None:
@@ -1108,7 +1139,7 @@ def _roo_ui_steps(writer, timestamps, filename: str, messages) -> None:
         text = str(message.get("text") or "")
         if message.get("partial"):
             continue
-        if index == 0 and kind == "text" or kind == "user_feedback":
+        if (index == 0 and kind == "text") or kind == "user_feedback":
             step = writer.add_step("user", text)
         elif kind in ("text", "completion_result", "followup") and text.strip():
             step = writer.add_step("agent", text)
@@ -1122,13 +1153,14 @@ def _roo_ui_steps(writer, timestamps, filename: str, messages) -> None:
                 arguments = parsed if isinstance(parsed, dict) else {"_raw": text}
             name = "execute_command" if kind == "command" else str(arguments.get("tool") or "tool")
             step = writer.add_step(
-                "agent", "", tool_calls=[{"id": f"ui-{index}", "name": name, "arguments": arguments}]
+                "agent",
+                "",
+                tool_calls=[{"id": f"ui-{index}", "name": name, "arguments": arguments}],
             )
             last_command = step if kind == "command" else None
-            if kind == "command":
-                pass
         elif kind == "command_output" and last_command is not None:
-            writer.add_observations(last_command, [(f"ui-{_call_index(last_command)}", text)])
+            call_id = last_command["tool_calls"][0]["tool_call_id"]
+            writer.add_observations(last_command, [(call_id, text)])
             last_command = None
             continue
         else:
@@ -1136,8 +1168,14 @@ def _roo_ui_steps(writer, timestamps, filename: str, messages) -> None:
         timestamps[step["step_id"]] = _parse_time(message.get("ts"))
 
 
-def _call_index(step: dict) -> str:
-    return step["tool_calls"][0]["tool_call_id"].removeprefix("ui-")
+def _add_result(writer: TranscriptWriter, step: dict, call_id: str, content: str) -> int:
+    """Add one tool result to an agent step's observation; returns how many it now holds."""
+    results = [
+        (result["source_call_id"], result["content"])
+        for result in step.get("observation", {}).get("results", [])
+    ]
+    writer.add_observations(step, [*results, (call_id, content)])
+    return len(results) + 1
 
 
 def _int(value) -> int:

@@ -413,9 +413,11 @@ class Run(models.Model):
 
     def save_artifact(self, name: str, content: str | bytes) -> None:
         path = self.artifact_name(name)
+        data = content.encode() if isinstance(content, str) else content
+        if _replace_local_file(path, data):
+            return
         if default_storage.exists(path):
             default_storage.delete(path)
-        data = content.encode() if isinstance(content, str) else content
         default_storage.save(path, ContentFile(data))
 
     def read_artifact(self, name: str, default: str = "") -> str:
@@ -436,3 +438,40 @@ class Run(models.Model):
     @property
     def transcript(self) -> dict | None:
         return self.read_json_artifact("transcript.json")
+
+
+def _replace_local_file(name: str, data: bytes) -> bool:
+    """Overwrite an existing artifact directory's file on the local filesystem storage.
+
+    The transcript is rewritten many times per run: one write and an atomic rename instead of
+    exists + delete + save, and a reader never sees the file missing. False (nothing done) when
+    the storage is not local or the directory does not exist yet: the storage then creates it
+    with its own permissions.
+    """
+    import os
+    import uuid
+
+    from django.core.files.storage import FileSystemStorage
+    from django.core.files.utils import validate_file_name
+
+    if not isinstance(default_storage, FileSystemStorage):
+        return False
+    validate_file_name(name, allow_relative_path=True)  # as Storage.save does
+    target = default_storage.path(name)
+    directory = os.path.dirname(target)
+    if not os.path.isdir(directory):
+        return False
+    partial = os.path.join(directory, f".{os.path.basename(target)}.{uuid.uuid4().hex}.partial")
+    try:
+        with open(partial, "xb") as handle:  # mode 0o666 & ~umask, as FileSystemStorage makes
+            handle.write(data)
+        if default_storage.file_permissions_mode is not None:
+            os.chmod(partial, default_storage.file_permissions_mode)
+        os.replace(partial, target)
+    except BaseException:
+        try:
+            os.unlink(partial)
+        except OSError:
+            pass
+        raise
+    return True

@@ -1,6 +1,6 @@
 """runs: URL patterns come from each views module, so each area keeps its routes beside its views."""
 
-from runs.views import campaigns, curation
+from runs.views import campaigns, curation, imports
 
 app_name = "runs"
-urlpatterns = curation.urlpatterns + campaigns.urlpatterns
+urlpatterns = curation.urlpatterns + campaigns.urlpatterns + imports.urlpatterns

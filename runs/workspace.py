@@ -328,17 +328,28 @@ def commit_exists(mirror: Path, sha: str) -> bool:
     return result.returncode == 0
 
 
-def resolve_commit(mirror: Path, ref: str) -> str:
-    """Return the full sha of the commit `ref` names (an abbreviated sha, a branch or a tag)."""
-    if not ref or ref.startswith("-") or any(ch.isspace() or ord(ch) < 32 for ch in ref):
-        raise WorkspaceError(f"{ref!r} is not a valid commit or ref name.")
+def _rev_parse_commit(mirror: Path, ref: str) -> str | None:
+    """The full sha of the commit `ref` names, or None. `ref` must not start with '-'."""
     result = _git(
         ["rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"],
         git_dir=mirror,
         ok_codes=(0, 1, 128),
     )
-    if result.returncode == 0:
-        return result.stdout.decode().strip()
+    return result.stdout.decode().strip() if result.returncode == 0 else None
+
+
+def _object_format(sha: str) -> str:
+    # A full object id names its repository's hash: 40 hex digits for SHA-1, 64 for SHA-256.
+    return "sha256" if len(sha) == 64 else "sha1"
+
+
+def resolve_commit(mirror: Path, ref: str) -> str:
+    """Return the full sha of the commit `ref` names (an abbreviated sha, a branch or a tag)."""
+    if not ref or ref.startswith("-") or any(ch.isspace() or ord(ch) < 32 for ch in ref):
+        raise WorkspaceError(f"{ref!r} is not a valid commit or ref name.")
+    sha = _rev_parse_commit(mirror, ref)
+    if sha is not None:
+        return sha
     kind = _git(["cat-file", "-t", "--end-of-options", ref], git_dir=mirror, ok_codes=(0, 1, 128))
     if kind.returncode == 0:
         found = kind.stdout.decode().strip()
@@ -363,20 +374,37 @@ def checkout(mirror: Path, commit: str, run_dir: Path) -> Checkout:
     The git dir borrows the mirror's objects through objects/info/alternates, so nothing is
     copied but the files themselves.
     """
-    sha = resolve_commit(mirror, commit)
+    return _checkout_resolved(mirror, resolve_commit(mirror, commit), run_dir)
+
+
+def checkout_commit(url: str, root: Path, commit: str, run_dir: Path) -> Checkout:
+    """`ensure_mirror` then `checkout`, with one git call fewer when the mirror has the commit.
+
+    The usual case (the commit is already in the mirror) costs one `rev-parse`, which both
+    proves the commit is there and resolves it.
+    """
+    path = mirror_path(root, url)
+    if not url.startswith("-") and (path / "HEAD").exists() and _HEX.match(commit):
+        sha = _rev_parse_commit(path, commit)
+        if sha is not None:
+            return _checkout_resolved(path, sha, run_dir)
+    mirror = ensure_mirror(url, root, commit)
+    return checkout(mirror, commit, run_dir)
+
+
+def _checkout_resolved(mirror: Path, sha: str, run_dir: Path) -> Checkout:
     run_dir.mkdir(parents=True, exist_ok=True)
     if any(run_dir.iterdir()):
         raise WorkspaceError(f"The run directory {run_dir} is not empty.")
     co = Checkout(root=run_dir, work=run_dir / "work", git_dir=run_dir / "git", commit=sha)
     try:
-        object_format = _git(["rev-parse", "--show-object-format"], git_dir=mirror)
         _git(
             [
                 "init",
                 "--bare",
                 "--quiet",
                 "--template=",
-                f"--object-format={object_format.stdout.decode().strip()}",
+                f"--object-format={_object_format(sha)}",
                 "--",
                 str(co.git_dir),
             ]
@@ -400,6 +428,11 @@ def cleanup(co: Checkout) -> None:
     """Remove the run directory, including read-only files and directories the agent made."""
     if not co.root.exists():
         return
+    try:
+        shutil.rmtree(co.root)
+        return
+    except OSError:
+        pass  # a directory the agent made read-only: make every directory writable, then retry
     for directory, subdirectories, _files in os.walk(co.root):
         for name in subdirectories:
             path = os.path.join(directory, name)
@@ -561,10 +594,13 @@ def _diff(git_dir: Path, commit: str, tree: str, text_cap: int) -> CapturedDiff:
     patch = git(
         ["diff", "--binary", "--no-color", "--src-prefix=a/", "--dst-prefix=b/", *common]
     ).stdout.decode("utf-8", "replace")
-    changes = _parse_raw(git(["diff", "-z", "--raw", "--no-abbrev", *common]).stdout)
+    # One git call for both: the raw records come first, then the numstat ones.
+    changes, numstat = _parse_raw(
+        git(["diff", "-z", "--raw", "--numstat", "--no-abbrev", *common]).stdout
+    )
     additions = deletions = 0
     binary_files: list[str] = []
-    for path, added, deleted in _parse_numstat(git(["diff", "-z", "--numstat", *common]).stdout):
+    for path, added, deleted in _parse_numstat(numstat):
         if added is None or deleted is None:
             binary_files.append(path)
         else:
@@ -598,8 +634,11 @@ def _decode_path(path: bytes) -> str:
     return path.decode("utf-8", "replace")
 
 
-def _parse_raw(output: bytes) -> list[_Change]:
-    # Records: ":old_mode new_mode old_blob new_blob status" NUL path NUL [new_path NUL]
+def _parse_raw(output: bytes) -> tuple[list[_Change], bytes]:
+    """The raw records at the start of `output`, and the rest of it (any numstat records).
+
+    Records: ":old_mode new_mode old_blob new_blob status" NUL path NUL [new_path NUL]
+    """
     items = output.split(b"\0")
     changes: list[_Change] = []
     i = 0
@@ -609,7 +648,7 @@ def _parse_raw(output: bytes) -> list[_Change]:
         path = items[i + 2] if renamed else items[i + 1]
         changes.append(_Change(_decode_path(path), old_mode, new_mode, old_blob, new_blob))
         i += 3 if renamed else 2
-    return changes
+    return changes, b"\0".join(items[i:])
 
 
 def _parse_numstat(output: bytes) -> list[tuple[str, int | None, int | None]]:

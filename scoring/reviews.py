@@ -509,9 +509,17 @@ def save_draft(run: Run, user, data: dict) -> Review:
     """Keep what the reviewer has entered so far. A submitted review is never overwritten by a
     draft: changing it goes through ``submit_review``, which keeps a version."""
     criteria = criteria_for_run(run)
-    review, _ = Review.objects.get_or_create(run=run, reviewer=user)
-    if review.is_submitted:
-        return review
+    with transaction.atomic():
+        # Locked like submit_review, so a draft racing a submit can never un-submit it.
+        review, _ = Review.objects.select_for_update().get_or_create(run=run, reviewer=user)
+        if review.is_submitted:
+            return review
+        _apply_draft(review, criteria, data)
+        review.save()
+    return review
+
+
+def _apply_draft(review: Review, criteria, data: dict) -> None:
     answers = _valid_answers(criteria, data.get("answers") or {})
     verdict = str(data.get("verdict") or answers.get(MERGE_KEY) or "")
     try:
@@ -523,8 +531,6 @@ def save_draft(run: Run, user, data: dict) -> Review:
     review.notes = diffs.strip_control(str(data.get("notes") or ""))[:MAX_NOTES_CHARS]
     review.line_comments = comments
     review.time_spent_s = max(review.time_spent_s, _clean_time(data.get("time_spent_s")))
-    review.save()
-    return review
 
 
 def submit_review(

@@ -15,10 +15,10 @@ useful, so the run is judged like every other run, by its diff and its tests.
 
 from __future__ import annotations
 
+import re
 import shlex
 import tempfile
 from pathlib import Path
-from string import Formatter
 
 from runs.agents import base
 
@@ -30,6 +30,8 @@ OUTPUT_TAIL = 4000
 # The variable each provider's own SDKs and CLIs read their key and endpoint from.
 _PROVIDER_KEY_VARIABLES = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 _PROVIDER_URL_VARIABLES = {"openai": "OPENAI_BASE_URL", "anthropic": "ANTHROPIC_BASE_URL"}
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)([!:][^{}\s]*)?\}")
+_KNOWN = ", ".join("{" + name + "}" for name in PLACEHOLDERS)
 
 
 class CommandTemplateError(ValueError):
@@ -37,31 +39,28 @@ class CommandTemplateError(ValueError):
 
 
 def build_command(template: object, values: dict[str, str]) -> str:
-    """Substitute shell-quoted `values` into `template`; ``{{`` and ``}}`` are literal braces."""
+    """Substitute shell-quoted `values` for the ``{name}`` placeholders in `template`.
+
+    Only ``{name}`` is a placeholder, so shell syntax such as ``${VAR}``, ``${VAR:-x}`` or
+    ``{a,b}`` passes through; ``{{`` and ``}}`` are literal braces (for awk's ``{{print}}``).
+    """
     if not isinstance(template, str) or not template.strip():
         raise CommandTemplateError(
-            'The command harness needs options["command"]: a shell command template using '
-            f"{', '.join('{' + name + '}' for name in PLACEHOLDERS)}"
+            f'The command harness needs options["command"]: a shell command template using {_KNOWN}'
         )
-    pieces: list[str] = []
-    try:
-        parsed = list(Formatter().parse(template))
-    except ValueError as exc:
-        raise CommandTemplateError(f"The command template is malformed: {exc}") from None
-    for literal, field, format_spec, conversion in parsed:
-        pieces.append(literal)
-        if field is None:
-            continue
-        if field not in values or format_spec or conversion:
-            shown = "{" + field + (f"!{conversion}" if conversion else "")
-            shown += (f":{format_spec}" if format_spec else "") + "}"
-            known = ", ".join("{" + name + "}" for name in PLACEHOLDERS)
+
+    def substitute(match: re.Match) -> str:
+        if match.group(0) in ("{{", "}}"):
+            return match.group(0)[0]
+        name, spec = match.group(1), match.group(2)
+        if name not in values or spec:
             raise CommandTemplateError(
-                f"Unknown placeholder {shown} in the command template; the placeholders are "
-                f"{known} (write {{{{ and }}}} for literal braces)"
+                f"Unknown placeholder {match.group(0)} in the command template; the placeholders "
+                f"are {_KNOWN} (write {{{{ and }}}} for literal braces)"
             )
-        pieces.append(shlex.quote(values[field]))
-    return "".join(pieces)
+        return shlex.quote(values[name])
+
+    return _PLACEHOLDER.sub(substitute, template)
 
 
 def environment(model, prompt_file: Path, workspace: Path) -> dict[str, str]:

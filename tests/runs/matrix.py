@@ -9,6 +9,7 @@ MATRIX: dict[str, str] = {
     "runs:run_cancel": "lead",
     "runs:run_retry": "lead",
     "runs:run_artifact": "scorer",
+    "runs:run_import": "lead",
     # Curation (runs/views/curation.py): admins only.
     "runs:prompt_sets": "admin",
     "runs:prompt_set_create": "admin",

@@ -13,6 +13,8 @@ from tests.scoring.test_review import make_contestant, make_prompt, make_run
 SCRIPT = "<script>alert(1)</script>"
 IMG = "<img src=x onerror=alert(1)>"
 CONTROL = "bell\x07escape\x1b[31mred\x00nul"
+# PostgreSQL text columns cannot hold NUL at all (imports refuse it); files in storage can.
+CONTROL_IN_COLUMNS = CONTROL.replace("\x00", "")
 LONG = "x" * 50_000
 EVIL = f"{SCRIPT}{IMG}"
 NAME = "<script>alert(1)</script>.py"
@@ -43,7 +45,7 @@ HOSTILE_TRANSCRIPT = {
 }
 INSTRUCTIONS = (
     f"# Task\n\n{SCRIPT}\n\n{IMG}\n\n[click me](javascript:alert(1))\n\n"
-    f'<a href="javascript:alert(2)">raw</a>\n\n{CONTROL}\n\n{LONG}\n'
+    f'<a href="javascript:alert(2)">raw</a>\n\n{CONTROL_IN_COLUMNS}\n\n{LONG}\n'
 )
 
 
@@ -72,7 +74,7 @@ def hostile_run(db, other_scorer):
         after={NAME: f"{EVIL}\n{CONTROL}\n{LONG}\n"},
         transcript=HOSTILE_TRANSCRIPT,
         questions=[{"question": EVIL, "answer": EVIL, "source": EVIL}],
-        test_output_tail=EVIL + CONTROL,
+        test_output_tail=EVIL + CONTROL_IN_COLUMNS,
         agent_status=EVIL,
     )
     Review.objects.create(
