@@ -37,6 +37,8 @@ IDEAL_S = RUNS * STEPS * DELAY_S / CONCURRENCY
 TARGET_RATIO = 2.0
 TIMEOUT_S = 300
 SAMPLE_EVERY_S = 0.2
+# The worker pool: `--pool=prefork` on the command line compares the other Celery pool.
+POOL = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--pool=")), "threads")
 
 PG_ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 PG_NAME = "mergeable_bench"
@@ -168,7 +170,7 @@ def start_worker(var_dir: Path) -> tuple[subprocess.Popen, Path]:
     log_path = var_dir / "worker.log"
     argv = [
         *(sys.executable, "-m", "celery", "-A", "evalsite", "worker"),
-        *("--pool=threads", f"--concurrency={CONCURRENCY}", "--loglevel=WARNING"),
+        *(f"--pool={POOL}", f"--concurrency={CONCURRENCY}", "--loglevel=WARNING"),
         *("--without-gossip", "--without-mingle", f"--hostname=bench-{os.getpid()}@%h"),
     ]
     with open(log_path, "wb") as output:
@@ -232,11 +234,19 @@ def _rss_kb(pid: int) -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and of the children it has waited for (git, commands)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    # fields[0] is the state (stat field 3): utime, stime, cutime, cstime are stat fields 14-17
-    ticks = sum(int(value) for value in fields[11:15])
+    """User + system CPU of a process tree, with the children each has waited for (git...).
+
+    The whole tree, so that a prefork pool's child processes count too.
+    """
+    ticks = 0
+    for member in [pid, *_descendants(pid)]:
+        try:
+            with open(f"/proc/{member}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile: its parent's cutime/cstime has it once it is reaped
+        # fields[0] is the state (stat field 3): utime, stime, cutime, cstime are fields 14-17
+        ticks += sum(int(value) for value in fields[11:15])
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
@@ -343,6 +353,7 @@ def main() -> None:
             "steps_per_run": STEPS,
             "model_delay_s": DELAY_S,
             "concurrency": CONCURRENCY,
+            "pool": POOL,
             "makespan_s": r(makespan, 3),
             "ideal_s": IDEAL_S,
             "ratio": r(ratio, 3),

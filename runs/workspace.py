@@ -485,7 +485,7 @@ def capture_diff(
         else:
             git(["read-tree", co.commit])
             changed_only = False
-        paths = _paths_to_stage(git, co.work, exclude, changed_only=changed_only)
+        paths = _paths_to_stage(git, co.work, exclude, changed_only=changed_only, commit=co.commit)
         if paths:
             git(
                 ["update-index", "--add", "--remove", "--replace", "-z", "--stdin"],
@@ -497,7 +497,7 @@ def capture_diff(
 
 
 def _paths_to_stage(
-    git, work: Path, exclude: Sequence[str], *, changed_only: bool = False
+    git, work: Path, exclude: Sequence[str], *, changed_only: bool = False, commit: str = ""
 ) -> list[bytes]:
     """Every path `git add -A` would consider, without its failure on nested repositories.
 
@@ -509,20 +509,24 @@ def _paths_to_stage(
     diff shows the code and not a gitlink.
     """
     paths: list[bytes] = []
-    gitlinks: set[bytes] = set()
-    tracked: list[bytes] = []
-    for record in _split_z(git(["ls-files", "-z", "--stage"]).stdout):
-        meta, path = record.split(b"\t", 1)
-        if meta.split(b" ", 1)[0].decode() == _GITLINK_MODE:
-            gitlinks.add(path)
-        elif not changed_only:
-            tracked.append(path)
-    if changed_only:
-        tracked = list(dict.fromkeys(_split_z(git(["ls-files", "-z", "-m", "-d"]).stdout)))
+    gitlinks: set[bytes] | frozenset[bytes]
+    if changed_only and commit:
+        # One call lists both, tagged: "? " untracked, "C " modified, "R " deleted.
+        gitlinks = _gitlinks(git, commit)
+        tracked, others = [], []
+        listing = git(["ls-files", "-z", "-t", "-m", "-d", "--others", "--exclude-standard"])
+        for record in _split_z(listing.stdout):
+            (others if record[:2] == b"? " else tracked).append(record[2:])
+        tracked = list(dict.fromkeys(tracked))
+    else:
+        gitlinks, tracked = _read_gitlinks(git, keep_tracked=not changed_only)
+        if changed_only:
+            tracked = list(dict.fromkeys(_split_z(git(["ls-files", "-z", "-m", "-d"]).stdout)))
+        others = _split_z(git(["ls-files", "-z", "--others", "--exclude-standard"]).stdout)
     paths += [p for p in tracked if p not in gitlinks and not _excluded(p, exclude)]
 
     nested: list[bytes] = []
-    for path in _split_z(git(["ls-files", "-z", "--others", "--exclude-standard"]).stdout):
+    for path in others:
         if path.endswith(b"/"):
             nested += _files_under(work, path)
         elif not _excluded(path, exclude):
@@ -538,6 +542,35 @@ def _paths_to_stage(
         ignored_paths = set(_split_z(ignored.stdout))
         paths += [path for path in nested if path not in ignored_paths]
     return paths
+
+
+def _read_gitlinks(git, *, keep_tracked: bool) -> tuple[set[bytes], list[bytes]]:
+    """The index's submodule paths, and (with `keep_tracked`) every other tracked path."""
+    gitlinks: set[bytes] = set()
+    tracked: list[bytes] = []
+    for record in _split_z(git(["ls-files", "-z", "--stage"]).stdout):
+        meta, path = record.split(b"\t", 1)
+        if meta.split(b" ", 1)[0].decode() == _GITLINK_MODE:
+            gitlinks.add(path)
+        elif keep_tracked:
+            tracked.append(path)
+    return gitlinks, tracked
+
+
+# The submodule paths of a commit, read from an index freshly checked out from it. A commit's
+# tree never changes, so this is cached: listing a large index on every run costs real time.
+_GITLINKS_BY_COMMIT: dict[str, frozenset[bytes]] = {}
+_GITLINKS_CACHE_SIZE = 512
+
+
+def _gitlinks(git, commit: str) -> frozenset[bytes]:
+    found = _GITLINKS_BY_COMMIT.get(commit)
+    if found is None:
+        found = frozenset(_read_gitlinks(git, keep_tracked=False)[0])
+        if len(_GITLINKS_BY_COMMIT) >= _GITLINKS_CACHE_SIZE:
+            _GITLINKS_BY_COMMIT.clear()
+        _GITLINKS_BY_COMMIT[commit] = found
+    return found
 
 
 def _files_under(work: Path, relative: bytes) -> list[bytes]:

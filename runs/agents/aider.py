@@ -18,12 +18,11 @@ import json
 import os
 import re
 import shlex
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from runs.agents import base
+from runs.agents.cli import endpoint_problem, venv_paths
 
 NAME = "aider"
 VERSION = "0.86.2"  # the version bin/install-agents pins; the log parsing below relies on it
@@ -58,9 +57,9 @@ def binary() -> Path:
 def run(context: base.AgentContext) -> base.AgentOutcome:
     aider = binary()
     if not aider.is_file():
-        raise RuntimeError(f"aider is not installed at {aider}: run `make agents`")
+        raise base.HarnessUnavailable(f"aider is not installed at {aider}: run `make agents`")
     if context.run_sandboxed is None or context.scratch is None:
-        raise RuntimeError("the aider harness needs run_sandboxed and a scratch directory")
+        raise base.HarnessUnavailable("the aider harness needs run_sandboxed and a scratch directory")
     model_name, model_env = model_settings(context.model)
     session = Session(context, aider, model_name, model_env)
 
@@ -122,44 +121,12 @@ def model_settings(model) -> tuple[str, dict[str, str]]:
     """aider's --model name and the environment that points litellm at the endpoint."""
     if model is None or model.provider not in ("openai", "anthropic"):
         provider = getattr(model, "provider", None)
-        raise RuntimeError(f"aider needs an openai or anthropic model, not {provider!r}")
+        raise base.HarnessUnavailable(f"aider needs an openai or anthropic model, not {provider!r}")
     prefix = model.provider.upper()
     env = {f"{prefix}_API_KEY": model.api_key or "none"}
     if model.base_url:
         env[f"{prefix}_API_BASE"] = model.base_url.rstrip("/")
     return f"{model.provider}/{model.model}", env
-
-
-def endpoint_problem(base_url: str, timeout: float = 5.0) -> str:
-    """Why the endpoint cannot be reached, or "" if a TCP connection opens.
-
-    aider retries a refused connection for about a minute and then exits 0, so a dead endpoint
-    is caught here, before it starts.
-    """
-    if not base_url:
-        return ""
-    parts = urlsplit(base_url)
-    if not parts.hostname:
-        return f"the model's base URL {base_url!r} has no host"
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        socket.create_connection((parts.hostname, port), timeout=timeout).close()
-    except OSError as exc:
-        return f"cannot connect to {parts.hostname}:{port}: {exc}"
-    return ""
-
-
-def venv_paths(executable: Path) -> list[Path]:
-    """The CLI's virtualenv and the interpreter it was made from, to mount in the sandbox."""
-    venv = executable.parent.parent
-    paths = [venv]
-    config = venv / "pyvenv.cfg"
-    if config.is_file():
-        for line in config.read_text().splitlines():
-            key, _, value = line.partition("=")
-            if key.strip() == "home" and value.strip():
-                paths.append(Path(value.strip()).parent)
-    return paths
 
 
 def over_budget(limits: base.Limits, outcome: base.AgentOutcome) -> bool:

@@ -1,5 +1,5 @@
-"""The mini-swe-agent harness: its `mini` CLI, headless (`--yolo --exit-immediately`), in the sandbox
-with the host's network, so the commands it runs are sandboxed with it.
+"""The mini-swe-agent harness: its `mini` CLI, headless (`--yolo --exit-immediately`), in the
+sandbox with the host's network, so the commands it runs are sandboxed with it.
 
 mini exits 0 whether it submitted, hit a limit or gave up on format errors, so the outcome comes
 from the trajectory it writes (`-o traj.json`): `info.exit_status` and the messages, which become
@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 import shlex
-import socket
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from runs.agents import base
+from runs.agents.cli import endpoint_problem, venv_paths
 
 NAME = "mini-swe-agent"
 VERSION = "2.4.6"  # the version bin/install-agents pins; the trajectory format below is its
@@ -46,13 +45,13 @@ def binary() -> Path:
 def run(context: base.AgentContext) -> base.AgentOutcome:
     mini = binary()
     if not mini.is_file():
-        raise RuntimeError(f"mini-swe-agent is not installed at {mini}: run `make agents`")
+        raise base.HarnessUnavailable(f"mini-swe-agent is not installed at {mini}: run `make agents`")
     if context.run_sandboxed is None or context.scratch is None:
-        raise RuntimeError("the mini-swe-agent harness needs run_sandboxed and a scratch directory")
+        raise base.HarnessUnavailable("the mini-swe-agent harness needs run_sandboxed and a scratch directory")
     model = context.model
     if model is None or model.provider not in ("openai", "anthropic"):
         provider = getattr(model, "provider", None)
-        raise RuntimeError(f"mini-swe-agent needs an openai or anthropic model, not {provider!r}")
+        raise base.HarnessUnavailable(f"mini-swe-agent needs an openai or anthropic model, not {provider!r}")
 
     task = (
         f"# Task: {context.title}\n\n{context.instructions}"
@@ -96,7 +95,7 @@ def run(context: base.AgentContext) -> base.AgentOutcome:
             return base.AgentOutcome(end_status=base.CANCELLED)
         if result.timed_out:
             return base.AgentOutcome(end_status=base.TIMED_OUT)
-        raise RuntimeError(f"mini-swe-agent wrote no trajectory: {result.output[-1000:].strip()}")
+        raise base.HarnessUnavailable(f"mini-swe-agent wrote no trajectory: {result.output[-1000:].strip()}")
     outcome = convert(trajectory, context)
     context.on_usage(outcome.input_tokens, outcome.output_tokens, outcome.cost_usd, outcome.steps)
     if result.cancelled:
@@ -173,34 +172,6 @@ def environment(model, scratch: Path) -> dict[str, str]:
         "MSWEA_MODEL_RETRY_STOP_AFTER_ATTEMPT": str(MODEL_RETRY_ATTEMPTS),
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
     }
-
-
-def endpoint_problem(base_url: str, timeout: float = 5.0) -> str:
-    """Why the endpoint cannot be reached, or "" if a TCP connection opens."""
-    if not base_url:
-        return ""
-    parts = urlsplit(base_url)
-    if not parts.hostname:
-        return f"the model's base URL {base_url!r} has no host"
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        socket.create_connection((parts.hostname, port), timeout=timeout).close()
-    except OSError as exc:
-        return f"cannot connect to {parts.hostname}:{port}: {exc}"
-    return ""
-
-
-def venv_paths(executable: Path) -> list[Path]:
-    """The CLI's virtualenv and the interpreter it was made from, to mount in the sandbox."""
-    venv = executable.parent.parent
-    paths = [venv]
-    config = venv / "pyvenv.cfg"
-    if config.is_file():
-        for line in config.read_text().splitlines():
-            key, _, value = line.partition("=")
-            if key.strip() == "home" and value.strip():
-                paths.append(Path(value.strip()).parent)
-    return paths
 
 
 # --- Reading the trajectory ----------------------------------------------------------------
@@ -287,7 +258,7 @@ def _end_status(outcome: base.AgentOutcome, trajectory: dict, limits: base.Limit
             :1000
         ]
     elif status:
-        raise RuntimeError(
+        raise base.HarnessUnavailable(
             f"mini-swe-agent failed with {status}: {str(last.get('content'))[:1000]}"
         )
     else:

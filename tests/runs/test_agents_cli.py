@@ -20,7 +20,10 @@ FILES = {
     "calc.py": "def add(a, b):\n    return a - b\n",
     "README.md": "A calculator.\n",
 }
-FIX = "calc.py\n```python\n<<<<<<< SEARCH\n    return a - b\n=======\n    return a + b\n>>>>>>> REPLACE\n```\n"
+FIX = (
+    "calc.py\n```python\n<<<<<<< SEARCH\n    return a - b\n=======\n"
+    "    return a + b\n>>>>>>> REPLACE\n```\n"
+)
 FIXED = "def add(a, b):\n    return a + b\n"
 
 

@@ -1,0 +1,39 @@
+"""What the CLI harnesses (aider, mini-swe-agent) share: reaching the endpoint, mounting a venv."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from urllib.parse import urlsplit
+
+
+def endpoint_problem(base_url: str, timeout: float = 5.0) -> str:
+    """Why the endpoint cannot be reached, or "" if a TCP connection opens.
+
+    aider retries a refused connection for about a minute and then exits 0, so a dead endpoint
+    is caught here, before it starts.
+    """
+    if not base_url:
+        return ""
+    parts = urlsplit(base_url)
+    if not parts.hostname:
+        return f"the model's base URL {base_url!r} has no host"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        return f"cannot connect to {parts.hostname}:{port}: {exc}"
+    return ""
+
+
+def venv_paths(executable: Path) -> list[Path]:
+    """The CLI's virtualenv and the interpreter it was made from, to mount in the sandbox."""
+    venv = executable.parent.parent
+    paths = [venv]
+    config = venv / "pyvenv.cfg"
+    if config.is_file():
+        for line in config.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "home" and value.strip():
+                paths.append(Path(value.strip()).parent)
+    return paths
