@@ -117,8 +117,6 @@ class _Heartbeat:
 def execute(run_id: int, *, worker: str | None = None) -> str | None:
     """Run one run to its end. Returns the final status, or None if another worker has it."""
     worker = worker or worker_name()
-    # Reused connections (CONN_MAX_AGE, CELERY_DB_REUSE_MAX) may have gone stale between tasks.
-    close_old_connections()
     if not claim(run_id, worker):
         return None
     run = Run.objects.select_related("campaign", "contestant__model", "prompt").get(pk=run_id)

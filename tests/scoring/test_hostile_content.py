@@ -65,7 +65,7 @@ def hostile_run(db, other_scorer):
         instructions=INSTRUCTIONS,
         acceptance_criteria=[EVIL],
         expected_files=[NAME],
-        reference_patch=HOSTILE_DIFF,
+        reference_patch=HOSTILE_DIFF.replace("\x00", ""),  # a column: no NUL (see above)
     )
     run = make_run(
         prompt,
@@ -75,7 +75,7 @@ def hostile_run(db, other_scorer):
         transcript=HOSTILE_TRANSCRIPT,
         questions=[{"question": EVIL, "answer": EVIL, "source": EVIL}],
         test_output_tail=EVIL + CONTROL_IN_COLUMNS,
-        agent_status=EVIL,
+        agent_status=EVIL[:40],  # the column holds 40 characters
     )
     Review.objects.create(
         run=run,
