@@ -269,7 +269,9 @@ for _root in MERGEABLE_LOCAL_REPO_ROOTS:
             f"MERGEABLE_LOCAL_REPO_ROOTS must list absolute paths, got {str(_root)!r}"
         )
 
-MERGEABLE_SANDBOX = os.getenv("MERGEABLE_SANDBOX", "bubblewrap" if shutil.which("bwrap") else "none")
+MERGEABLE_SANDBOX = os.getenv(
+    "MERGEABLE_SANDBOX", "bubblewrap" if shutil.which("bwrap") else "none"
+)
 if MERGEABLE_SANDBOX not in ("none", "bubblewrap"):
     raise ImproperlyConfigured(
         f"MERGEABLE_SANDBOX must be 'none' or 'bubblewrap', got {MERGEABLE_SANDBOX!r}"
@@ -297,7 +299,9 @@ except ValueError:
 
 # CLI agent harnesses live in their own virtual environments (`make agents` installs them).
 MERGEABLE_AGENTS_DIR = envpath("MERGEABLE_AGENTS_DIR", BASE_DIR / ".agents")
-MERGEABLE_AIDER_BIN = envpath("MERGEABLE_AIDER_BIN", MERGEABLE_AGENTS_DIR / "aider" / "bin" / "aider")
+MERGEABLE_AIDER_BIN = envpath(
+    "MERGEABLE_AIDER_BIN", MERGEABLE_AGENTS_DIR / "aider" / "bin" / "aider"
+)
 MERGEABLE_MINI_SWE_AGENT_BIN = envpath(
     "MERGEABLE_MINI_SWE_AGENT_BIN", MERGEABLE_AGENTS_DIR / "mini-swe-agent" / "bin" / "mini"
 )

@@ -36,7 +36,11 @@ def _git(cwd: Path, *args: str) -> str:
     }
     return subprocess.run(
         ["git", "-c", "init.defaultBranch=main", "-c", "core.hooksPath=/dev/null", *args],
-        cwd=cwd, env=env, check=True, capture_output=True, text=True,
+        cwd=cwd,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
 
 

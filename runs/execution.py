@@ -167,7 +167,9 @@ def _execute_claimed(run: Run, cancel: threading.Event) -> str:
             raise EnvironmentFault(outcome.error)
 
         with _phase(timings, "capture"):
-            captured = workspace.capture_diff(checkout, text_cap=settings.MERGEABLE_ARTIFACT_TEXT_CAP)
+            captured = workspace.capture_diff(
+                checkout, text_cap=settings.MERGEABLE_ARTIFACT_TEXT_CAP
+            )
             run.save_artifact("diff.patch", captured.patch)
             run.save_artifact("before.json", json.dumps(captured.before))
             run.save_artifact("after.json", json.dumps(captured.after))
@@ -199,7 +201,9 @@ def _execute_claimed(run: Run, cancel: threading.Event) -> str:
         return _end(run, Run.ERRORED, reason=str(exc), error=str(exc), timings=timings)
     except Exception as exc:  # a bug in Mergeable is the environment's fault, not the contestant's
         log.exception("run %s crashed", run.pk)
-        return _end(run, Run.ERRORED, reason=f"Internal error: {exc}", error=repr(exc), timings=timings)
+        return _end(
+            run, Run.ERRORED, reason=f"Internal error: {exc}", error=repr(exc), timings=timings
+        )
     finally:
         if checkout is not None:
             workspace.cleanup(checkout)
@@ -266,8 +270,15 @@ def _sandboxed(
         Run.objects.filter(pk=run.pk).update(process_group=pgid)
 
     return sandbox.run(
-        command, work, timeout=timeout, cancel=cancel, on_start=remember, env=env,
-        network=network, extra_rw_paths=extra_rw_paths, extra_ro_paths=extra_ro_paths,
+        command,
+        work,
+        timeout=timeout,
+        cancel=cancel,
+        on_start=remember,
+        env=env,
+        network=network,
+        extra_rw_paths=extra_rw_paths,
+        extra_ro_paths=extra_ro_paths,
     )
 
 
@@ -305,12 +316,21 @@ def _run_agent(run: Run, work: Path, deadline: float, cancel: threading.Event) -
         extra_ro_paths=(),
     ):
         return _sandboxed(
-            run, command, work, timeout, cancel, env=env, network=network,
-            extra_rw_paths=extra_rw_paths, extra_ro_paths=extra_ro_paths,
+            run,
+            command,
+            work,
+            timeout,
+            cancel,
+            env=env,
+            network=network,
+            extra_rw_paths=extra_rw_paths,
+            extra_ro_paths=extra_ro_paths,
         )
 
     def on_usage(input_tokens: int, output_tokens: int, cost: float, steps: int) -> None:
-        _set(run, input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost, steps=steps)
+        _set(
+            run, input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost, steps=steps
+        )
 
     try:
         config = model.provider_config(prompt.get("key"))
@@ -385,7 +405,10 @@ def ask_user(run: Run, question: str, cancel: threading.Event, deadline: float) 
     fallback = "No answer is available. Use your best judgement and say what you assumed."
     with transaction.atomic():
         questions = list(
-            Run.objects.select_for_update().filter(pk=run.pk).values_list("questions", flat=True).first()
+            Run.objects.select_for_update()
+            .filter(pk=run.pk)
+            .values_list("questions", flat=True)
+            .first()
             or []
         )
         if len(questions) > index and questions[index].get("answer") is not None:
@@ -463,7 +486,9 @@ def reap_stale_runs() -> list[int]:
     for run in stale.only("id", "attempts", "worker", "campaign_id"):
         lost = f"Worker {run.worker} stopped responding"
         if run.attempts >= settings.MERGEABLE_MAX_ATTEMPTS:
-            Run.objects.filter(pk=run.pk, worker=run.worker, status__in=Run.CLAIMED_STATUSES).update(
+            Run.objects.filter(
+                pk=run.pk, worker=run.worker, status__in=Run.CLAIMED_STATUSES
+            ).update(
                 status=Run.ERRORED,
                 status_reason=f"{lost}; gave up after {run.attempts} attempts",
                 error=lost,
@@ -473,7 +498,10 @@ def reap_stale_runs() -> list[int]:
         elif Run.objects.filter(
             pk=run.pk, worker=run.worker, status__in=Run.CLAIMED_STATUSES
         ).update(
-            status=Run.QUEUED, status_reason=f"{lost}; requeued", worker="", queued_at=timezone.now()
+            status=Run.QUEUED,
+            status_reason=f"{lost}; requeued",
+            worker="",
+            queued_at=timezone.now(),
         ):
             requeued.append(run.pk)
     if requeued:

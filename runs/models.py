@@ -274,9 +274,7 @@ class Campaign(models.Model):
         return reverse("runs:campaign", args=[self.pk])
 
     def progress(self) -> dict:
-        counts = dict(
-            self.runs.values_list("status").annotate(n=models.Count("id")).order_by()
-        )
+        counts = dict(self.runs.values_list("status").annotate(n=models.Count("id")).order_by())
         total = sum(counts.values())
         ended = sum(counts.get(s, 0) for s in Run.ENDED_STATUSES)
         return {"total": total, "ended": ended, "counts": counts}

@@ -536,7 +536,9 @@ def load_script(text: str, prompt_key: str | None = None) -> list[dict]:
     if isinstance(data, dict) and "prompts" in data:
         extra = set(data) - {"prompts", "default"}
         if extra:
-            raise ValueError(f"unknown fields in a per-prompt script: {', '.join(sorted(map(str, extra)))}")
+            raise ValueError(
+                f"unknown fields in a per-prompt script: {', '.join(sorted(map(str, extra)))}"
+            )
         if not isinstance(data["prompts"], dict):
             raise ValueError("'prompts' must map prompt keys to lists of turns")
         scripts = {}

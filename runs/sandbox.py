@@ -145,7 +145,12 @@ def run(
             *_django_setting("MERGEABLE_SANDBOX_RO_PATHS", ()),
         ]
         argv = _bwrap_argv(
-            bwrap, command, workspace, ro_paths, status_fd=status_write, network=network,
+            bwrap,
+            command,
+            workspace,
+            ro_paths,
+            status_fd=status_write,
+            network=network,
             rw_paths=extra_rw_paths,
         )
         child_env = _bwrap_env(env)

@@ -100,13 +100,17 @@ class TranscriptWriter:
     def add_observations(self, step: dict, results: list[tuple[str, str]]) -> None:
         """Attach tool results (call id, content) to the agent step that made the calls."""
         observation = {
-            "results": [{"source_call_id": call_id, "content": content} for call_id, content in results]
+            "results": [
+                {"source_call_id": call_id, "content": content} for call_id, content in results
+            ]
         }
         with self._lock:
             step["observation"] = observation
         self.flush()
 
-    def finish(self, *, prompt_tokens: int, completion_tokens: int, cost_usd: float, **extra) -> None:
+    def finish(
+        self, *, prompt_tokens: int, completion_tokens: int, cost_usd: float, **extra
+    ) -> None:
         with self._lock:
             self.document["final_metrics"] = {
                 "total_prompt_tokens": prompt_tokens,

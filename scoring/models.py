@@ -107,6 +107,9 @@ class CampaignRubric(models.Model):
     campaign = models.OneToOneField(Campaign, on_delete=models.CASCADE, related_name="rubric_link")
     rubric = models.ForeignKey(Rubric, on_delete=models.PROTECT)
 
+    def __str__(self) -> str:
+        return f"{self.campaign} uses {self.rubric}"
+
 
 class ReviewQuerySet(models.QuerySet):
     def submitted(self):
@@ -155,6 +158,9 @@ class ReviewVersion(models.Model):
 
     class Meta:
         ordering = ["-submitted_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Version of review {self.review_id} from {self.submitted_at:%Y-%m-%d %H:%M}"
 
 
 class Comparison(models.Model):

@@ -3,4 +3,6 @@
 from scoring.views import leaderboard, pairwise, review, rubrics
 
 app_name = "scoring"
-urlpatterns = review.urlpatterns + pairwise.urlpatterns + leaderboard.urlpatterns + rubrics.urlpatterns
+urlpatterns = (
+    review.urlpatterns + pairwise.urlpatterns + leaderboard.urlpatterns + rubrics.urlpatterns
+)

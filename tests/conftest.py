@@ -76,14 +76,22 @@ def _seeded(request):
     for name in ("scorer", "lead", "admin"):
         Group.objects.get_or_create(name=name)
     if not Rubric.objects.exists():
-        seed = importlib.import_module("scoring.migrations.0002_default_rubric_and_role_permissions")
+        seed = importlib.import_module(
+            "scoring.migrations.0002_default_rubric_and_role_permissions"
+        )
         rubric = Rubric.objects.create(name="Default", is_default=True)
         for position, (key, label, help_text, scale, choices, tag) in enumerate(
             seed.DEFAULT_CRITERIA
         ):
             Criterion.objects.create(
-                rubric=rubric, key=key, label=label, help=help_text, scale=scale,
-                choices=choices, only_for_tag=tag, position=position,
+                rubric=rubric,
+                key=key,
+                label=label,
+                help=help_text,
+                scale=scale,
+                choices=choices,
+                only_for_tag=tag,
+                position=position,
             )
 
 
@@ -118,7 +126,11 @@ def git(cwd: Path, *args: str) -> str:
     }
     return subprocess.run(
         ["git", "-c", "init.defaultBranch=main", *args],
-        cwd=cwd, env=env, check=True, capture_output=True, text=True,
+        cwd=cwd,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
 
 

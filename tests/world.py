@@ -12,8 +12,14 @@ def build_world(owner) -> dict:
     repo = Repository.objects.create(name="shop", url="https://git.example.com/shop.git")
     prompt_set = PromptSet.objects.create(name="backend", description="Real tasks")
     prompt = Prompt.objects.create(
-        prompt_set=prompt_set, key="refunds", title="Add refunds", instructions="Do it",
-        repository=repo, commit="a" * 40, tags=["multi-file"], expected_files=["a.py"],
+        prompt_set=prompt_set,
+        key="refunds",
+        title="Add refunds",
+        instructions="Do it",
+        repository=repo,
+        commit="a" * 40,
+        tags=["multi-file"],
+        expected_files=["a.py"],
         test_command="true",
     )
     model = LanguageModel.objects.create(
@@ -28,9 +34,13 @@ def build_world(owner) -> dict:
     now = timezone.now()
     runs = [
         Run.objects.create(
-            campaign=campaign, prompt=prompt, contestant=c, status=Run.FINISHED,
+            campaign=campaign,
+            prompt=prompt,
+            contestant=c,
+            status=Run.FINISHED,
             snapshot={"prompt": prompt.snapshot(), "contestant": c.snapshot()},
-            started_at=now, finished_at=now,
+            started_at=now,
+            finished_at=now,
         )
         for c in contestants
     ]
@@ -39,16 +49,32 @@ def build_world(owner) -> dict:
         prompt=prompt, run_a=runs[0], run_b=runs[1], reviewer=owner
     )
     return {
-        "repository": repo, "prompt_set": prompt_set, "prompt": prompt, "model": model,
-        "contestant": contestants[0], "campaign": campaign, "run": runs[0], "runs": runs,
-        "review": review, "comparison": comparison, "rubric": Rubric.default(), "user": owner,
+        "repository": repo,
+        "prompt_set": prompt_set,
+        "prompt": prompt,
+        "model": model,
+        "contestant": contestants[0],
+        "campaign": campaign,
+        "run": runs[0],
+        "runs": runs,
+        "review": review,
+        "comparison": comparison,
+        "rubric": Rubric.default(),
+        "user": owner,
     }
 
 
 # URL keyword argument -> the world object whose primary key fills it.
 KWARG_OBJECTS = {
-    "repository_id": "repository", "prompt_set_id": "prompt_set", "prompt_id": "prompt",
-    "model_id": "model", "contestant_id": "contestant", "campaign_id": "campaign",
-    "run_id": "run", "review_id": "review", "comparison_id": "comparison",
-    "rubric_id": "rubric", "user_id": "user",
+    "repository_id": "repository",
+    "prompt_set_id": "prompt_set",
+    "prompt_id": "prompt",
+    "model_id": "model",
+    "contestant_id": "contestant",
+    "campaign_id": "campaign",
+    "run_id": "run",
+    "review_id": "review",
+    "comparison_id": "comparison",
+    "rubric_id": "rubric",
+    "user_id": "user",
 }

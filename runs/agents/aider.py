@@ -59,7 +59,9 @@ def run(context: base.AgentContext) -> base.AgentOutcome:
     if not aider.is_file():
         raise base.HarnessUnavailable(f"aider is not installed at {aider}: run `make agents`")
     if context.run_sandboxed is None or context.scratch is None:
-        raise base.HarnessUnavailable("the aider harness needs run_sandboxed and a scratch directory")
+        raise base.HarnessUnavailable(
+            "the aider harness needs run_sandboxed and a scratch directory"
+        )
     model_name, model_env = model_settings(context.model)
     session = Session(context, aider, model_name, model_env)
 

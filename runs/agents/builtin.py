@@ -104,7 +104,11 @@ TOOLS = [
     providers.ToolSpec(
         "ask_user",
         "Ask the task's author a clarifying question.",
-        {"type": "object", "properties": {"question": {"type": "string"}}, "required": ["question"]},
+        {
+            "type": "object",
+            "properties": {"question": {"type": "string"}},
+            "required": ["question"],
+        },
     ),
     providers.ToolSpec(
         "finish",
@@ -139,7 +143,9 @@ class Tools:
             raise ToolError("path must be a non-empty string")
         candidate = (self.root / path).resolve()
         if candidate != self.root and self.root not in candidate.parents:
-            raise ToolError(f"{path!r} is outside the workspace; use paths relative to the repository root")
+            raise ToolError(
+                f"{path!r} is outside the workspace; use paths relative to the repository root"
+            )
         parts = candidate.relative_to(self.root).parts
         if parts and parts[0] == ".git":
             raise ToolError(".git is not part of the workspace")
@@ -150,11 +156,15 @@ class Tools:
         if not target.is_dir():
             raise ToolError(f"{path!r} is not a directory")
         entries = sorted(
-            entry.name + ("/" if entry.is_dir() else "") for entry in target.iterdir() if entry.name != ".git"
+            entry.name + ("/" if entry.is_dir() else "")
+            for entry in target.iterdir()
+            if entry.name != ".git"
         )
         return "\n".join(entries) or "(empty directory)"
 
-    def read_file(self, path: str, start_line: int | None = None, end_line: int | None = None) -> str:
+    def read_file(
+        self, path: str, start_line: int | None = None, end_line: int | None = None
+    ) -> str:
         target = self.resolve(path)
         if not target.is_file():
             raise ToolError(f"{path!r} does not exist or is not a file")
@@ -166,7 +176,10 @@ class Tools:
         if start > max(end, 1) and lines:
             raise ToolError(f"start_line {start} is past the end ({len(lines)} lines)")
         width = len(str(end))
-        return "\n".join(f"{n:>{width}}  {lines[n - 1]}" for n in range(start, end + 1)) or "(empty file)"
+        return (
+            "\n".join(f"{n:>{width}}  {lines[n - 1]}" for n in range(start, end + 1))
+            or "(empty file)"
+        )
 
     def search(self, pattern: str, path: str = ".") -> str:
         try:
@@ -217,7 +230,9 @@ class Tools:
         if count == 0:
             raise ToolError(f"old text not found in {path}; read the file and copy the exact text")
         if count > 1:
-            raise ToolError(f"old text occurs {count} times in {path}; include more context to make it unique")
+            raise ToolError(
+                f"old text occurs {count} times in {path}; include more context to make it unique"
+            )
         target.write_text(text.replace(old, new, 1))
         return f"edited {path}"
 
@@ -265,7 +280,10 @@ def run_with(context: base.AgentContext, provider: providers.Provider) -> base.A
         if outcome.steps >= context.limits.max_steps:
             outcome.end_status = base.MAX_STEPS
             return outcome
-        if context.limits.max_cost_usd is not None and outcome.cost_usd >= context.limits.max_cost_usd:
+        if (
+            context.limits.max_cost_usd is not None
+            and outcome.cost_usd >= context.limits.max_cost_usd
+        ):
             outcome.end_status = base.MAX_COST
             return outcome
 
@@ -279,7 +297,9 @@ def run_with(context: base.AgentContext, provider: providers.Provider) -> base.A
         outcome.input_tokens += reply.input_tokens
         outcome.output_tokens += reply.output_tokens
         outcome.cost_usd += reply.cost_usd
-        context.on_usage(outcome.input_tokens, outcome.output_tokens, outcome.cost_usd, outcome.steps)
+        context.on_usage(
+            outcome.input_tokens, outcome.output_tokens, outcome.cost_usd, outcome.steps
+        )
 
         calls = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in reply.tool_calls]
         step = context.transcript.add_step(
@@ -329,7 +349,10 @@ def _dispatch(tools: Tools, context: base.AgentContext, call: dict) -> tuple[str
         return context.ask_user(question.strip()), False
     method = getattr(tools, name, None) if name in _TOOL_NAMES else None
     if method is None:
-        return f"error: unknown tool {name!r}; the tools are {', '.join(sorted(_TOOL_NAMES | {'ask_user', 'finish'}))}", False
+        return (
+            f"error: unknown tool {name!r}; the tools are {', '.join(sorted(_TOOL_NAMES | {'ask_user', 'finish'}))}",
+            False,
+        )
     try:
         return truncate(method(**arguments)), False
     except ToolError as exc:

@@ -45,13 +45,19 @@ def binary() -> Path:
 def run(context: base.AgentContext) -> base.AgentOutcome:
     mini = binary()
     if not mini.is_file():
-        raise base.HarnessUnavailable(f"mini-swe-agent is not installed at {mini}: run `make agents`")
+        raise base.HarnessUnavailable(
+            f"mini-swe-agent is not installed at {mini}: run `make agents`"
+        )
     if context.run_sandboxed is None or context.scratch is None:
-        raise base.HarnessUnavailable("the mini-swe-agent harness needs run_sandboxed and a scratch directory")
+        raise base.HarnessUnavailable(
+            "the mini-swe-agent harness needs run_sandboxed and a scratch directory"
+        )
     model = context.model
     if model is None or model.provider not in ("openai", "anthropic"):
         provider = getattr(model, "provider", None)
-        raise base.HarnessUnavailable(f"mini-swe-agent needs an openai or anthropic model, not {provider!r}")
+        raise base.HarnessUnavailable(
+            f"mini-swe-agent needs an openai or anthropic model, not {provider!r}"
+        )
 
     task = (
         f"# Task: {context.title}\n\n{context.instructions}"
@@ -95,7 +101,9 @@ def run(context: base.AgentContext) -> base.AgentOutcome:
             return base.AgentOutcome(end_status=base.CANCELLED)
         if result.timed_out:
             return base.AgentOutcome(end_status=base.TIMED_OUT)
-        raise base.HarnessUnavailable(f"mini-swe-agent wrote no trajectory: {result.output[-1000:].strip()}")
+        raise base.HarnessUnavailable(
+            f"mini-swe-agent wrote no trajectory: {result.output[-1000:].strip()}"
+        )
     outcome = convert(trajectory, context)
     context.on_usage(outcome.input_tokens, outcome.output_tokens, outcome.cost_usd, outcome.steps)
     if result.cancelled:

@@ -10,7 +10,6 @@ import runs.models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -19,171 +18,324 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='LanguageModel',
+            name="LanguageModel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.SlugField(max_length=100, unique=True)),
-                ('provider', models.CharField(choices=[('openai', 'OpenAI-compatible'), ('anthropic', 'Anthropic'), ('scripted', 'Scripted (replays a file)')], max_length=20)),
-                ('base_url', models.CharField(blank=True, default='', max_length=500)),
-                ('model_id', models.CharField(blank=True, default='', max_length=200)),
-                ('api_key', evalsite.fields.EncryptedTextField(blank=True, default='')),
-                ('api_key_env', models.CharField(blank=True, default='', max_length=100)),
-                ('input_per_mtok', models.FloatField(default=0.0)),
-                ('output_per_mtok', models.FloatField(default=0.0)),
-                ('params', models.JSONField(blank=True, default=dict)),
-                ('script_path', models.CharField(blank=True, default='', max_length=500)),
-                ('script', models.TextField(blank=True, default='')),
-                ('archived', models.BooleanField(default=False)),
-                ('connection_check', models.JSONField(blank=True, default=dict)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.SlugField(max_length=100, unique=True)),
+                (
+                    "provider",
+                    models.CharField(
+                        choices=[
+                            ("openai", "OpenAI-compatible"),
+                            ("anthropic", "Anthropic"),
+                            ("scripted", "Scripted (replays a file)"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("base_url", models.CharField(blank=True, default="", max_length=500)),
+                ("model_id", models.CharField(blank=True, default="", max_length=200)),
+                ("api_key", evalsite.fields.EncryptedTextField(blank=True, default="")),
+                ("api_key_env", models.CharField(blank=True, default="", max_length=100)),
+                ("input_per_mtok", models.FloatField(default=0.0)),
+                ("output_per_mtok", models.FloatField(default=0.0)),
+                ("params", models.JSONField(blank=True, default=dict)),
+                ("script_path", models.CharField(blank=True, default="", max_length=500)),
+                ("script", models.TextField(blank=True, default="")),
+                ("archived", models.BooleanField(default=False)),
+                ("connection_check", models.JSONField(blank=True, default=dict)),
             ],
             options={
-                'verbose_name': 'model',
-                'ordering': ['name'],
+                "verbose_name": "model",
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='PromptSet',
+            name="PromptSet",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200, unique=True)),
-                ('description', models.TextField(blank=True, default='')),
-                ('archived', models.BooleanField(default=False)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200, unique=True)),
+                ("description", models.TextField(blank=True, default="")),
+                ("archived", models.BooleanField(default=False)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Repository',
+            name="Repository",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.SlugField(max_length=100, unique=True)),
-                ('url', models.CharField(max_length=1000, validators=[runs.models._validate_url])),
-                ('default_branch', models.CharField(blank=True, default='', max_length=200)),
-                ('archived', models.BooleanField(default=False)),
-                ('last_check', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.SlugField(max_length=100, unique=True)),
+                ("url", models.CharField(max_length=1000, validators=[runs.models._validate_url])),
+                ("default_branch", models.CharField(blank=True, default="", max_length=200)),
+                ("archived", models.BooleanField(default=False)),
+                ("last_check", models.JSONField(blank=True, default=dict)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'verbose_name_plural': 'repositories',
-                'ordering': ['name'],
+                "verbose_name_plural": "repositories",
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Contestant',
+            name="Contestant",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.SlugField(max_length=100, unique=True)),
-                ('harness', models.CharField(choices=[('builtin', 'Builtin agent'), ('aider', 'aider'), ('mini-swe-agent', 'mini-swe-agent'), ('command', 'Any command')], default='builtin', max_length=30)),
-                ('options', models.JSONField(blank=True, default=dict)),
-                ('max_steps', models.PositiveIntegerField(blank=True, null=True)),
-                ('max_cost_usd', models.FloatField(blank=True, null=True)),
-                ('time_limit', models.PositiveIntegerField(blank=True, null=True)),
-                ('benchmarks', models.JSONField(blank=True, default=dict)),
-                ('archived', models.BooleanField(default=False)),
-                ('model', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='contestants', to='runs.languagemodel')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.SlugField(max_length=100, unique=True)),
+                (
+                    "harness",
+                    models.CharField(
+                        choices=[
+                            ("builtin", "Builtin agent"),
+                            ("aider", "aider"),
+                            ("mini-swe-agent", "mini-swe-agent"),
+                            ("command", "Any command"),
+                        ],
+                        default="builtin",
+                        max_length=30,
+                    ),
+                ),
+                ("options", models.JSONField(blank=True, default=dict)),
+                ("max_steps", models.PositiveIntegerField(blank=True, null=True)),
+                ("max_cost_usd", models.FloatField(blank=True, null=True)),
+                ("time_limit", models.PositiveIntegerField(blank=True, null=True)),
+                ("benchmarks", models.JSONField(blank=True, default=dict)),
+                ("archived", models.BooleanField(default=False)),
+                (
+                    "model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="contestants",
+                        to="runs.languagemodel",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Campaign',
+            name="Campaign",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('repeats', models.PositiveIntegerField(default=1)),
-                ('reviews_wanted', models.PositiveIntegerField(default=2)),
-                ('budget_usd', models.FloatField(blank=True, null=True)),
-                ('state', models.CharField(choices=[('running', 'running'), ('finished', 'finished'), ('cancelled', 'cancelled')], default='running', max_length=20)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
-                ('contestants', models.ManyToManyField(related_name='campaigns', to='runs.contestant')),
-                ('prompt_set', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='campaigns', to='runs.promptset')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                ("repeats", models.PositiveIntegerField(default=1)),
+                ("reviews_wanted", models.PositiveIntegerField(default=2)),
+                ("budget_usd", models.FloatField(blank=True, null=True)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("running", "running"),
+                            ("finished", "finished"),
+                            ("cancelled", "cancelled"),
+                        ],
+                        default="running",
+                        max_length=20,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "contestants",
+                    models.ManyToManyField(related_name="campaigns", to="runs.contestant"),
+                ),
+                (
+                    "prompt_set",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="campaigns",
+                        to="runs.promptset",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='Prompt',
+            name="Prompt",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.SlugField(max_length=200)),
-                ('title', models.CharField(max_length=300)),
-                ('instructions', models.TextField()),
-                ('commit', models.CharField(max_length=64)),
-                ('tags', models.JSONField(blank=True, default=list)),
-                ('acceptance_criteria', models.JSONField(blank=True, default=list)),
-                ('expected_files', models.JSONField(blank=True, default=list)),
-                ('setup_command', models.TextField(blank=True, default='')),
-                ('test_command', models.TextField(blank=True, default='')),
-                ('clarification_expected', models.BooleanField(default=False)),
-                ('clarification_answer', models.TextField(blank=True, default='')),
-                ('reference_patch', models.TextField(blank=True, default='')),
-                ('time_limit', models.PositiveIntegerField(blank=True, null=True)),
-                ('position', models.PositiveIntegerField(default=0)),
-                ('archived', models.BooleanField(default=False)),
-                ('prompt_set', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='prompts', to='runs.promptset')),
-                ('repository', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='prompts', to='runs.repository')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key", models.SlugField(max_length=200)),
+                ("title", models.CharField(max_length=300)),
+                ("instructions", models.TextField()),
+                ("commit", models.CharField(max_length=64)),
+                ("tags", models.JSONField(blank=True, default=list)),
+                ("acceptance_criteria", models.JSONField(blank=True, default=list)),
+                ("expected_files", models.JSONField(blank=True, default=list)),
+                ("setup_command", models.TextField(blank=True, default="")),
+                ("test_command", models.TextField(blank=True, default="")),
+                ("clarification_expected", models.BooleanField(default=False)),
+                ("clarification_answer", models.TextField(blank=True, default="")),
+                ("reference_patch", models.TextField(blank=True, default="")),
+                ("time_limit", models.PositiveIntegerField(blank=True, null=True)),
+                ("position", models.PositiveIntegerField(default=0)),
+                ("archived", models.BooleanField(default=False)),
+                (
+                    "prompt_set",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="prompts",
+                        to="runs.promptset",
+                    ),
+                ),
+                (
+                    "repository",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="prompts",
+                        to="runs.repository",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['prompt_set', 'position', 'id'],
+                "ordering": ["prompt_set", "position", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Run',
+            name="Run",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('repeat', models.PositiveIntegerField(default=0)),
-                ('snapshot', models.JSONField(default=dict)),
-                ('imported', models.BooleanField(default=False)),
-                ('status', models.CharField(choices=[('queued', 'queued'), ('preparing', 'preparing'), ('running', 'running'), ('awaiting_answer', 'awaiting answer'), ('testing', 'testing'), ('finished', 'finished'), ('failed', 'failed'), ('errored', 'errored'), ('cancelled', 'cancelled'), ('timed_out', 'timed out')], db_index=True, default='queued', max_length=20)),
-                ('status_reason', models.TextField(blank=True, default='')),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('worker', models.CharField(blank=True, default='', max_length=200)),
-                ('process_group', models.IntegerField(blank=True, null=True)),
-                ('cancel_requested', models.BooleanField(default=False)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('queued_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('phase_timings', models.JSONField(blank=True, default=dict)),
-                ('agent_status', models.CharField(blank=True, default='', max_length=40)),
-                ('steps', models.PositiveIntegerField(default=0)),
-                ('input_tokens', models.PositiveBigIntegerField(default=0)),
-                ('output_tokens', models.PositiveBigIntegerField(default=0)),
-                ('cost_usd', models.FloatField(default=0.0)),
-                ('files_changed', models.JSONField(blank=True, default=list)),
-                ('binary_files', models.JSONField(blank=True, default=list)),
-                ('additions', models.PositiveIntegerField(default=0)),
-                ('deletions', models.PositiveIntegerField(default=0)),
-                ('test_exit_code', models.IntegerField(blank=True, null=True)),
-                ('tests_passed', models.PositiveIntegerField(blank=True, null=True)),
-                ('tests_failed', models.PositiveIntegerField(blank=True, null=True)),
-                ('test_output_tail', models.TextField(blank=True, default='')),
-                ('questions', models.JSONField(blank=True, default=list)),
-                ('error', models.TextField(blank=True, default='')),
-                ('campaign', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='runs', to='runs.campaign')),
-                ('contestant', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='runs', to='runs.contestant')),
-                ('prompt', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='runs', to='runs.prompt')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("repeat", models.PositiveIntegerField(default=0)),
+                ("snapshot", models.JSONField(default=dict)),
+                ("imported", models.BooleanField(default=False)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "queued"),
+                            ("preparing", "preparing"),
+                            ("running", "running"),
+                            ("awaiting_answer", "awaiting answer"),
+                            ("testing", "testing"),
+                            ("finished", "finished"),
+                            ("failed", "failed"),
+                            ("errored", "errored"),
+                            ("cancelled", "cancelled"),
+                            ("timed_out", "timed out"),
+                        ],
+                        db_index=True,
+                        default="queued",
+                        max_length=20,
+                    ),
+                ),
+                ("status_reason", models.TextField(blank=True, default="")),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("worker", models.CharField(blank=True, default="", max_length=200)),
+                ("process_group", models.IntegerField(blank=True, null=True)),
+                ("cancel_requested", models.BooleanField(default=False)),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                ("queued_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("phase_timings", models.JSONField(blank=True, default=dict)),
+                ("agent_status", models.CharField(blank=True, default="", max_length=40)),
+                ("steps", models.PositiveIntegerField(default=0)),
+                ("input_tokens", models.PositiveBigIntegerField(default=0)),
+                ("output_tokens", models.PositiveBigIntegerField(default=0)),
+                ("cost_usd", models.FloatField(default=0.0)),
+                ("files_changed", models.JSONField(blank=True, default=list)),
+                ("binary_files", models.JSONField(blank=True, default=list)),
+                ("additions", models.PositiveIntegerField(default=0)),
+                ("deletions", models.PositiveIntegerField(default=0)),
+                ("test_exit_code", models.IntegerField(blank=True, null=True)),
+                ("tests_passed", models.PositiveIntegerField(blank=True, null=True)),
+                ("tests_failed", models.PositiveIntegerField(blank=True, null=True)),
+                ("test_output_tail", models.TextField(blank=True, default="")),
+                ("questions", models.JSONField(blank=True, default=list)),
+                ("error", models.TextField(blank=True, default="")),
+                (
+                    "campaign",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="runs",
+                        to="runs.campaign",
+                    ),
+                ),
+                (
+                    "contestant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="runs",
+                        to="runs.contestant",
+                    ),
+                ),
+                (
+                    "prompt",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="runs",
+                        to="runs.prompt",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.AddConstraint(
-            model_name='prompt',
-            constraint=models.UniqueConstraint(fields=('prompt_set', 'key'), name='prompt_key_unique_in_set'),
+            model_name="prompt",
+            constraint=models.UniqueConstraint(
+                fields=("prompt_set", "key"), name="prompt_key_unique_in_set"
+            ),
         ),
         migrations.AddIndex(
-            model_name='run',
-            index=models.Index(fields=['status', 'heartbeat_at'], name='runs_run_status_334c94_idx'),
+            model_name="run",
+            index=models.Index(
+                fields=["status", "heartbeat_at"], name="runs_run_status_334c94_idx"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='run',
-            constraint=models.UniqueConstraint(fields=('campaign', 'prompt', 'contestant', 'repeat'), name='run_cell_unique'),
+            model_name="run",
+            constraint=models.UniqueConstraint(
+                fields=("campaign", "prompt", "contestant", "repeat"), name="run_cell_unique"
+            ),
         ),
     ]

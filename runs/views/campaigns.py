@@ -24,10 +24,15 @@ class CampaignForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
     )
     repeats = forms.IntegerField(min_value=1, max_value=20, initial=1)
-    reviews_wanted = forms.IntegerField(min_value=1, max_value=10, initial=2,
-                                        help_text="Reviews wanted per run")
-    budget_usd = forms.FloatField(min_value=0.01, required=False, label="Budget (USD)",
-                                  help_text="Runs not yet started when it is spent are cancelled")
+    reviews_wanted = forms.IntegerField(
+        min_value=1, max_value=10, initial=2, help_text="Reviews wanted per run"
+    )
+    budget_usd = forms.FloatField(
+        min_value=0.01,
+        required=False,
+        label="Budget (USD)",
+        help_text="Runs not yet started when it is spent are cancelled",
+    )
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -78,7 +83,9 @@ def campaign_create(request: HttpRequest) -> HttpResponse:
         except workflows.LaunchError as exc:
             form.add_error(None, str(exc))
         else:
-            messages.success(request, f"Launched {campaign.name}: {campaign.runs.count()} runs queued.")
+            messages.success(
+                request, f"Launched {campaign.name}: {campaign.runs.count()} runs queued."
+            )
             return redirect(campaign)
     return render(request, "runs/campaign_form.html", {"form": form})
 

@@ -7,111 +7,248 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('runs', '0001_initial'),
+        ("runs", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Rubric',
+            name="Rubric",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200, unique=True)),
-                ('description', models.TextField(blank=True, default='')),
-                ('is_default', models.BooleanField(default=False)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200, unique=True)),
+                ("description", models.TextField(blank=True, default="")),
+                ("is_default", models.BooleanField(default=False)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Review',
+            name="Review",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('answers', models.JSONField(blank=True, default=dict)),
-                ('verdict', models.CharField(blank=True, choices=[('yes', 'Yes, merge it'), ('small_changes', 'After small changes'), ('no', 'No')], default='', max_length=20)),
-                ('notes', models.TextField(blank=True, default='')),
-                ('line_comments', models.JSONField(blank=True, default=list)),
-                ('time_spent_s', models.PositiveIntegerField(default=0)),
-                ('started_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('submitted_at', models.DateTimeField(blank=True, null=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('reviewer', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='reviews', to=settings.AUTH_USER_MODEL)),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='reviews', to='runs.run')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("answers", models.JSONField(blank=True, default=dict)),
+                (
+                    "verdict",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("yes", "Yes, merge it"),
+                            ("small_changes", "After small changes"),
+                            ("no", "No"),
+                        ],
+                        default="",
+                        max_length=20,
+                    ),
+                ),
+                ("notes", models.TextField(blank=True, default="")),
+                ("line_comments", models.JSONField(blank=True, default=list)),
+                ("time_spent_s", models.PositiveIntegerField(default=0)),
+                ("started_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("submitted_at", models.DateTimeField(blank=True, null=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "reviewer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="reviews",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "run",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="reviews",
+                        to="runs.run",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='ReviewVersion',
+            name="ReviewVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('answers', models.JSONField(default=dict)),
-                ('verdict', models.CharField(blank=True, default='', max_length=20)),
-                ('notes', models.TextField(blank=True, default='')),
-                ('line_comments', models.JSONField(blank=True, default=list)),
-                ('submitted_at', models.DateTimeField()),
-                ('review', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='versions', to='scoring.review')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("answers", models.JSONField(default=dict)),
+                ("verdict", models.CharField(blank=True, default="", max_length=20)),
+                ("notes", models.TextField(blank=True, default="")),
+                ("line_comments", models.JSONField(blank=True, default=list)),
+                ("submitted_at", models.DateTimeField()),
+                (
+                    "review",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="versions",
+                        to="scoring.review",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-submitted_at', '-id'],
+                "ordering": ["-submitted_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='Criterion',
+            name="Criterion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.SlugField(max_length=60)),
-                ('label', models.CharField(max_length=200)),
-                ('help', models.TextField(blank=True, default='')),
-                ('scale', models.CharField(choices=[('yes_no', 'yes / no'), ('one_to_five', '1 to 5'), ('choices', 'named choices')], default='yes_no', max_length=20)),
-                ('choices', models.JSONField(blank=True, default=list)),
-                ('only_for_tag', models.CharField(blank=True, default='', max_length=100)),
-                ('position', models.PositiveIntegerField(default=0)),
-                ('rubric', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='criteria', to='scoring.rubric')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key", models.SlugField(max_length=60)),
+                ("label", models.CharField(max_length=200)),
+                ("help", models.TextField(blank=True, default="")),
+                (
+                    "scale",
+                    models.CharField(
+                        choices=[
+                            ("yes_no", "yes / no"),
+                            ("one_to_five", "1 to 5"),
+                            ("choices", "named choices"),
+                        ],
+                        default="yes_no",
+                        max_length=20,
+                    ),
+                ),
+                ("choices", models.JSONField(blank=True, default=list)),
+                ("only_for_tag", models.CharField(blank=True, default="", max_length=100)),
+                ("position", models.PositiveIntegerField(default=0)),
+                (
+                    "rubric",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="criteria",
+                        to="scoring.rubric",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['rubric', 'position', 'id'],
+                "ordering": ["rubric", "position", "id"],
             },
         ),
         migrations.CreateModel(
-            name='CampaignRubric',
+            name="CampaignRubric",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('campaign', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='rubric_link', to='runs.campaign')),
-                ('rubric', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to='scoring.rubric')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "campaign",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="rubric_link",
+                        to="runs.campaign",
+                    ),
+                ),
+                (
+                    "rubric",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, to="scoring.rubric"
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Comparison',
+            name="Comparison",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('a_shown_left', models.BooleanField(default=True)),
-                ('outcome', models.CharField(blank=True, choices=[('a', 'A is better'), ('b', 'B is better'), ('tie', 'Tie'), ('both_bad', 'Both bad')], default='', max_length=20)),
-                ('reason', models.TextField(blank=True, default='')),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('decided_at', models.DateTimeField(blank=True, null=True)),
-                ('prompt', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='comparisons', to='runs.prompt')),
-                ('reviewer', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='comparisons', to=settings.AUTH_USER_MODEL)),
-                ('run_a', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='runs.run')),
-                ('run_b', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='runs.run')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("a_shown_left", models.BooleanField(default=True)),
+                (
+                    "outcome",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("a", "A is better"),
+                            ("b", "B is better"),
+                            ("tie", "Tie"),
+                            ("both_bad", "Both bad"),
+                        ],
+                        default="",
+                        max_length=20,
+                    ),
+                ),
+                ("reason", models.TextField(blank=True, default="")),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("decided_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "prompt",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="comparisons",
+                        to="runs.prompt",
+                    ),
+                ),
+                (
+                    "reviewer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="comparisons",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "run_a",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="runs.run"
+                    ),
+                ),
+                (
+                    "run_b",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="runs.run"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
-                'constraints': [models.UniqueConstraint(fields=('run_a', 'run_b', 'reviewer'), name='one_vote_per_pair_per_reviewer')],
+                "ordering": ["id"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("run_a", "run_b", "reviewer"), name="one_vote_per_pair_per_reviewer"
+                    )
+                ],
             },
         ),
         migrations.AddConstraint(
-            model_name='review',
-            constraint=models.UniqueConstraint(fields=('run', 'reviewer'), name='one_review_per_reviewer'),
+            model_name="review",
+            constraint=models.UniqueConstraint(
+                fields=("run", "reviewer"), name="one_review_per_reviewer"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='criterion',
-            constraint=models.UniqueConstraint(fields=('rubric', 'key'), name='criterion_key_unique'),
+            model_name="criterion",
+            constraint=models.UniqueConstraint(
+                fields=("rubric", "key"), name="criterion_key_unique"
+            ),
         ),
     ]

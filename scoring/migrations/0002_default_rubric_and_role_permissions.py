@@ -8,29 +8,69 @@ from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
 DEFAULT_CRITERIA = [
-    ("right_files", "Found the right files", "Did the change touch the files a good change should?",
-     "yes_no", [], ""),
-    ("clarifying_question", "Asked a clarifying question when the spec was ambiguous",
-     "Shown only for prompts whose spec is ambiguous on purpose.", "yes_no", [], "ambiguous-spec"),
-    ("conventions", "Followed the codebase's conventions",
-     "Naming, structure, error handling, tests: does it look like the rest of the code?",
-     "one_to_five", [], ""),
-    ("recovered", "Recovered when tests failed",
-     "When a command or test failed, did the agent notice and fix it?", "yes_no", [], ""),
-    ("merge", "Would you merge this PR?", "The verdict.", "choices",
-     [["yes", "Yes"], ["small_changes", "After small changes"], ["no", "No"]], ""),
+    (
+        "right_files",
+        "Found the right files",
+        "Did the change touch the files a good change should?",
+        "yes_no",
+        [],
+        "",
+    ),
+    (
+        "clarifying_question",
+        "Asked a clarifying question when the spec was ambiguous",
+        "Shown only for prompts whose spec is ambiguous on purpose.",
+        "yes_no",
+        [],
+        "ambiguous-spec",
+    ),
+    (
+        "conventions",
+        "Followed the codebase's conventions",
+        "Naming, structure, error handling, tests: does it look like the rest of the code?",
+        "one_to_five",
+        [],
+        "",
+    ),
+    (
+        "recovered",
+        "Recovered when tests failed",
+        "When a command or test failed, did the agent notice and fix it?",
+        "yes_no",
+        [],
+        "",
+    ),
+    (
+        "merge",
+        "Would you merge this PR?",
+        "The verdict.",
+        "choices",
+        [["yes", "Yes"], ["small_changes", "After small changes"], ["no", "No"]],
+        "",
+    ),
 ]
 
 ROLE_PERMISSIONS = {
     "scorer": [
-        "runs.view_run", "runs.view_prompt", "runs.view_campaign",
-        "scoring.view_review", "scoring.add_review", "scoring.change_review",
-        "scoring.view_comparison", "scoring.add_comparison", "scoring.change_comparison",
-        "scoring.view_rubric", "scoring.view_criterion",
+        "runs.view_run",
+        "runs.view_prompt",
+        "runs.view_campaign",
+        "scoring.view_review",
+        "scoring.add_review",
+        "scoring.change_review",
+        "scoring.view_comparison",
+        "scoring.add_comparison",
+        "scoring.change_comparison",
+        "scoring.view_rubric",
+        "scoring.view_criterion",
     ],
     "lead": [
-        "runs.add_campaign", "runs.change_campaign", "runs.change_run",
-        "runs.view_contestant", "runs.view_languagemodel", "runs.view_promptset",
+        "runs.add_campaign",
+        "runs.change_campaign",
+        "runs.change_run",
+        "runs.view_contestant",
+        "runs.view_languagemodel",
+        "runs.view_promptset",
         "runs.view_repository",
     ],
     "admin": "all",
@@ -53,8 +93,14 @@ def seed(apps, schema_editor):
     if created:
         for position, (key, label, help_text, scale, choices, tag) in enumerate(DEFAULT_CRITERIA):
             Criterion.objects.create(
-                rubric=rubric, key=key, label=label, help=help_text, scale=scale,
-                choices=choices, only_for_tag=tag, position=position,
+                rubric=rubric,
+                key=key,
+                label=label,
+                help=help_text,
+                scale=scale,
+                choices=choices,
+                only_for_tag=tag,
+                position=position,
             )
 
     Group = apps.get_model("auth", "Group")
@@ -64,12 +110,16 @@ def seed(apps, schema_editor):
         group, _ = Group.objects.get_or_create(name=role)
         spec = ROLE_PERMISSIONS[role]
         if spec == "all":
-            perms = list(Permission.objects.filter(content_type__app_label__in=["runs", "scoring", "auth"]))
+            perms = list(
+                Permission.objects.filter(content_type__app_label__in=["runs", "scoring", "auth"])
+            )
         else:
             perms = []
             for dotted in spec:
                 app_label, codename = dotted.split(".")
-                perms.append(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+                perms.append(
+                    Permission.objects.get(content_type__app_label=app_label, codename=codename)
+                )
         granted = granted + perms
         group.permissions.add(*(granted if spec != "all" else perms))
 

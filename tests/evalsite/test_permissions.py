@@ -50,8 +50,13 @@ def test_it_has_every_url_in_the_matrix():
 
 def test_it_gives_each_role_what_the_matrix_says(client, admin_user, lead, scorer, outsider):
     world = build_world(scorer)
-    people = {"anonymous": None, "outsider": outsider, "scorer": scorer, "lead": lead,
-              "admin": admin_user}
+    people = {
+        "anonymous": None,
+        "outsider": outsider,
+        "scorer": scorer,
+        "lead": lead,
+        "admin": admin_user,
+    }
     ranks = {"anonymous": -1, "outsider": 0, "scorer": 1, "lead": 2, "admin": 3}
     failures = []
     for name, kwarg_names in all_url_names():

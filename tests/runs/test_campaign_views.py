@@ -25,8 +25,14 @@ def curated(db, make_repo):
     repo = Repository.objects.create(name="r", url=str(path))
     prompt_set = PromptSet.objects.create(name="tasks")
     for key in ("one", "two"):
-        Prompt.objects.create(prompt_set=prompt_set, key=key, title=key.title(),
-                              instructions="Say hi", repository=repo, commit=sha)
+        Prompt.objects.create(
+            prompt_set=prompt_set,
+            key=key,
+            title=key.title(),
+            instructions="Say hi",
+            repository=repo,
+            commit=sha,
+        )
     model = LanguageModel.objects.create(name="scripted-model", provider="scripted", script=SCRIPT)
     contestants = [Contestant.objects.create(name=n, model=model) for n in ("alpha", "beta")]
     return prompt_set, contestants
@@ -35,10 +41,16 @@ def curated(db, make_repo):
 def test_it_launches_a_campaign_from_the_form(client_for, lead, curated):
     prompt_set, contestants = curated
     client = client_for(lead)
-    response = client.post(reverse("runs:campaign_create"), {
-        "name": "Nightly", "prompt_set": prompt_set.pk,
-        "contestants": [c.pk for c in contestants], "repeats": 2, "reviews_wanted": 3,
-    })
+    response = client.post(
+        reverse("runs:campaign_create"),
+        {
+            "name": "Nightly",
+            "prompt_set": prompt_set.pk,
+            "contestants": [c.pk for c in contestants],
+            "repeats": 2,
+            "reviews_wanted": 3,
+        },
+    )
     campaign = Campaign.objects.get(name="Nightly")
     assert response.status_code == 302 and response["Location"] == campaign.get_absolute_url()
     assert campaign.runs.count() == 2 * 2 * 2
@@ -50,8 +62,10 @@ def test_it_launches_a_campaign_from_the_form(client_for, lead, curated):
 
 def test_it_rejects_a_campaign_without_contestants(client_for, lead, curated):
     prompt_set, _ = curated
-    response = client_for(lead).post(reverse("runs:campaign_create"), {
-        "prompt_set": prompt_set.pk, "repeats": 1, "reviews_wanted": 2})
+    response = client_for(lead).post(
+        reverse("runs:campaign_create"),
+        {"prompt_set": prompt_set.pk, "repeats": 1, "reviews_wanted": 2},
+    )
     assert response.status_code == 200
     assert "This field is required" in response.content.decode()
     assert not Campaign.objects.exists()
@@ -60,9 +74,15 @@ def test_it_rejects_a_campaign_without_contestants(client_for, lead, curated):
 def test_it_shows_a_live_grid_that_stops_polling_when_done(client_for, lead, curated):
     prompt_set, contestants = curated
     client = client_for(lead)
-    client.post(reverse("runs:campaign_create"), {
-        "prompt_set": prompt_set.pk, "contestants": [contestants[0].pk], "repeats": 1,
-        "reviews_wanted": 2})
+    client.post(
+        reverse("runs:campaign_create"),
+        {
+            "prompt_set": prompt_set.pk,
+            "contestants": [contestants[0].pk],
+            "repeats": 1,
+            "reviews_wanted": 2,
+        },
+    )
     campaign = Campaign.objects.get()
     url = reverse("runs:campaign", args=[campaign.pk])
     page = client.get(url).content.decode()
@@ -120,8 +140,9 @@ def test_it_cancels_queued_runs_and_retries_errored_ones(client_for, lead, curat
     client.post(reverse("runs:run_cancel", args=[first.pk]))
     first.refresh_from_db()
     assert first.status == Run.CANCELLED
-    Run.objects.filter(pk=rest[0].pk).update(status=Run.ERRORED, error="disk full",
-                                             finished_at=timezone.now(), attempts=3)
+    Run.objects.filter(pk=rest[0].pk).update(
+        status=Run.ERRORED, error="disk full", finished_at=timezone.now(), attempts=3
+    )
     client.post(reverse("runs:campaign_retry", args=[campaign.pk]))
     rest[0].refresh_from_db()
     assert rest[0].status == Run.QUEUED and rest[0].attempts == 0
@@ -139,12 +160,17 @@ def test_it_serves_raw_artifacts_as_plain_text(client_for, scorer, curated):
     response = client_for(scorer).get(reverse("runs:run_artifact", args=[run.pk]) + "?name=diff")
     assert response["Content-Type"].startswith("text/plain")
     assert response["X-Content-Type-Options"] == "nosniff"
-    assert client_for(scorer).get(
-        reverse("runs:run_artifact", args=[run.pk]) + "?name=../../etc/passwd"
-    ).status_code == 404
+    assert (
+        client_for(scorer)
+        .get(reverse("runs:run_artifact", args=[run.pk]) + "?name=../../etc/passwd")
+        .status_code
+        == 404
+    )
 
 
-def test_it_lists_campaigns_with_their_progress(client_for, lead, curated, django_assert_max_num_queries):
+def test_it_lists_campaigns_with_their_progress(
+    client_for, lead, curated, django_assert_max_num_queries
+):
     from runs import campaigns
 
     prompt_set, contestants = curated
@@ -160,8 +186,17 @@ def test_it_runs_a_campaign_from_the_command_line_and_waits(curated, settings):
     settings.EMBEDDED_QUEUE = True
     out = io.StringIO()
     with redirect_stdout(out):
-        call_command("run_campaign", "--prompt-set", "tasks", "--contestants", "alpha,beta",
-                     "--name", "cli", "--wait", stdout=out)
+        call_command(
+            "run_campaign",
+            "--prompt-set",
+            "tasks",
+            "--contestants",
+            "alpha,beta",
+            "--name",
+            "cli",
+            "--wait",
+            stdout=out,
+        )
     text = out.getvalue()
     campaign = Campaign.objects.get(name="cli")
     assert text.startswith(f"Campaign {campaign.pk}")

@@ -50,8 +50,14 @@ def make_context(tmp_path):
         def run_sandboxed(cmd, timeout, env, network, extra_rw_paths=(), extra_ro_paths=()):
             calls.append({"command": cmd, "env": env, "network": network, "rw": extra_rw_paths})
             return sandbox.run(
-                cmd, work, timeout=timeout, env=env, network=network, cancel=context.cancel,
-                extra_rw_paths=extra_rw_paths, extra_ro_paths=extra_ro_paths,
+                cmd,
+                work,
+                timeout=timeout,
+                env=env,
+                network=network,
+                cancel=context.cancel,
+                extra_rw_paths=extra_rw_paths,
+                extra_ro_paths=extra_ro_paths,
             )
 
         context = base.AgentContext(

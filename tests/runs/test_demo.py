@@ -13,8 +13,13 @@ def test_it_builds_the_demo_through_the_real_engine_once(db, settings, tmp_path)
     prompt_set = PromptSet.objects.get(name=demo.PROMPT_SET_NAME)
     assert prompt_set.prompts.count() == 5
     assert {c.label for c in Contestant.objects.all()} == {
-        "careful-agent (scripted)", "hasty-agent (scripted)"}
-    runs = {(r.prompt.key, r.contestant.name): r for r in Run.objects.select_related("prompt", "contestant")}
+        "careful-agent (scripted)",
+        "hasty-agent (scripted)",
+    }
+    runs = {
+        (r.prompt.key, r.contestant.name): r
+        for r in Run.objects.select_related("prompt", "contestant")
+    }
     assert len(runs) == 10
     # The scripted contestants behave as their scripts say, on a real checkout with real tests.
     careful_fix = runs[("fix-quantity-total", "careful-agent")]

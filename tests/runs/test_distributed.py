@@ -52,10 +52,25 @@ class Worker:
             "MERGEABLE_LOCAL_REPO_ROOTS": ",".join(map(str, settings.MERGEABLE_LOCAL_REPO_ROOTS)),
         }
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "evalsite", "worker", "--pool=threads",
-             "--concurrency=1", "--loglevel=INFO", f"--hostname={name}@%h", "--without-heartbeat",
-             "--without-gossip", "--without-mingle"],
-            cwd=settings.BASE_DIR, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "evalsite",
+                "worker",
+                "--pool=threads",
+                "--concurrency=1",
+                "--loglevel=INFO",
+                f"--hostname={name}@%h",
+                "--without-heartbeat",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            cwd=settings.BASE_DIR,
+            env=env,
+            stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -100,10 +115,18 @@ def _campaign(make_repo, runs: int, sleep: float):
     repo = Repository.objects.create(name="r", url=str(path))
     prompt_set = PromptSet.objects.create(name="dist")
     for i in range(runs):
-        Prompt.objects.create(prompt_set=prompt_set, key=f"p{i}", title=f"P{i}",
-                              instructions="go", repository=repo, commit=sha, position=i)
-    model = LanguageModel.objects.create(name="s", provider="scripted",
-                                         script=SCRIPT % {"sleep": sleep})
+        Prompt.objects.create(
+            prompt_set=prompt_set,
+            key=f"p{i}",
+            title=f"P{i}",
+            instructions="go",
+            repository=repo,
+            commit=sha,
+            position=i,
+        )
+    model = LanguageModel.objects.create(
+        name="s", provider="scripted", script=SCRIPT % {"sleep": sleep}
+    )
     contestant = Contestant.objects.create(name="c", model=model)
     return campaigns.launch(prompt_set=prompt_set, contestants=[contestant])
 
@@ -137,7 +160,9 @@ def test_it_requeues_a_run_whose_worker_was_killed_and_finishes_it(workers, make
     run = campaign.runs.get()
     _wait_until(
         lambda: Run.objects.filter(pk=run.pk, process_group__isnull=False).exists(),
-        120, "the agent's command to start", [first],
+        120,
+        "the agent's command to start",
+        [first],
     )
     first.kill()
     time.sleep(settings.MERGEABLE_STALE_AFTER_SECONDS + 1)
@@ -147,8 +172,12 @@ def test_it_requeues_a_run_whose_worker_was_killed_and_finishes_it(workers, make
     # Shorten the script's sleep so the rescued attempt does not take 30 s.
     LanguageModel.objects.update(script=SCRIPT % {"sleep": 0})
     second = workers("rescuer")
-    _wait_until(lambda: Run.objects.get(pk=run.pk).status in Run.ENDED_STATUSES, 120,
-                "the requeued run to finish", [second])
+    _wait_until(
+        lambda: Run.objects.get(pk=run.pk).status in Run.ENDED_STATUSES,
+        120,
+        "the requeued run to finish",
+        [second],
+    )
     run.refresh_from_db()
     assert run.status == Run.FINISHED, run.status_reason
     assert run.attempts == 2

@@ -25,14 +25,23 @@ def call(name, **arguments):
 
 
 FIXING_REPLIES = [
-    {"text": "Reading.", "tool_calls": [call("read_file", path="calc.py")],
-     "usage": {"input_tokens": 100, "output_tokens": 10}},
-    {"tool_calls": [call("edit_file", path="calc.py", old="a - b", new="a + b")],
-     "usage": {"input_tokens": 200, "output_tokens": 20}},
-    {"tool_calls": [call("run_command", command="python -m pytest -q")],
-     "usage": {"input_tokens": 300, "output_tokens": 30}},
-    {"tool_calls": [call("finish", summary="Fixed add.")],
-     "usage": {"input_tokens": 400, "output_tokens": 40}},
+    {
+        "text": "Reading.",
+        "tool_calls": [call("read_file", path="calc.py")],
+        "usage": {"input_tokens": 100, "output_tokens": 10},
+    },
+    {
+        "tool_calls": [call("edit_file", path="calc.py", old="a - b", new="a + b")],
+        "usage": {"input_tokens": 200, "output_tokens": 20},
+    },
+    {
+        "tool_calls": [call("run_command", command="python -m pytest -q")],
+        "usage": {"input_tokens": 300, "output_tokens": 30},
+    },
+    {
+        "tool_calls": [call("finish", summary="Fixed add.")],
+        "usage": {"input_tokens": 400, "output_tokens": 40},
+    },
 ]
 
 
@@ -43,13 +52,25 @@ def world(db, make_repo):
         repo = Repository.objects.create(name="calc", url=str(path))
         prompt_set = PromptSet.objects.create(name="calc-tasks")
         prompt = Prompt.objects.create(
-            prompt_set=prompt_set, key="fix-add", title="Fix add", instructions="add() is wrong",
-            repository=repo, commit=sha, test_command=TEST_COMMAND, expected_files=["calc.py"],
-            clarification_answer=answer, **prompt_fields,
+            prompt_set=prompt_set,
+            key="fix-add",
+            title="Fix add",
+            instructions="add() is wrong",
+            repository=repo,
+            commit=sha,
+            test_command=TEST_COMMAND,
+            expected_files=["calc.py"],
+            clarification_answer=answer,
+            **prompt_fields,
         )
         model = LanguageModel.objects.create(
-            name="local", provider=provider, base_url=base_url, model_id="qwen",
-            api_key="sk-test-key-do-not-leak-1234", input_per_mtok=1.0, output_per_mtok=2.0,
+            name="local",
+            provider=provider,
+            base_url=base_url,
+            model_id="qwen",
+            api_key="sk-test-key-do-not-leak-1234",
+            input_per_mtok=1.0,
+            output_per_mtok=2.0,
         )
         contestant = Contestant.objects.create(name="qwen-builtin", model=model, max_steps=10)
         return prompt_set, prompt, contestant
@@ -81,14 +102,21 @@ def test_it_runs_an_agent_against_an_openai_endpoint_and_captures_everything(wor
     assert transcript["schema_version"] == "ATIF-v1.4"
     agent_steps = [s for s in transcript["steps"] if s["source"] == "agent"]
     assert [s["tool_calls"][0]["function_name"] for s in agent_steps] == [
-        "read_file", "edit_file", "run_command", "finish"]
+        "read_file",
+        "edit_file",
+        "run_command",
+        "finish",
+    ]
     assert "a - b" in agent_steps[0]["observation"]["results"][0]["content"]
     assert transcript["final_metrics"]["total_prompt_tokens"] == 1000
     # The key went only to the provider, never into the transcript.
     assert sent["headers"]["authorization"] == "Bearer sk-test-key-do-not-leak-1234"
     assert "do-not-leak" not in json.dumps(transcript)
     assert set(run.phase_timings) >= {"prepare", "agent", "capture", "test"}
-    assert run.campaign.state == Campaign.FINISHED or Campaign.objects.get(pk=run.campaign_id).state == Campaign.FINISHED
+    assert (
+        run.campaign.state == Campaign.FINISHED
+        or Campaign.objects.get(pk=run.campaign_id).state == Campaign.FINISHED
+    )
 
 
 def test_it_runs_against_an_anthropic_endpoint(world):
@@ -102,8 +130,10 @@ def test_it_runs_against_an_anthropic_endpoint(world):
 
 
 def test_it_marks_failing_tests_as_the_contestants_fault(world):
-    replies = [{"tool_calls": [call("write_file", path="notes.txt", content="hi\n")]},
-               {"tool_calls": [call("finish", summary="done")]}]
+    replies = [
+        {"tool_calls": [call("write_file", path="notes.txt", content="hi\n")]},
+        {"tool_calls": [call("finish", summary="done")]},
+    ]
     with FakeLLM(replies) as llm:
         prompt_set, _, contestant = world(llm.base_url_openai)
         run = launch_one(prompt_set, contestant)
@@ -119,6 +149,7 @@ def test_it_errors_when_the_model_is_unreachable_and_can_be_retried(world, setti
     LanguageModel.objects.update(params={})
     run = launch_one(prompt_set, contestant)
     from runs import providers
+
     original = providers._sleep
     providers._sleep = lambda s: None
     try:
@@ -146,8 +177,10 @@ def test_it_stops_at_the_step_limit(world):
 
 
 def test_it_answers_a_clarifying_question_from_the_prepared_answer(world):
-    replies = [{"tool_calls": [call("ask_user", question="Which sign?")]},
-               {"tool_calls": [call("finish", summary="ok")]}]
+    replies = [
+        {"tool_calls": [call("ask_user", question="Which sign?")]},
+        {"tool_calls": [call("finish", summary="ok")]},
+    ]
     with FakeLLM(replies) as llm:
         prompt_set, _, contestant = world(llm.base_url_openai, answer="Use plus.")
         run = launch_one(prompt_set, contestant)
@@ -156,14 +189,18 @@ def test_it_answers_a_clarifying_question_from_the_prepared_answer(world):
     run.refresh_from_db()
     assert run.questions[0]["question"] == "Which sign?"
     assert run.questions[0]["answer"] == "Use plus." and run.questions[0]["source"] == "prepared"
-    assert second_request[-1] == {"role": "tool", "tool_call_id": "call_0", "content": "Use plus."} or \
-        second_request[-1]["content"] == "Use plus."
+    assert (
+        second_request[-1] == {"role": "tool", "tool_call_id": "call_0", "content": "Use plus."}
+        or second_request[-1]["content"] == "Use plus."
+    )
 
 
 @pytest.mark.django_db(transaction=True)
 def test_it_waits_for_a_human_answer(world, scorer):
-    replies = [{"tool_calls": [call("ask_user", question="Which sign?")]},
-               {"tool_calls": [call("finish", summary="ok")]}]
+    replies = [
+        {"tool_calls": [call("ask_user", question="Which sign?")]},
+        {"tool_calls": [call("finish", summary="ok")]},
+    ]
     with FakeLLM(replies) as llm:
         prompt_set, _, contestant = world(llm.base_url_openai)
         run = launch_one(prompt_set, contestant)
@@ -183,8 +220,10 @@ def test_it_waits_for_a_human_answer(world, scorer):
 
 def test_it_tells_the_agent_to_use_its_judgement_after_the_answer_timeout(world, settings):
     settings.MERGEABLE_ANSWER_TIMEOUT_SECONDS = 0
-    replies = [{"tool_calls": [call("ask_user", question="Which sign?")]},
-               {"tool_calls": [call("finish", summary="ok")]}]
+    replies = [
+        {"tool_calls": [call("ask_user", question="Which sign?")]},
+        {"tool_calls": [call("finish", summary="ok")]},
+    ]
     with FakeLLM(replies) as llm:
         prompt_set, _, contestant = world(llm.base_url_openai)
         run = launch_one(prompt_set, contestant)
@@ -237,8 +276,10 @@ def test_it_cancels_queued_runs_when_the_budget_is_spent(world):
 @pytest.mark.django_db(transaction=True)
 def test_it_cancels_a_running_command_by_killing_its_process_group(world, settings):
     settings.MERGEABLE_HEARTBEAT_SECONDS = 1
-    replies = [{"tool_calls": [call("run_command", command="sleep 600", timeout=600)]},
-               {"tool_calls": [call("finish", summary="ok")]}]
+    replies = [
+        {"tool_calls": [call("run_command", command="sleep 600", timeout=600)]},
+        {"tool_calls": [call("finish", summary="ok")]},
+    ]
     with FakeLLM(replies) as llm:
         prompt_set, _, contestant = world(llm.base_url_openai)
         run = launch_one(prompt_set, contestant)

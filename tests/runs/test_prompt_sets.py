@@ -536,7 +536,9 @@ def test_it_never_exports_credentials_and_keeps_them_on_reimport(db, make_repo, 
     )
     import_prompt_set(text, filename="creds.yaml")
     # Credentials can only live in network URLs; store one as an admin would have typed it.
-    Repository.objects.filter(name="shop").update(url="https://bot:hunter2@git.example.com/shop.git")
+    Repository.objects.filter(name="shop").update(
+        url="https://bot:hunter2@git.example.com/shop.git"
+    )
     exported = export_prompt_set(PromptSet.objects.get(name="creds"))
     assert "hunter2" not in exported and "bot" not in exported
     assert "https://***@git.example.com/shop.git" in exported

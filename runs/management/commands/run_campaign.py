@@ -21,7 +21,9 @@ class Command(BaseCommand):
         parser.add_argument("--repeats", type=int, default=1)
         parser.add_argument("--name", default="")
         parser.add_argument("--budget", type=float, default=None, help="USD")
-        parser.add_argument("--wait", action="store_true", help="show progress until every run ends")
+        parser.add_argument(
+            "--wait", action="store_true", help="show progress until every run ends"
+        )
 
     def handle(self, *args, **options) -> None:
         prompt_set = PromptSet.objects.filter(name=options["prompt_set"]).first()
@@ -71,5 +73,8 @@ class Command(BaseCommand):
         width = 30
         filled = int(width * ended / total) if total else width
         counts = ", ".join(f"{n} {s}" for s, n in sorted(progress["counts"].items()))
-        self.stdout.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {ended}/{total} ended  ({counts})", ending="")
+        self.stdout.write(
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {ended}/{total} ended  ({counts})",
+            ending="",
+        )
         self.stdout.flush()
