@@ -170,16 +170,8 @@ def _execute_claimed(run: Run, cancel: threading.Event) -> str:
             captured = workspace.capture_diff(
                 checkout, text_cap=settings.MERGEABLE_ARTIFACT_TEXT_CAP
             )
-            run.save_artifact("diff.patch", captured.patch)
-            run.save_artifact("before.json", json.dumps(captured.before))
-            run.save_artifact("after.json", json.dumps(captured.after))
-            _set(
-                run,
-                files_changed=captured.files,
-                binary_files=captured.binary_files,
-                additions=captured.additions,
-                deletions=captured.deletions,
-            )
+            save_capture_artifacts(run, captured)
+            _set(run, **capture_fields(captured))
         if outcome.end_status == base.CANCELLED or cancel.is_set():
             return _end(run, Run.CANCELLED, timings=timings)
 
@@ -221,6 +213,23 @@ def _judge(run: Run, outcome: base.AgentOutcome) -> tuple[str, str]:
     if not run.files_changed:
         return Run.FINISHED, "The agent changed no files"
     return Run.FINISHED, ""
+
+
+def capture_fields(captured: workspace.CapturedDiff) -> dict:
+    """The Run fields that describe a captured diff (shared with imported runs)."""
+    return {
+        "files_changed": captured.files,
+        "binary_files": captured.binary_files,
+        "additions": captured.additions,
+        "deletions": captured.deletions,
+    }
+
+
+def save_capture_artifacts(run: Run, captured: workspace.CapturedDiff) -> None:
+    """The diff and the before/after text of changed files, for the review page's context."""
+    run.save_artifact("diff.patch", captured.patch)
+    run.save_artifact("before.json", json.dumps(captured.before))
+    run.save_artifact("after.json", json.dumps(captured.after))
 
 
 def column_text(text: str) -> str:

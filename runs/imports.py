@@ -36,7 +36,14 @@ from django.utils import timezone
 
 from runs import sandbox, workspace
 from runs.agents import base
-from runs.execution import SETUP_TIMEOUT, TEST_TIMEOUT, parse_junit
+from runs.execution import (
+    SETUP_TIMEOUT,
+    TEST_TIMEOUT,
+    capture_fields,
+    column_text,
+    parse_junit,
+    save_capture_artifacts,
+)
 from runs.models import Campaign, Contestant, LanguageModel, Prompt, Run
 from runs.transcript import TranscriptWriter, dumps
 from runs.transcript import validate as validate_atif
@@ -487,18 +494,13 @@ def _store(
             input_tokens=transcript.input_tokens if transcript else 0,
             output_tokens=transcript.output_tokens if transcript else 0,
             cost_usd=transcript.cost_usd if transcript else 0.0,
-            files_changed=captured.files,
-            binary_files=captured.binary_files,
-            additions=captured.additions,
-            deletions=captured.deletions,
+            **capture_fields(captured),
             test_exit_code=tested.test_exit_code,
             tests_passed=tested.tests_passed,
             tests_failed=tested.tests_failed,
-            test_output_tail=(tested.test_output or "")[-4000:],
+            test_output_tail=column_text((tested.test_output or "")[-4000:]),
         )
-        run.save_artifact("diff.patch", captured.patch)
-        run.save_artifact("before.json", json.dumps(captured.before))
-        run.save_artifact("after.json", json.dumps(captured.after))
+        save_capture_artifacts(run, captured)
         if tested.setup_output is not None:
             run.save_artifact("setup_output.txt", tested.setup_output)
         if tested.test_output is not None:
