@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # aider and mini-swe-agent, each in its own virtualenv under .agents/ (MERGEABLE_AGENTS_DIR).
-agents: $(STAMP)
+agents:
 	@PYTHON="$(PYTHON)" bin/install-agents
 
 run: $(STAMP)
