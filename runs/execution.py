@@ -312,10 +312,6 @@ def _run_agent(run: Run, work: Path, deadline: float, cancel: threading.Event) -
         min_interval_s=TRANSCRIPT_SAVE_INTERVAL_S,
     )
 
-    def run_command(command: str, timeout: float) -> tuple[int, str]:
-        result = _sandboxed(run, command, work, timeout, cancel)
-        return result.exit_code, result.output
-
     def run_sandboxed(
         command: str,
         timeout: float,
@@ -335,6 +331,10 @@ def _run_agent(run: Run, work: Path, deadline: float, cancel: threading.Event) -
             extra_rw_paths=extra_rw_paths,
             extra_ro_paths=extra_ro_paths,
         )
+
+    def run_command(command: str, timeout: float) -> tuple[int, str]:
+        result = run_sandboxed(command, timeout)
+        return result.exit_code, result.output
 
     def on_usage(input_tokens: int, output_tokens: int, cost: float, steps: int) -> None:
         _set(

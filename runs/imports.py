@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -246,7 +245,7 @@ def _branch_patch(url: str, root: Path, mirror: Path, commit: str, branch: str) 
         raise ImportProblem(
             f"The branch {branch!r} was not found in the repository {workspace.redact_url(url)}."
         ) from None
-    diff = workspace._git(
+    diff = workspace.git(
         ["diff", "--binary", "--no-ext-diff", "--no-textconv", "--no-color", commit, head, "--"],
         git_dir=mirror,
     )
@@ -268,24 +267,18 @@ def _apply(checkout: workspace.Checkout, patch: str, what: str) -> None:
 
 
 def _git_apply(checkout: workspace.Checkout, args: list[str], data: bytes, what: str) -> bytes:
-    # `git apply` resolves the patch's paths from the current directory, so unlike the other git
-    # calls in workspace.py this one runs inside the work tree, with the same hardening.
-    command = ["git"]
-    for setting in workspace._GIT_CONFIG:
-        command += ["-c", setting]
-    command += [f"--git-dir={checkout.git_dir}", f"--work-tree={checkout.work}", "apply", *args]
+    # `git apply` resolves the patch's paths from the current directory: run it in the work tree.
     try:
-        result = subprocess.run(
-            command,
+        result = workspace.git(
+            ["apply", *args],
+            git_dir=checkout.git_dir,
+            work_tree=checkout.work,
             input=data,
-            capture_output=True,
             cwd=checkout.work,
-            env=workspace._git_env(None),
-            timeout=workspace.LOCAL_TIMEOUT,
-            check=False,
+            ok_codes=tuple(range(256)),
         )
-    except subprocess.TimeoutExpired:
-        raise ImportProblem(f"git apply did not finish on {what}.") from None
+    except workspace.WorkspaceError as exc:
+        raise ImportProblem(f"git apply could not run on {what}: {exc}") from None
     if result.returncode != 0:
         detail = result.stderr.decode("utf-8", "replace").strip()[-1500:]
         raise ImportProblem(

@@ -220,7 +220,13 @@ def _git(
     input: bytes | None = None,
     timeout: float = LOCAL_TIMEOUT,
     ok_codes: tuple[int, ...] = (0,),
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
+    """Run hardened git (no hooks, no fsmonitor, no user or system config) without a shell.
+
+    `cwd` defaults to an empty directory so git never discovers a repository by itself; pass the
+    work tree only for commands that resolve paths from it (`git apply`).
+    """
     command = ["git"]
     for setting in _GIT_CONFIG:
         command += ["-c", setting]
@@ -235,7 +241,7 @@ def _git(
             input=input,
             capture_output=True,
             env=_git_env(index_file),
-            cwd=_empty_home(),
+            cwd=cwd or _empty_home(),
             timeout=timeout,
             check=False,
         )
@@ -249,6 +255,9 @@ def _git(
         detail = result.stderr.decode("utf-8", "replace").strip()[-2000:]
         raise WorkspaceError(redact_url(f"git {args[0]} failed: {detail or 'no message'}"))
     return result
+
+
+git = _git  # the public name, for other modules of the run engine (imports)
 
 
 # --- Mirrors ----------------------------------------------------------------------------------

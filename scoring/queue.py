@@ -8,7 +8,7 @@ from runs.models import Run
 from scoring.models import Review
 
 
-def _needing_review(user, campaign_id: int | None = None):
+def needing_review(user, campaign_id: int | None = None):
     mine = Review.objects.filter(run=OuterRef("pk"), reviewer=user)
     runs = (
         Run.objects.reviewable()
@@ -24,7 +24,7 @@ def _needing_review(user, campaign_id: int | None = None):
 
 
 def pending_reviews_for(user, campaign_id: int | None = None) -> int:
-    return _needing_review(user, campaign_id).count()
+    return needing_review(user, campaign_id).count()
 
 
 def next_run_for(user, campaign_id: int | None = None) -> Run | None:
@@ -34,7 +34,7 @@ def next_run_for(user, campaign_id: int | None = None) -> Run | None:
     """
     drafts = Review.objects.filter(run=OuterRef("pk"), reviewer=user, submitted_at__isnull=True)
     return (
-        _needing_review(user, campaign_id)
+        needing_review(user, campaign_id)
         .annotate(has_draft=Exists(drafts))
         .order_by("-has_draft", "submitted", "id")
         .first()

@@ -76,23 +76,8 @@ def _seeded(request):
     for name in ("scorer", "lead", "admin"):
         Group.objects.get_or_create(name=name)
     if not Rubric.objects.exists():
-        seed = importlib.import_module(
-            "scoring.migrations.0002_default_rubric_and_role_permissions"
-        )
-        rubric = Rubric.objects.create(name="Default", is_default=True)
-        for position, (key, label, help_text, scale, choices, tag) in enumerate(
-            seed.DEFAULT_CRITERIA
-        ):
-            Criterion.objects.create(
-                rubric=rubric,
-                key=key,
-                label=label,
-                help=help_text,
-                scale=scale,
-                choices=choices,
-                only_for_tag=tag,
-                position=position,
-            )
+        seed = importlib.import_module("scoring.migrations.0002_default_rubric_and_role_permissions")
+        seed.create_default_rubric(Rubric, Criterion)
 
 
 @pytest.fixture(autouse=True)

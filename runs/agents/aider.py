@@ -21,7 +21,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runs.agents import base
+from runs.agents import base, cli
 from runs.agents.cli import endpoint_problem, venv_paths
 
 NAME = "aider"
@@ -44,14 +44,7 @@ _ERROR_LINE = re.compile(r"litellm\.\w+|\w+Error\b|did not conform|Failed to app
 
 
 def binary() -> Path:
-    try:
-        from django.conf import settings
-
-        if settings.configured:
-            return Path(settings.MERGEABLE_AIDER_BIN)
-    except ImportError:
-        pass
-    return Path(__file__).resolve().parents[2] / ".agents" / "aider" / "bin" / "aider"
+    return cli.binary("MERGEABLE_AIDER_BIN", "aider/bin/aider")
 
 
 def run(context: base.AgentContext) -> base.AgentOutcome:

@@ -6,6 +6,20 @@ import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
+AGENTS_DIR = Path(__file__).resolve().parents[2] / ".agents"
+
+
+def binary(setting: str, default: str) -> Path:
+    """Where a CLI is installed: the Django setting when configured, else under .agents/."""
+    try:
+        from django.conf import settings
+
+        if settings.configured:
+            return Path(getattr(settings, setting))
+    except ImportError:
+        pass
+    return AGENTS_DIR / default
+
 
 def endpoint_problem(base_url: str, timeout: float = 5.0) -> str:
     """Why the endpoint cannot be reached, or "" if a TCP connection opens.

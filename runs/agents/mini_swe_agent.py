@@ -13,7 +13,7 @@ import json
 import shlex
 from pathlib import Path
 
-from runs.agents import base
+from runs.agents import base, cli
 from runs.agents.cli import endpoint_problem, venv_paths
 
 NAME = "mini-swe-agent"
@@ -32,14 +32,7 @@ MODEL_ERRORS = {
 
 
 def binary() -> Path:
-    try:
-        from django.conf import settings
-
-        if settings.configured:
-            return Path(settings.MERGEABLE_MINI_SWE_AGENT_BIN)
-    except ImportError:
-        pass
-    return Path(__file__).resolve().parents[2] / ".agents" / "mini-swe-agent" / "bin" / "mini"
+    return cli.binary("MERGEABLE_MINI_SWE_AGENT_BIN", "mini-swe-agent/bin/mini")
 
 
 def run(context: base.AgentContext) -> base.AgentOutcome:

@@ -43,11 +43,11 @@ def _get_campaign(campaign_id: int) -> Campaign:
     return get_object_or_404(Campaign.objects.select_related("prompt_set"), pk=campaign_id)
 
 
-def _get_run_for_user(run_id: int, user) -> Run:
-    run = get_object_or_404(
+def _get_run(run_id: int) -> Run:
+    # Any scorer may open any run page (to answer its question); identity is hidden in the view.
+    return get_object_or_404(
         Run.objects.select_related("campaign", "prompt", "contestant__model"), pk=run_id
     )
-    return run
 
 
 @role_required(LEAD)
@@ -148,7 +148,7 @@ def campaign_retry_errored(request: HttpRequest, campaign_id: int) -> HttpRespon
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     """The live run page. Scorers may answer questions here, but only leads see who ran it:
     the review stays blind."""
-    run = _get_run_for_user(run_id, request.user)
+    run = _get_run(run_id)
     context = {
         "run": run,
         "prompt": run.snapshot.get("prompt", {}),
@@ -163,7 +163,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
 @role_required(SCORER)
 @require_POST
 def run_answer(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = _get_run_for_user(run_id, request.user)
+    run = _get_run(run_id)
     try:
         answered = workflows.answer_question(run, request.POST.get("answer", ""), request.user)
     except ValueError as exc:
@@ -179,7 +179,7 @@ def run_answer(request: HttpRequest, run_id: int) -> HttpResponse:
 @role_required(LEAD)
 @require_POST
 def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = _get_run_for_user(run_id, request.user)
+    run = _get_run(run_id)
     if workflows.cancel_run(run):
         messages.success(request, "Cancelling the run.")
     else:
@@ -190,7 +190,7 @@ def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
 @role_required(LEAD)
 @require_POST
 def run_retry(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = _get_run_for_user(run_id, request.user)
+    run = _get_run(run_id)
     if workflows.retry_run(run):
         messages.success(request, "Run requeued.")
     else:
@@ -201,7 +201,7 @@ def run_retry(request: HttpRequest, run_id: int) -> HttpResponse:
 @role_required(SCORER)
 def run_artifact(request: HttpRequest, run_id: int) -> HttpResponse:
     """Raw diff or test output as plain text (never rendered as HTML)."""
-    run = _get_run_for_user(run_id, request.user)
+    run = _get_run(run_id)
     names = {"diff": "diff.patch", "tests": "test_output.txt", "setup": "setup_output.txt"}
     name = names.get(request.GET.get("name", "diff"))
     if name is None:

@@ -77,15 +77,8 @@ ROLE_PERMISSIONS = {
 }
 
 
-def seed(apps, schema_editor):
-    for app_label in ("runs", "scoring"):
-        # Permissions are normally created after all migrations; create them now to assign them.
-        app_config = apps.get_app_config(app_label)
-        app_config.models_module = True
-        create_permissions(app_config, apps=apps, verbosity=0)
-        app_config.models_module = None
-    Rubric = apps.get_model("scoring", "Rubric")
-    Criterion = apps.get_model("scoring", "Criterion")
+def create_default_rubric(Rubric, Criterion) -> None:
+    """The default rubric, once. Takes the model classes so tests can reseed a flushed database."""
     rubric, created = Rubric.objects.get_or_create(
         name="Default",
         defaults={"description": "Would you merge this PR, and why.", "is_default": True},
@@ -93,15 +86,19 @@ def seed(apps, schema_editor):
     if created:
         for position, (key, label, help_text, scale, choices, tag) in enumerate(DEFAULT_CRITERIA):
             Criterion.objects.create(
-                rubric=rubric,
-                key=key,
-                label=label,
-                help=help_text,
-                scale=scale,
-                choices=choices,
-                only_for_tag=tag,
-                position=position,
+                rubric=rubric, key=key, label=label, help=help_text, scale=scale,
+                choices=choices, only_for_tag=tag, position=position,
             )
+
+
+def seed(apps, schema_editor):
+    for app_label in ("runs", "scoring"):
+        # Permissions are normally created after all migrations; create them now to assign them.
+        app_config = apps.get_app_config(app_label)
+        app_config.models_module = True
+        create_permissions(app_config, apps=apps, verbosity=0)
+        app_config.models_module = None
+    create_default_rubric(apps.get_model("scoring", "Rubric"), apps.get_model("scoring", "Criterion"))
 
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")

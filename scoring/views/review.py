@@ -20,7 +20,7 @@ from evalsite.roles import LEAD, SCORER, role_required
 from runs.models import Campaign, Run
 from scoring import reviews
 from scoring.models import Comparison, Review, ReviewVersion
-from scoring.queue import _needing_review, next_run_for
+from scoring.queue import needing_review, next_run_for
 
 VIEWS = ("split", "unified")
 MAX_CONTEXT_LINES = 5_000
@@ -92,14 +92,14 @@ def _posted_review(request: HttpRequest) -> dict:
 def queue(request: HttpRequest) -> HttpResponse:
     campaign_id = _campaign_id(request)
     pending_by_campaign = Counter(
-        _needing_review(request.user).values_list("campaign_id", flat=True).order_by()
+        needing_review(request.user).values_list("campaign_id", flat=True).order_by()
     )
     campaigns = [
         {"campaign": c, "pending": pending_by_campaign.get(c.pk, 0)}
         for c in Campaign.objects.filter(runs__in=Run.objects.reviewable()).distinct()
     ]
     waiting = list(
-        _needing_review(request.user, campaign_id)
+        needing_review(request.user, campaign_id)
         .select_related("campaign", "prompt")
         .order_by("submitted", "id")[:50]
     )
