@@ -136,7 +136,7 @@ def _execute_claimed(run: Run, cancel: threading.Event) -> str:
     limit = contestant["limits"].get("time_limit") or prompt.get("time_limit") or DEFAULT_TIME_LIMIT
     deadline = time.monotonic() + limit
     timings: dict[str, float] = {}
-    run_dir = Path(settings.MERGEABLE_WORKSPACE_ROOT) / "runs" / f"{run.pk}-{run.attempts}"
+    run_dir = Path(settings.MERGEABLE_CHECKOUT_ROOT) / f"{run.pk}-{run.attempts}"
     checkout = None
     try:
         with _phase(timings, "prepare"):

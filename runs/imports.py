@@ -184,7 +184,7 @@ def _apply_and_test(prompt: Prompt, *, patch: str | None, branch: str | None) ->
         url = workspace.validate_repository_url(prompt.repository.url)
     except ValueError as exc:
         raise ImportProblem(f"The prompt's repository cannot be used: {exc}") from None
-    run_dir = root / "imports" / uuid.uuid4().hex
+    run_dir = Path(settings.MERGEABLE_CHECKOUT_ROOT) / "imports" / uuid.uuid4().hex
     checkout = None
     timings: dict[str, float] = {}
     try:

@@ -92,6 +92,7 @@ def _empty_cache():
 def _isolated_storage(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.MERGEABLE_WORKSPACE_ROOT = tmp_path / "workspaces"
+    settings.MERGEABLE_CHECKOUT_ROOT = tmp_path / "checkouts"
     settings.MERGEABLE_LOCAL_REPO_ROOTS = [tmp_path / "repos", Path("/tmp")]
     settings.AXES_ENABLED = False
     # Heartbeats run in a thread with its own connection, which only transactional tests allow;

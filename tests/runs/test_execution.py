@@ -119,6 +119,26 @@ def test_it_runs_an_agent_against_an_openai_endpoint_and_captures_everything(wor
     )
 
 
+def test_it_checks_out_under_the_checkout_root_and_keeps_only_the_mirror(world, settings):
+    seen = []
+
+    class Watching(FakeLLM):
+        def _next(self):
+            # While the agent works, its checkout exists under the checkout root.
+            seen.extend(p.name for p in settings.MERGEABLE_CHECKOUT_ROOT.iterdir())
+            return super()._next()
+
+    with Watching(FIXING_REPLIES) as llm:
+        prompt_set, _prompt, contestant = world(llm.base_url_openai)
+        run = launch_one(prompt_set, contestant)
+        assert execution.execute(run.pk) == Run.FINISHED
+    assert f"{run.pk}-1" in seen
+    assert not list(settings.MERGEABLE_CHECKOUT_ROOT.iterdir())  # removed after the run
+    mirrors = list(settings.MERGEABLE_WORKSPACE_ROOT.rglob("HEAD"))
+    assert mirrors, "the mirror stays under the workspace root for the next run"
+    assert not any(settings.MERGEABLE_CHECKOUT_ROOT in p.parents for p in mirrors)
+
+
 def test_it_runs_against_an_anthropic_endpoint(world):
     with FakeLLM(FIXING_REPLIES) as llm:
         prompt_set, prompt, contestant = world(llm.base_url_anthropic, provider="anthropic")

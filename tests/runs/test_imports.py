@@ -143,7 +143,7 @@ def test_it_refuses_a_patch_that_does_not_apply_and_stores_nothing(prompt):
     with pytest.raises(ImportProblem, match="does not apply cleanly"):
         importing(prompt, patch=STALE)
     assert counts() == before
-    assert not list((settings.MERGEABLE_WORKSPACE_ROOT / "imports").iterdir())
+    assert not list((settings.MERGEABLE_CHECKOUT_ROOT / "imports").iterdir())
 
 
 @pytest.mark.parametrize(
