@@ -76,7 +76,9 @@ def _seeded(request):
     for name in ("scorer", "lead", "admin"):
         Group.objects.get_or_create(name=name)
     if not Rubric.objects.exists():
-        seed = importlib.import_module("scoring.migrations.0002_default_rubric_and_role_permissions")
+        seed = importlib.import_module(
+            "scoring.migrations.0002_default_rubric_and_role_permissions"
+        )
         seed.create_default_rubric(Rubric, Criterion)
 
 

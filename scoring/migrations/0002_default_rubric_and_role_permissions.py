@@ -86,8 +86,14 @@ def create_default_rubric(Rubric, Criterion) -> None:
     if created:
         for position, (key, label, help_text, scale, choices, tag) in enumerate(DEFAULT_CRITERIA):
             Criterion.objects.create(
-                rubric=rubric, key=key, label=label, help=help_text, scale=scale,
-                choices=choices, only_for_tag=tag, position=position,
+                rubric=rubric,
+                key=key,
+                label=label,
+                help=help_text,
+                scale=scale,
+                choices=choices,
+                only_for_tag=tag,
+                position=position,
             )
 
 
@@ -98,7 +104,9 @@ def seed(apps, schema_editor):
         app_config.models_module = True
         create_permissions(app_config, apps=apps, verbosity=0)
         app_config.models_module = None
-    create_default_rubric(apps.get_model("scoring", "Rubric"), apps.get_model("scoring", "Criterion"))
+    create_default_rubric(
+        apps.get_model("scoring", "Rubric"), apps.get_model("scoring", "Criterion")
+    )
 
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
