@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -453,7 +454,28 @@ def test_it_ignores_a_git_file_pointing_elsewhere(co: Checkout, tmp_path: Path, 
 # --- Cleanup ----------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores permission bits")
+def _cleanup_without_privileges(co: Checkout) -> None:
+    """`cleanup(co)` as an ordinary owner of the files, even when the tests run as root.
+
+    Root ignores permission bits. In a user namespace that maps an unprivileged uid to our own,
+    the process still owns the files but has no capabilities over them, as any worker user.
+    """
+    if os.geteuid() != 0:
+        cleanup(co)
+        return
+    code = (
+        "import sys; from pathlib import Path; from runs.workspace import Checkout, cleanup; "
+        "cleanup(Checkout(root=Path(sys.argv[1]), work=Path(sys.argv[2]), "
+        "git_dir=Path(sys.argv[3]), commit=sys.argv[4]))"
+    )
+    argv = ["unshare", "--user", "--map-user=1000", "--map-group=1000"]
+    argv += [sys.executable, "-c", code, str(co.root), str(co.work), str(co.git_dir), co.commit]
+    result = subprocess.run(
+        argv, cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+
+
 def test_it_cleans_up_read_only_files_and_directories(mirror: Path, tmp_path: Path):
     co = checkout(mirror, "main", tmp_path / "run")
     locked = co.work / "locked"
@@ -463,7 +485,7 @@ def test_it_cleans_up_read_only_files_and_directories(mirror: Path, tmp_path: Pa
     locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
     (co.work / "src").chmod(0)
 
-    cleanup(co)
+    _cleanup_without_privileges(co)
     assert not co.root.exists()
     assert mirror.exists()
 
