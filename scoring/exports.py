@@ -16,7 +16,7 @@ CSV_COLUMNS = [
     "run_id", "prompt", "contestant", "repeat", "status", "agent_status", "duration_s",
     "input_tokens", "output_tokens", "cost_usd", "steps", "clarifying_questions",
     "files_changed", "additions", "deletions", "expected_files_recall", "tests_command",
-    "tests_exit_code", "tests_passed", "reviews",
+    "tests_exit_code", "tests_passed", "tests_passed_count", "tests_failed_count", "reviews",
     *(f"verdict_{value}" for value, _ in VERDICTS),
 ]  # fmt: skip
 
@@ -40,6 +40,9 @@ def _tests(run: Run) -> dict:
         "command": command,
         "exit_code": run.test_exit_code,
         "passed": None if run.test_exit_code is None else run.test_exit_code == 0,
+        # From the JUnit XML the command wrote, if it wrote one; else null.
+        "passed_count": run.tests_passed,
+        "failed_count": run.tests_failed,
     }
 
 
@@ -149,6 +152,8 @@ def results_csv(campaign: Campaign) -> str:
             tests["command"],
             tests["exit_code"],
             tests["passed"],
+            tests["passed_count"],
+            tests["failed_count"],
             len(run.submitted_reviews),
             *(verdicts.get(value, 0) for value, _ in VERDICTS),
         ]

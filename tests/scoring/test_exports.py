@@ -34,7 +34,7 @@ def exported(db):
     qwen, demo = build.contestant("qwen"), build.contestant("demo", scripted=True)
     good = build.run(
         campaign, prompt, qwen, ["yes", "small_changes"], answers={"right_files": "yes"},
-        test_exit_code=0, input_tokens=51234, output_tokens=3120, cost_usd=0.41, steps=23,
+        test_exit_code=0, tests_passed=12, tests_failed=0, input_tokens=51234, output_tokens=3120, cost_usd=0.41, steps=23,
         agent_status="finished", files_changed=["refunds.py", "models.py"], additions=40,
         deletions=2, questions=[{"question": "Do partial refunds apply to PayPal?", "answer": "No"}],
     )  # fmt: skip
@@ -77,7 +77,10 @@ def test_it_exports_the_formats_md_shape(exported):
     assert run["duration_s"] == pytest.approx(60.0)
     assert run["clarifying_questions"] == ["Do partial refunds apply to PayPal?"]
     assert run["diff"].startswith("diff --git a/refunds.py")
-    assert run["tests"] == {"command": "pytest -q tests/payments", "exit_code": 0, "passed": True}
+    assert run["tests"] == {
+        "command": "pytest -q tests/payments", "exit_code": 0, "passed": True,
+        "passed_count": 12, "failed_count": 0,
+    }  # fmt: skip
     assert [(r["reviewer"], r["verdict"]) for r in run["reviews"]] == [
         ("rev0", "yes"),
         ("rev1", "small_changes"),
@@ -96,7 +99,9 @@ def test_it_leaves_out_drafts_and_undecided_comparisons(exported):
          "outcome": "a", "reviewer": "rev0", "reason": "Cleaner"},
     ]  # fmt: skip
     errored = next(r for r in data["runs"] if r["status"] == Run.ERRORED)
-    assert errored["tests"] == {"command": "", "exit_code": None, "passed": None}
+    assert errored["tests"] == {
+        "command": "", "exit_code": None, "passed": None, "passed_count": None, "failed_count": None,
+    }  # fmt: skip
 
 
 def test_it_includes_the_leaderboard_rows(exported):
@@ -129,6 +134,7 @@ def test_it_writes_one_csv_row_per_run_with_verdict_counts(exported):
         "0.41",
     )
     assert (good["tests_command"], good["tests_passed"]) == ("pytest -q tests/payments", "True")
+    assert (good["tests_passed_count"], good["tests_failed_count"]) == ("12", "0")
     assert (good["verdict_yes"], good["verdict_small_changes"], good["verdict_no"]) == (
         "1",
         "1",
