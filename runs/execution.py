@@ -130,6 +130,41 @@ def execute(run_id: int, *, worker: str | None = None) -> str | None:
     return status
 
 
+def remove_abandoned_checkouts(root: Path) -> list[str]:
+    """Remove checkouts in `root` that no live attempt owns; returns their names.
+
+    A worker killed mid-run (SIGKILL, a lost machine) cannot clean up after itself, and the
+    reaper runs elsewhere. A checkout `<run>-<attempt>` is abandoned once its run has ended, was
+    deleted, or moved on to a later attempt. Checkouts of live attempts, which another worker
+    process sharing this root may own, and anything not named like a checkout, are left alone.
+    """
+    try:
+        names = [entry.name for entry in root.iterdir() if entry.is_dir()]
+    except FileNotFoundError:
+        return []
+    attempts_by_run: dict[int, list[tuple[int, str]]] = {}
+    for name in names:
+        run_id, _, attempt = name.partition("-")
+        if run_id.isdigit() and attempt.isdigit():
+            attempts_by_run.setdefault(int(run_id), []).append((int(attempt), name))
+    if not attempts_by_run:
+        return []
+    live = dict(
+        Run.objects.filter(pk__in=attempts_by_run)
+        .exclude(status__in=Run.ENDED_STATUSES)
+        .values_list("pk", "attempts")
+    )
+    removed = []
+    for run_id, attempts in attempts_by_run.items():
+        for attempt, name in attempts:
+            if live.get(run_id) != attempt:
+                workspace.remove_tree(root / name)
+                removed.append(name)
+    if removed:
+        log.info("removed abandoned checkouts %s", ", ".join(sorted(removed)))
+    return removed
+
+
 def _execute_claimed(run: Run, cancel: threading.Event) -> str:
     prompt = run.snapshot["prompt"]
     contestant = run.snapshot["contestant"]
@@ -140,6 +175,7 @@ def _execute_claimed(run: Run, cancel: threading.Event) -> str:
     checkout = None
     try:
         with _phase(timings, "prepare"):
+            remove_abandoned_checkouts(run_dir.parent)
             checkout = workspace.checkout_commit(
                 prompt["repository_url"],
                 Path(settings.MERGEABLE_WORKSPACE_ROOT),

@@ -435,19 +435,35 @@ def _checkout_resolved(mirror: Path, sha: str, run_dir: Path) -> Checkout:
 
 def cleanup(co: Checkout) -> None:
     """Remove the run directory, including read-only files and directories the agent made."""
-    if not co.root.exists():
+    remove_tree(co.root)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove `path` and everything under it, read-only directories included.
+
+    Entries that vanish meanwhile (another process removing the same tree) are not an error.
+    """
+
+    def tolerate_vanished(_function, _path, exc: BaseException) -> None:
+        if not isinstance(exc, FileNotFoundError):
+            raise exc
+
+    if not path.exists():
         return
     try:
-        shutil.rmtree(co.root)
+        shutil.rmtree(path, onexc=tolerate_vanished)
         return
     except OSError:
         pass  # a directory the agent made read-only: make every directory writable, then retry
-    for directory, subdirectories, _files in os.walk(co.root):
+    for directory, subdirectories, _files in os.walk(path):
         for name in subdirectories:
-            path = os.path.join(directory, name)
-            if not os.path.islink(path):
-                os.chmod(path, stat.S_IRWXU)
-    shutil.rmtree(co.root)
+            subdirectory = os.path.join(directory, name)
+            if not os.path.islink(subdirectory):
+                try:
+                    os.chmod(subdirectory, stat.S_IRWXU)
+                except FileNotFoundError:
+                    pass
+    shutil.rmtree(path, onexc=tolerate_vanished)
 
 
 # --- Diff capture -----------------------------------------------------------------------------

@@ -139,6 +139,39 @@ def test_it_checks_out_under_the_checkout_root_and_keeps_only_the_mirror(world, 
     assert not any(settings.MERGEABLE_CHECKOUT_ROOT in p.parents for p in mirrors)
 
 
+def test_it_removes_the_checkout_a_killed_worker_left_behind(world, settings):
+    with FakeLLM(FIXING_REPLIES) as llm:
+        prompt_set, _prompt, contestant = world(llm.base_url_openai)
+        run = launch_one(prompt_set, contestant)
+        # Attempt 1 died with its worker (SIGKILL): its checkout is still there, read-only parts
+        # and all, and the reaper has requeued the run.
+        left = settings.MERGEABLE_CHECKOUT_ROOT / f"{run.pk}-1"
+        (left / "work" / "locked").mkdir(parents=True)
+        (left / "work" / "locked").chmod(0o500)
+        Run.objects.filter(pk=run.pk).update(attempts=1)
+        assert execution.execute(run.pk) == Run.FINISHED
+    assert Run.objects.get(pk=run.pk).attempts == 2
+    assert not left.exists()
+
+
+def test_it_removes_only_checkouts_no_live_attempt_owns(world, settings):
+    prompt_set, _prompt, contestant = world("http://127.0.0.1:9/v1")
+    ended = launch_one(prompt_set, contestant)
+    Run.objects.filter(pk=ended.pk).update(status=Run.FINISHED, attempts=1)
+    live = launch_one(prompt_set, contestant)
+    Run.objects.filter(pk=live.pk).update(status=Run.RUNNING, attempts=2)
+    root = settings.MERGEABLE_CHECKOUT_ROOT
+    names = [f"{ended.pk}-1", f"{live.pk}-1", f"{live.pk}-2", "999999-1", "imports", "notes-1"]
+    for name in names:
+        (root / name / "work").mkdir(parents=True)
+
+    removed = execution.remove_abandoned_checkouts(root)
+
+    assert sorted(removed) == sorted([f"{ended.pk}-1", f"{live.pk}-1", "999999-1"])
+    assert sorted(p.name for p in root.iterdir()) == sorted([f"{live.pk}-2", "imports", "notes-1"])
+    assert execution.remove_abandoned_checkouts(root / "missing") == []
+
+
 def test_it_runs_against_an_anthropic_endpoint(world):
     with FakeLLM(FIXING_REPLIES) as llm:
         prompt_set, prompt, contestant = world(llm.base_url_anthropic, provider="anthropic")
