@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import stat
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -33,6 +35,7 @@ DEFAULT_TIME_LIMIT = 1800
 SETUP_TIMEOUT = 900
 TEST_TIMEOUT = 900
 JUNIT_FILE = ".mergeable-junit.xml"
+JUNIT_MAX_BYTES = 20_000_000
 TRANSCRIPT_SAVE_INTERVAL_S = 0.5
 
 
@@ -482,24 +485,42 @@ def _run_tests(run: Run, command: str, work: Path, cancel: threading.Event) -> N
 
 
 def parse_junit(work: Path) -> tuple[int | None, int | None]:
-    """Pass and fail counts from JUnit XML the test command wrote (pytest --junitxml)."""
+    """Pass and fail counts from JUnit XML the test command wrote (pytest --junitxml).
+
+    The test command runs code the agent may have changed, so the file is untrusted: a symlink
+    (to a file of the host's, say) or anything but a regular file of sane size is ignored, and so
+    is XML whose counts are not numbers. (None, None) when no usable file is found.
+    """
     candidates = [work / JUNIT_FILE, *sorted(work.glob("*junit*.xml"))]
     for path in candidates:
-        if not path.is_file() or path.stat().st_size > 20_000_000:
-            continue
         try:
-            root = ET.parse(path).getroot()  # noqa: S314 - written by the repo's own test command
-        except ET.ParseError:
-            continue
-        suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
-        tests = failures = errors = skipped = 0
-        for suite in suites:
-            tests += int(suite.get("tests", 0))
-            failures += int(suite.get("failures", 0))
-            errors += int(suite.get("errors", 0))
-            skipped += int(suite.get("skipped", 0))
-        return tests - failures - errors - skipped, failures + errors
+            descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue  # missing, or a symlink
+        with os.fdopen(descriptor, "rb") as opened:
+            info = os.fstat(opened.fileno())
+            if not stat.S_ISREG(info.st_mode) or info.st_size > JUNIT_MAX_BYTES:
+                continue
+            try:
+                counts = _junit_counts(ET.parse(opened).getroot())  # noqa: S314 - see above
+            except (ET.ParseError, ValueError):
+                continue
+        return counts
     return None, None
+
+
+def _junit_counts(root: ET.Element) -> tuple[int, int]:
+    suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+    tests = failures = errors = skipped = 0
+    for suite in suites:
+        tests += int(suite.get("tests", 0))
+        failures += int(suite.get("failures", 0))
+        errors += int(suite.get("errors", 0))
+        skipped += int(suite.get("skipped", 0))
+    passed = tests - failures - errors - skipped
+    if min(passed, failures, errors, skipped) < 0:
+        raise ValueError("inconsistent JUnit counts")
+    return passed, failures + errors
 
 
 def _budget_spent(campaign: Campaign) -> bool:

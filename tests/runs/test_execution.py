@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 
@@ -348,3 +349,39 @@ def test_it_cancels_a_running_command_by_killing_its_process_group(world, settin
         thread.join(60)
     assert result["s"] == Run.CANCELLED
     assert time.monotonic() - started < 60
+
+
+JUNIT = '<testsuite tests="{tests}" failures="1" errors="0" skipped="1"></testsuite>'
+
+
+def test_it_reads_pass_and_fail_counts_from_junit_xml(tmp_path):
+    (tmp_path / execution.JUNIT_FILE).write_text(JUNIT.format(tests=12))
+    assert execution.parse_junit(tmp_path) == (10, 1)
+    (tmp_path / execution.JUNIT_FILE).unlink()
+    (tmp_path / "report-junit.xml").write_text(f"<testsuites>{JUNIT.format(tests=5)}</testsuites>")
+    assert execution.parse_junit(tmp_path) == (3, 1)
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        "symlink",  # to a file of the host's: never read
+        '<testsuite tests="many"/>',
+        '<testsuite tests="1" failures="5"/>',
+        "not xml at all",
+        "fifo",  # would block a reader forever
+    ],
+)
+def test_it_ignores_junit_files_it_cannot_trust(tmp_path, planted):
+    outside = tmp_path / "outside.xml"
+    outside.write_text(JUNIT.format(tests=12))
+    work = tmp_path / "work"
+    work.mkdir()
+    target = work / execution.JUNIT_FILE
+    if planted == "symlink":
+        target.symlink_to(outside)
+    elif planted == "fifo":
+        os.mkfifo(target)
+    else:
+        target.write_text(planted)
+    assert execution.parse_junit(work) == (None, None)
