@@ -18,6 +18,7 @@ produced the runs, and cannot be launched in a campaign until an admin points th
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 import uuid
@@ -28,6 +29,8 @@ from pathlib import Path, PurePosixPath
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.core.validators import validate_slug
 from django.db import transaction
 from django.db.models import Max
@@ -43,9 +46,11 @@ from runs.execution import (
     parse_junit,
     save_capture_artifacts,
 )
-from runs.models import Campaign, Contestant, LanguageModel, Prompt, Run
+from runs.models import Campaign, Contestant, LanguageModel, Prompt, Run, RunImport
 from runs.transcript import TranscriptWriter, dumps
 from runs.transcript import validate as validate_atif
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CAMPAIGN_NAME = "Imported runs"
 EXTERNAL_MODEL_NAME = "external"
@@ -101,6 +106,48 @@ def import_run(
     files, such as Roo Code's ui_messages.json, and every file is kept as a raw artifact.
     """
     extra_files = dict(extra_files or {})
+    checked = _check(
+        campaign_name=campaign_name,
+        contestant_name=contestant_name,
+        patch=patch,
+        branch=branch,
+        transcript_text=transcript_text,
+        transcript_filename=transcript_filename,
+        extra_files=extra_files,
+    )
+    tested = _apply_and_test(prompt, patch=checked.patch, branch=checked.branch)
+    return _store(
+        prompt=prompt,
+        contestant_name=checked.contestant_name,
+        campaign_name=checked.campaign_name,
+        tested=tested,
+        transcript=checked.transcript,
+        raw_files=_raw_files(transcript_text, transcript_filename, extra_files),
+        branch=checked.branch,
+        user=user,
+    )
+
+
+@dataclass
+class _Checked:
+    contestant_name: str
+    campaign_name: str
+    patch: str | None
+    branch: str | None
+    transcript: ImportedTranscript | None
+
+
+def _check(
+    *,
+    campaign_name: str | None,
+    contestant_name: str,
+    patch: str | None,
+    branch: str | None,
+    transcript_text: str | None,
+    transcript_filename: str,
+    extra_files: dict[str, str],
+) -> _Checked:
+    """Everything about an import that can be judged without the repository, in a moment."""
     contestant_name = (contestant_name or "").strip()
     campaign_name = (campaign_name or "").strip() or DEFAULT_CAMPAIGN_NAME
     _check_names(contestant_name, campaign_name)
@@ -110,18 +157,128 @@ def import_run(
         transcript = parse_transcript(transcript_text, transcript_filename, extra_files)
     if patch is not None:
         check_patch_paths(patch, "the patch")
+    return _Checked(contestant_name, campaign_name, patch, branch, transcript)
 
-    tested = _apply_and_test(prompt, patch=patch, branch=branch)
-    return _store(
-        prompt=prompt,
-        contestant_name=contestant_name,
+
+# --- In the background ---------------------------------------------------------------------------
+
+# A worker that died mid-import leaves it "running"; after this long it is reported as failed.
+STALE_IMPORT_SECONDS = SETUP_TIMEOUT + TEST_TIMEOUT + 600
+
+
+def queue_import(
+    *,
+    campaign_name: str | None,
+    prompt: Prompt,
+    contestant_name: str,
+    patch: str | None = None,
+    patch_name: str = "",
+    branch: str | None = None,
+    transcript_text: str | None = None,
+    transcript_filename: str = "",
+    extra_files: dict[str, str] | None = None,
+    user=None,
+) -> RunImport:
+    """Check what can be checked at once (raising ImportProblem), then leave the rest to a worker.
+
+    Fetching the repository, applying the change and running the prompt's setup and tests can
+    take longer than a web request may. The worker calls `run_queued_import`.
+    """
+    from runs import tasks
+
+    extra_files = dict(extra_files or {})
+    checked = _check(
         campaign_name=campaign_name,
-        tested=tested,
-        transcript=transcript,
-        raw_files=_raw_files(transcript_text, transcript_filename, extra_files),
+        contestant_name=contestant_name,
+        patch=patch,
         branch=branch,
-        user=user,
+        transcript_text=transcript_text,
+        transcript_filename=transcript_filename,
+        extra_files=extra_files,
     )
+    payload = {
+        "patch": checked.patch,
+        "transcript_text": transcript_text,
+        "transcript_filename": transcript_filename,
+        "extra_files": extra_files,
+    }
+    with transaction.atomic():
+        job = RunImport.objects.create(
+            prompt=prompt,
+            contestant_name=checked.contestant_name,
+            campaign_name=checked.campaign_name,
+            branch=checked.branch or "",
+            patch_name=patch_name if checked.patch is not None else "",
+            transcript_names=[
+                name for name in (transcript_filename, *extra_files) if name and transcript_text
+            ],
+            created_by=user if getattr(user, "is_authenticated", False) else None,
+        )
+        # ensure_ascii (the default) keeps a patch's undecodable bytes, held as surrogates.
+        default_storage.save(job.payload_name, ContentFile(json.dumps(payload).encode()))
+        job_id = job.pk
+        transaction.on_commit(lambda: tasks.import_run.delay(job_id))
+    return job
+
+
+def run_queued_import(import_id: int) -> str | None:
+    """Apply, test and store a queued import; returns its final status, None if not queued."""
+    if not RunImport.objects.filter(pk=import_id, status=RunImport.QUEUED).update(
+        status=RunImport.RUNNING, started_at=timezone.now()
+    ):
+        return None  # another worker has it, or it ended
+    job = RunImport.objects.select_related("prompt__repository", "created_by").get(pk=import_id)
+    try:
+        with default_storage.open(job.payload_name, "rb") as handle:
+            payload = json.loads(handle.read())
+        run = import_run(
+            campaign_name=job.campaign_name,
+            prompt=job.prompt,
+            contestant_name=job.contestant_name,
+            patch=payload["patch"],
+            branch=job.branch or None,
+            transcript_text=payload["transcript_text"],
+            transcript_filename=payload["transcript_filename"],
+            extra_files=payload["extra_files"],
+            user=job.created_by,
+        )
+    except ImportProblem as exc:
+        return _end_import(job, RunImport.FAILED, error=str(exc))
+    except Exception as exc:  # a bug of ours: say so, keep nothing
+        log.exception("import %s crashed", import_id)
+        return _end_import(job, RunImport.FAILED, error=f"Internal error: {exc}")
+    return _end_import(job, RunImport.DONE, run=run)
+
+
+def _end_import(job: RunImport, status: str, *, error: str = "", run: Run | None = None) -> str:
+    RunImport.objects.filter(pk=job.pk).update(
+        status=status, error=error, run=run, finished_at=timezone.now()
+    )
+    _delete_payload(job)
+    return status
+
+
+def _delete_payload(job: RunImport) -> None:
+    try:
+        default_storage.delete(job.payload_name)
+    except OSError:
+        log.warning("could not delete %s", job.payload_name, exc_info=True)
+
+
+def reap_stale_imports() -> list[int]:
+    """Report imports whose worker died as failed (nothing of theirs was stored)."""
+    cutoff = timezone.now() - timezone.timedelta(seconds=STALE_IMPORT_SECONDS)
+    reaped = []
+    for job in RunImport.objects.filter(status=RunImport.RUNNING, started_at__lt=cutoff):
+        if RunImport.objects.filter(pk=job.pk, status=RunImport.RUNNING).update(
+            status=RunImport.FAILED,
+            error="The worker stopped before the import was done; nothing was stored. "
+            "Import it again.",
+            finished_at=timezone.now(),
+        ):
+            _delete_payload(job)
+            reaped.append(job.pk)
+    return reaped
 
 
 def _check_names(contestant_name: str, campaign_name: str) -> None:
@@ -232,8 +389,8 @@ def _apply_and_test(prompt: Prompt, *, patch: str | None, branch: str | None) ->
     finally:
         if checkout is not None:
             workspace.cleanup(checkout)
-        elif run_dir.exists():
-            workspace.cleanup(workspace.Checkout(run_dir, run_dir / "work", run_dir / "git", ""))
+        else:
+            workspace.remove_tree(run_dir)
 
 
 def _branch_patch(url: str, root: Path, mirror: Path, commit: str, branch: str) -> tuple[str, str]:

@@ -438,6 +438,49 @@ class Run(models.Model):
         return self.read_json_artifact("transcript.json")
 
 
+class RunImport(models.Model):
+    """A run produced elsewhere, waiting for a worker to apply and test it.
+
+    The page hands the slow part (fetching the repository, applying the change, the setup and
+    test commands) to a worker and follows this row. What was uploaded waits in storage under
+    `imports/<id>.json` and is removed once the worker is done with it. On success `run` is the run
+    made; on failure `error` says why, and nothing else was stored.
+    """
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    STATUSES = [(QUEUED, "queued"), (RUNNING, "running"), (DONE, "done"), (FAILED, "failed")]
+    ACTIVE_STATUSES = (QUEUED, RUNNING)
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="+")
+    contestant_name = models.CharField(max_length=100)
+    campaign_name = models.CharField(max_length=200, blank=True, default="")
+    branch = models.CharField(max_length=250, blank=True, default="")
+    patch_name = models.CharField(max_length=255, blank=True, default="")
+    transcript_names = models.JSONField(default=list, blank=True)
+    status = models.CharField(max_length=10, choices=STATUSES, default=QUEUED)
+    error = models.TextField(blank=True, default="")
+    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"import {self.pk} of {self.contestant_name} on {self.prompt.key}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("runs:run_import_status", kwargs={"import_id": self.pk})
+
+    @property
+    def payload_name(self) -> str:
+        return f"imports/{self.pk}.json"
+
+
 def _replace_local_file(name: str, data: bytes) -> bool:
     """Overwrite an existing artifact directory's file on the local filesystem storage.
 

@@ -15,7 +15,17 @@ def execute_run(self, run_id: int) -> None:
 
 @shared_task(ignore_result=True)
 def reap_stale_runs() -> None:
+    from runs import imports
+
     execution.reap_stale_runs()
+    imports.reap_stale_imports()
+
+
+@shared_task(ignore_result=True)
+def import_run(import_id: int) -> None:
+    from runs import imports
+
+    imports.run_queued_import(import_id)
 
 
 @shared_task(ignore_result=True)

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from django.utils import timezone
 
-from runs.models import Campaign, Contestant, LanguageModel, Prompt, PromptSet, Repository, Run
+from runs.models import (
+    Campaign,
+    Contestant,
+    LanguageModel,
+    Prompt,
+    PromptSet,
+    Repository,
+    Run,
+    RunImport,
+)
 from scoring.models import Comparison, Review, Rubric
 
 
@@ -59,6 +68,7 @@ def build_world(owner) -> dict:
         "runs": runs,
         "review": review,
         "comparison": comparison,
+        "import": RunImport.objects.create(prompt=prompt, contestant_name="aider-laptop"),
         "rubric": Rubric.default(),
         "user": owner,
     }
@@ -73,6 +83,7 @@ KWARG_OBJECTS = {
     "contestant_id": "contestant",
     "campaign_id": "campaign",
     "run_id": "run",
+    "import_id": "import",
     "review_id": "review",
     "comparison_id": "comparison",
     "rubric_id": "rubric",

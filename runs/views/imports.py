@@ -6,13 +6,14 @@ from django import forms
 from django.contrib import messages
 from django.core.files.uploadedfile import UploadedFile
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods
+from django_htmx.http import HttpResponseClientRedirect
 
 from evalsite.roles import LEAD, role_required
 from runs import imports
-from runs.models import Prompt
+from runs.models import Prompt, RunImport
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -92,18 +93,36 @@ def run_import(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         if form.is_valid():
             try:
-                run = _import(request, form.cleaned_data)
+                job = _queue(request, form.cleaned_data)
             except imports.ImportProblem as exc:
                 form.add_error(None, str(exc))
             else:
-                outcome = "tests failed" if run.status == run.FAILED else run.status
-                messages.success(request, f"Imported run {run.pk}: {outcome}.")
-                return redirect(run)
+                return redirect(job)
         return render(request, "runs/run_import.html", {"form": form}, status=400)
     return render(request, "runs/run_import.html", {"form": form})
 
 
-def _import(request: HttpRequest, data: dict):
+@role_required(LEAD)
+@require_GET
+def run_import_status(request: HttpRequest, import_id: int) -> HttpResponse:
+    """Where an import goes after the form: follows the worker, then leads on to the run."""
+    job = get_object_or_404(
+        RunImport.objects.select_related("prompt__prompt_set", "run", "created_by"), pk=import_id
+    )
+    if job.status == RunImport.DONE and job.run is not None:
+        run = job.run
+        outcome = "tests failed" if run.status == run.FAILED else run.status
+        messages.success(request, f"Imported run {run.pk}: {outcome}.")
+        if request.htmx:
+            return HttpResponseClientRedirect(run.get_absolute_url())
+        return redirect(run)
+    template = "runs/run_import_status.html"
+    if request.htmx:
+        template += "#import-status"
+    return render(request, template, {"job": job})
+
+
+def _queue(request: HttpRequest, data: dict) -> RunImport:
     patch = None
     if data["patch"]:
         patch = _read(data["patch"], imports.MAX_PATCH_BYTES, exact_bytes=True)
@@ -114,11 +133,12 @@ def _import(request: HttpRequest, data: dict):
             for upload in data["transcripts"]
         }
         transcript_name, transcript_text, extra_files = imports.split_transcript_files(files)
-    return imports.import_run(
+    return imports.queue_import(
         campaign_name=data["campaign"],
         prompt=data["prompt"],
         contestant_name=data["contestant"],
         patch=patch,
+        patch_name=data["patch"].name if data["patch"] else "",
         branch=data["branch"] or None,
         transcript_text=transcript_text,
         transcript_filename=transcript_name,
@@ -129,4 +149,5 @@ def _import(request: HttpRequest, data: dict):
 
 urlpatterns = [
     path("runs/import/", run_import, name="run_import"),
+    path("runs/import/<int:import_id>/", run_import_status, name="run_import_status"),
 ]

@@ -10,6 +10,7 @@ MATRIX: dict[str, str] = {
     "runs:run_retry": "lead",
     "runs:run_artifact": "scorer",
     "runs:run_import": "lead",
+    "runs:run_import_status": "lead",
     # Curation (runs/views/curation.py): admins only.
     "runs:prompt_sets": "admin",
     "runs:prompt_set_create": "admin",

@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 from django.urls import reverse
+from django.utils import timezone
 
 from runs import imports
 from runs.imports import ImportProblem, import_run
-from runs.models import Campaign, Contestant, LanguageModel, Prompt, PromptSet, Repository, Run
+from runs.models import (
+    Campaign,
+    Contestant,
+    LanguageModel,
+    Prompt,
+    PromptSet,
+    Repository,
+    Run,
+    RunImport,
+)
 from tests.conftest import git
 
 FILES = {
@@ -541,39 +555,113 @@ def test_it_shows_the_import_form_to_leads_only(prompt, client_for, lead, scorer
     assert client_for(scorer).get(url).status_code == 403
 
 
-def test_it_imports_from_the_page_and_redirects_to_the_run(prompt, client_for, lead):
-    response = client_for(lead).post(
-        reverse("runs:run_import"),
-        {
-            "prompt": prompt.pk,
-            "contestant": "aider-laptop",
-            "campaign": "",
-            "patch": SimpleUploadedFile("fix.patch", FIX.encode()),
-            "transcripts": [
+@pytest.fixture
+def queued(monkeypatch):
+    """Import ids handed to the task queue (after the request's transaction commits)."""
+    from runs import tasks
+
+    ids: list[int] = []
+    monkeypatch.setattr(tasks.import_run, "delay", ids.append)
+    return ids
+
+
+def post_import(client, prompt, **fields):
+    data = {"prompt": prompt.pk, "contestant": "aider-laptop", "campaign": "", **fields}
+    return client.post(reverse("runs:run_import"), data)
+
+
+def test_it_imports_from_the_page_in_the_background_then_leads_to_the_run(
+    prompt, client_for, lead, queued, django_capture_on_commit_callbacks
+):
+    client = client_for(lead)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post_import(
+            client,
+            prompt,
+            patch=SimpleUploadedFile("fix.patch", FIX.encode()),
+            transcripts=[
                 SimpleUploadedFile("api_conversation_history.json", json.dumps(ROO_API).encode()),
                 SimpleUploadedFile("ui_messages.json", json.dumps(ROO_UI).encode()),
             ],
-        },
-    )
+        )
+    job = RunImport.objects.get()
+    assert response.status_code == 302 and response["Location"] == job.get_absolute_url()
+    assert queued == [job.pk] and not Run.objects.exists()
+
+    waiting = client.get(job.get_absolute_url())
+    assert waiting.status_code == 200
+    assert b"Waiting for a worker" in waiting.content and b"fix.patch" in waiting.content
+    assert b'hx-trigger="every 1s"' in waiting.content  # the page follows the worker
+
+    assert imports.run_queued_import(job.pk) == RunImport.DONE
     run = Run.objects.get()
-    assert response.status_code == 302 and response["Location"] == run.get_absolute_url()
     assert run.imported and run.contestant.name == "aider-laptop"
     assert run.transcript["extra"]["source_format"] == "roo-code" and run.input_tokens == 3200
+    assert not default_storage.exists(job.payload_name)  # the upload is not kept twice
+    polled = client.get(job.get_absolute_url(), headers={"HX-Request": "true"})
+    assert polled["HX-Redirect"] == run.get_absolute_url()
+    followed = client.get(job.get_absolute_url())
+    assert followed.status_code == 302 and followed["Location"] == run.get_absolute_url()
+    assert imports.run_queued_import(job.pk) is None  # a redelivered task does nothing
 
 
-def test_it_shows_why_an_import_was_refused(prompt, client_for, lead):
+def test_it_keeps_a_patch_byte_for_byte_through_the_queue(
+    prompt, client_for, lead, queued, django_capture_on_commit_callbacks
+):
+    latin = FIX.replace("return a + b", "return a + b  # caf\xe9").encode("latin-1")
+    with django_capture_on_commit_callbacks(execute=True):
+        post_import(client_for(lead), prompt, patch=SimpleUploadedFile("fix.patch", latin))
+    assert imports.run_queued_import(queued[0]) == RunImport.DONE
+    # The stored diff is text (é shows as a replacement character), but its index line names the
+    # blob git made of the applied file: it has the latin-1 byte.
+    applied = b"def add(a, b):\n    return a + b  # caf\xe9\n"
+    blob = hashlib.sha1(b"blob %d\0" % len(applied) + applied).hexdigest()  # noqa: S324
+    assert f"..{blob[:7]} 100644" in Run.objects.get().diff
+
+
+def test_it_shows_why_the_worker_refused_an_import_and_stores_nothing(
+    prompt, client_for, lead, queued, django_capture_on_commit_callbacks
+):
     before = counts()
-    response = client_for(lead).post(
-        reverse("runs:run_import"),
-        {
-            "prompt": prompt.pk,
-            "contestant": "aider-laptop",
-            "patch": SimpleUploadedFile("stale.patch", STALE.encode()),
-        },
+    client = client_for(lead)
+    with django_capture_on_commit_callbacks(execute=True):
+        post_import(client, prompt, patch=SimpleUploadedFile("stale.patch", STALE.encode()))
+    job = RunImport.objects.get()
+    assert imports.run_queued_import(job.pk) == RunImport.FAILED
+    assert counts() == before
+    assert not default_storage.exists(job.payload_name)
+    page = client.get(job.get_absolute_url(), headers={"HX-Request": "true"})
+    assert page.status_code == 200 and "HX-Redirect" not in page
+    assert b"does not apply cleanly" in page.content and b"Nothing was stored" in page.content
+    assert b"hx-trigger" not in page.content  # polling stops
+
+
+def test_it_refuses_at_once_what_needs_no_repository(prompt, client_for, lead, queued):
+    response = post_import(
+        client_for(lead),
+        prompt,
+        patch=SimpleUploadedFile("fix.patch", FIX.encode()),
+        transcripts=[SimpleUploadedFile("notes.json", b'{"hello": "world"}')],
     )
     assert response.status_code == 400
-    assert b"does not apply cleanly" in response.content
-    assert counts() == before
+    assert b"notes.json" in response.content and b"not a transcript format" in response.content
+    assert not RunImport.objects.exists() and queued == []
+
+
+def test_it_reports_an_import_whose_worker_died(prompt, settings):
+    job = RunImport.objects.create(prompt=prompt, contestant_name="x", status=RunImport.RUNNING)
+    default_storage.save(job.payload_name, ContentFile(b"{}"))
+    RunImport.objects.filter(pk=job.pk).update(
+        started_at=timezone.now() - timedelta(seconds=imports.STALE_IMPORT_SECONDS + 1)
+    )
+    fresh = RunImport.objects.create(
+        prompt=prompt, contestant_name="y", status=RunImport.RUNNING, started_at=timezone.now()
+    )
+    assert imports.reap_stale_imports() == [job.pk]
+    job.refresh_from_db()
+    assert job.status == RunImport.FAILED and "worker stopped" in job.error
+    assert not default_storage.exists(job.payload_name)
+    assert RunImport.objects.get(pk=fresh.pk).status == RunImport.RUNNING
 
 
 def test_it_refuses_a_post_from_a_scorer(prompt, client_for, scorer):
