@@ -29,7 +29,6 @@ from pathlib import Path, PurePosixPath
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.validators import validate_slug
 from django.db import transaction
@@ -46,7 +45,7 @@ from runs.execution import (
     parse_junit,
     save_capture_artifacts,
 )
-from runs.models import Campaign, Contestant, LanguageModel, Prompt, Run, RunImport
+from runs.models import Campaign, Contestant, LanguageModel, Prompt, Run, RunImport, save_file
 from runs.transcript import TranscriptWriter, dumps
 from runs.transcript import validate as validate_atif
 
@@ -215,7 +214,7 @@ def queue_import(
             created_by=user if getattr(user, "is_authenticated", False) else None,
         )
         # ensure_ascii (the default) keeps a patch's undecodable bytes, held as surrogates.
-        default_storage.save(job.payload_name, ContentFile(json.dumps(payload).encode()))
+        save_file(job.payload_name, json.dumps(payload))
         job_id = job.pk
         transaction.on_commit(lambda: tasks.import_run.delay(job_id))
     return job

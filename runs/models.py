@@ -410,13 +410,7 @@ class Run(models.Model):
         return f"runs/{self.pk}/{name}"
 
     def save_artifact(self, name: str, content: str | bytes) -> None:
-        path = self.artifact_name(name)
-        data = content.encode() if isinstance(content, str) else content
-        if _replace_local_file(path, data):
-            return
-        if default_storage.exists(path):
-            default_storage.delete(path)
-        default_storage.save(path, ContentFile(data))
+        save_file(self.artifact_name(name), content)
 
     def read_artifact(self, name: str, default: str = "") -> str:
         path = self.artifact_name(name)
@@ -479,6 +473,16 @@ class RunImport(models.Model):
     @property
     def payload_name(self) -> str:
         return f"imports/{self.pk}.json"
+
+
+def save_file(name: str, content: str | bytes) -> None:
+    """Store `content` in default storage under exactly `name`, replacing what is there."""
+    data = content.encode() if isinstance(content, str) else content
+    if _replace_local_file(name, data):
+        return
+    if default_storage.exists(name):
+        default_storage.delete(name)  # else the storage would pick another name
+    default_storage.save(name, ContentFile(data))
 
 
 def _replace_local_file(name: str, data: bytes) -> bool:

@@ -12,19 +12,9 @@ from evalsite.roles import LEAD, set_role
 from runs import imports, tasks
 from runs.models import Prompt, PromptSet, Repository, Run, RunImport
 from tests.conftest import PASSWORD
+from tests.runs.test_imports import FILES, FIX
 
 pytestmark = pytest.mark.browser
-
-FILES = {"calc.py": "def add(a, b):\n    return a - b\n"}
-FIX = """\
-diff --git a/calc.py b/calc.py
---- a/calc.py
-+++ b/calc.py
-@@ -1,2 +1,2 @@
- def add(a, b):
--    return a - b
-+    return a + b
-"""
 
 
 def test_it_follows_an_import_to_its_run(
