@@ -6,8 +6,9 @@ agent loop's bookkeeping, diff capture, artifacts, database writes and clean-up.
 what git itself needs for the same work: `git worktree add` + the same edits + `git diff`.
 
 Measured twice: with checkouts on the disk (the default) and with MERGEABLE_CHECKOUT_ROOT on the
-/dev/shm tmpfs, each beside its own floor. Target (issue): overhead per run <= 1 s. The first run, which also clones the mirror, is reported
-separately as `cold_first_run_s`; the mirror is cached per worker machine.
+/dev/shm tmpfs, each beside its own floor. Target (issue): overhead per run <= 1 s. The first run,
+which also clones the mirror, is reported separately as `cold_first_run_s`; the mirror is cached
+per worker machine.
 
     DEBUG=true .venv/bin/python bench/bench_harness_overhead.py
 """
@@ -154,9 +155,7 @@ def tmpfs_root() -> Path | None:
     """A directory on a tmpfs for the second configuration, or None where there is none."""
     shm = Path("/dev/shm")
     with open("/proc/mounts") as mounts:
-        on_tmpfs = any(
-            line.split()[1] == str(shm) and line.split()[2] == "tmpfs" for line in mounts
-        )
+        on_tmpfs = any(line.split()[1:3] == [str(shm), "tmpfs"] for line in mounts)
     if not on_tmpfs or not os.access(shm, os.W_OK):
         return None
     return Path(tempfile.mkdtemp(prefix="mergeable-bench-checkouts-", dir=shm))

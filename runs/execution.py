@@ -137,7 +137,7 @@ def remove_abandoned_checkouts(root: Path) -> list[str]:
     """Remove checkouts in `root` that no live attempt owns; returns their names.
 
     A worker killed mid-run (SIGKILL, a lost machine) cannot clean up after itself, and the
-    reaper runs elsewhere. A checkout `<run>-<attempt>` is abandoned once its run has ended, was
+    reaper runs elsewhere; workers call this when they start (runs.tasks). A checkout `<run>-<attempt>` is abandoned once its run has ended, was
     deleted, or moved on to a later attempt. Checkouts of live attempts, which another worker
     process sharing this root may own, and anything not named like a checkout, are left alone.
     """
@@ -178,7 +178,10 @@ def _execute_claimed(run: Run, cancel: threading.Event) -> str:
     checkout = None
     try:
         with _phase(timings, "prepare"):
-            remove_abandoned_checkouts(run_dir.parent)
+            # Earlier attempts of this run died with their worker; on this machine, their
+            # checkouts are still here. (Other leftovers go when a worker starts.)
+            for attempt in range(1, run.attempts):
+                workspace.remove_tree(run_dir.parent / f"{run.pk}-{attempt}")
             checkout = workspace.checkout_commit(
                 prompt["repository_url"],
                 Path(settings.MERGEABLE_WORKSPACE_ROOT),

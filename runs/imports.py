@@ -208,9 +208,11 @@ def queue_import(
             campaign_name=checked.campaign_name,
             branch=checked.branch or "",
             patch_name=patch_name if checked.patch is not None else "",
-            transcript_names=[
-                name for name in (transcript_filename, *extra_files) if name and transcript_text
-            ],
+            transcript_names=(
+                [name for name in (transcript_filename, *extra_files) if name]
+                if transcript_text is not None
+                else []
+            ),
             created_by=user if getattr(user, "is_authenticated", False) else None,
         )
         # ensure_ascii (the default) keeps a patch's undecodable bytes, held as surrogates.
@@ -341,7 +343,6 @@ def _apply_and_test(prompt: Prompt, *, patch: str | None, branch: str | None) ->
     except ValueError as exc:
         raise ImportProblem(f"The prompt's repository cannot be used: {exc}") from None
     run_dir = Path(settings.MERGEABLE_CHECKOUT_ROOT) / "imports" / uuid.uuid4().hex
-    checkout = None
     timings: dict[str, float] = {}
     try:
         started = time.monotonic()
@@ -386,10 +387,7 @@ def _apply_and_test(prompt: Prompt, *, patch: str | None, branch: str | None) ->
     except sandbox.SandboxError as exc:
         raise ImportProblem(f"The sandbox could not run the prompt's commands: {exc}") from None
     finally:
-        if checkout is not None:
-            workspace.cleanup(checkout)
-        else:
-            workspace.remove_tree(run_dir)
+        workspace.remove_tree(run_dir)  # the checkout's root, or what a failed checkout left
 
 
 def _branch_patch(url: str, root: Path, mirror: Path, commit: str, branch: str) -> tuple[str, str]:

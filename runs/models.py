@@ -446,7 +446,6 @@ class RunImport(models.Model):
     DONE = "done"
     FAILED = "failed"
     STATUSES = [(QUEUED, "queued"), (RUNNING, "running"), (DONE, "done"), (FAILED, "failed")]
-    ACTIVE_STATUSES = (QUEUED, RUNNING)
 
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="+")
     contestant_name = models.CharField(max_length=100)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from celery import shared_task
+from celery.signals import worker_ready
+from django.conf import settings
 
 from runs import execution
 from runs.campaigns import worker_name
@@ -40,3 +44,9 @@ def test_model_connection(model_id: int) -> None:
     from runs import curation
 
     curation.test_model_connection(model_id)
+
+
+@worker_ready.connect
+def remove_abandoned_checkouts(**_kwargs) -> None:
+    """What workers killed on this machine left in the checkout root, once per worker start."""
+    execution.remove_abandoned_checkouts(Path(settings.MERGEABLE_CHECKOUT_ROOT))

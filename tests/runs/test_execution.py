@@ -173,6 +173,18 @@ def test_it_removes_only_checkouts_no_live_attempt_owns(world, settings):
     assert execution.remove_abandoned_checkouts(root / "missing") == []
 
 
+def test_a_starting_worker_removes_what_killed_workers_left(world, settings):
+    from celery.signals import worker_ready
+
+    prompt_set, _prompt, contestant = world("http://127.0.0.1:9/v1")
+    ended = launch_one(prompt_set, contestant)
+    Run.objects.filter(pk=ended.pk).update(status=Run.ERRORED, attempts=3)
+    left = settings.MERGEABLE_CHECKOUT_ROOT / f"{ended.pk}-3"
+    (left / "work").mkdir(parents=True)
+    worker_ready.send(sender=None)
+    assert not left.exists()
+
+
 def test_it_runs_against_an_anthropic_endpoint(world):
     with FakeLLM(FIXING_REPLIES) as llm:
         prompt_set, prompt, contestant = world(llm.base_url_anthropic, provider="anthropic")
