@@ -222,6 +222,8 @@ if EMBEDDED_QUEUE:
     for _folder in ("messages", "control"):
         (QUEUE_DIR / _folder).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
+    # kombu's filesystem transport, but a consumer never reads a message half-written.
+    CELERY_BROKER_TRANSPORT = "evalsite.embedded_queue:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(QUEUE_DIR / "messages"),
         "data_folder_out": str(QUEUE_DIR / "messages"),

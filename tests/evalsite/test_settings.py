@@ -37,6 +37,7 @@ report = {
     "transport_options": settings.CELERY_BROKER_TRANSPORT_OPTIONS,
     "run_time_limit": settings.RUN_HARD_TIME_LIMIT,
     "cache": settings.CACHES["default"]["BACKEND"],
+    "transport": str(celery_app.connection_for_write().transport_cls),  # does not connect
 }
 if report["engine"].endswith("sqlite3"):
     with connection.cursor() as cursor:
@@ -127,6 +128,7 @@ def test_it_runs_on_sqlite_in_wal_mode_and_the_embedded_queue_with_nothing_set(t
     assert Path(report["sqlite_path"]).is_relative_to(tmp_path / "var")
     assert report["embedded"] is True
     assert report["broker"] == report["app_broker"] == "filesystem://"
+    assert report["transport"] == "evalsite.embedded_queue:Transport"  # publishes atomically
     assert report["transport_options"]["data_folder_in"] == str(tmp_path / "var/queue/messages")
     assert (tmp_path / "var" / "queue" / "messages").is_dir()
 
@@ -135,6 +137,7 @@ def test_it_uses_redis_for_celery_when_only_redis_url_is_set(tmp_path):
     report = _report(tmp_path, DEBUG="true", REDIS_URL="redis://cache.example.com:6379/2")
     assert report["embedded"] is False
     assert report["broker"] == report["app_broker"] == "redis://cache.example.com:6379/2"
+    assert report["transport"] == "redis"
     # Redis must not hand a long run to a second worker while the first is still on it.
     assert report["transport_options"]["visibility_timeout"] > report["run_time_limit"]
     assert not (tmp_path / "var" / "queue").exists()
