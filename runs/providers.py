@@ -75,6 +75,9 @@ class ModelConfig:
     script: list[dict] | None = None
     timeout: float = 120.0
     max_retries: int = 4
+    # A Unix socket to reach base_url's host through: the run gateway (runs/gateway.py) serves
+    # one per run, and code in the worker talks to it this way.
+    socket_path: str = ""
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         return input_tokens * self.input_per_mtok / 1e6 + output_tokens * self.output_per_mtok / 1e6
@@ -122,7 +125,11 @@ class Provider:
     @property
     def client(self) -> httpx.Client:
         if self._client is None:
-            self._client = httpx.Client()
+            if self.config.socket_path:
+                transport = httpx.HTTPTransport(uds=self.config.socket_path)
+                self._client = httpx.Client(transport=transport)
+            else:
+                self._client = httpx.Client()
         return self._client
 
     def _post(self, url: str, body: dict, headers: dict[str, str]) -> dict:

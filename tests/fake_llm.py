@@ -1,8 +1,10 @@
 """A real HTTP server on 127.0.0.1 that plays scripted LLM replies, for the whole test suite.
 
-It speaks OpenAI chat completions (`POST /v1/chat/completions` and `POST /chat/completions`,
-including `"stream": true` as server-sent events) and Anthropic messages (`POST /v1/messages`),
-so providers and CLI harnesses can be tested end to end without the internet.
+It speaks OpenAI chat completions (`POST /v1/chat/completions` and `POST /chat/completions`),
+the OpenAI Responses API (`POST /v1/responses` and `POST /responses`) and Anthropic messages
+(`POST /v1/messages`, plus `POST /v1/messages/count_tokens`), each with `"stream": true` as
+server-sent events too, so providers, the run gateway and CLI harnesses can be tested end to end
+without the internet.
 
 Replies are provider-neutral and rendered in the wire format of the endpoint called:
 
@@ -11,18 +13,27 @@ Replies are provider-neutral and rendered in the wire format of the endpoint cal
      "usage": {"input_tokens": 10, "output_tokens": 5},    # optional; these are the defaults
      "stop_reason": "length"}                              # optional: "stop"|"tool_calls"|"length"
 
+`usage` may also hold `cache_read_tokens` and `cache_write_tokens`. `input_tokens` is then the
+total input, cached or not, as OpenAI counts it; Anthropic's wire format gets the uncached rest
+as its `input_tokens` and the cache counts in their own fields.
+
 `arguments` given as a string is sent verbatim (to test invalid JSON from a model). When the
 queue is empty the server answers with plain text "done" and no tool calls.
 
     with FakeLLM([{"text": "hi"}]) as llm:
         ... base_url=llm.base_url_openai ...
         assert llm.requests[0]["body"]["model"] == "m"
+
+Each recorded request has `path` (without the query string), `query`, `headers` (lower-cased
+names) and `body`. Set `stream_gate` to a `threading.Event` to hold every stream after its first
+event until the event is set (for testing that a proxy relays a stream as it arrives).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import sys
 import threading
 import time
 from collections import deque
@@ -33,7 +44,10 @@ DEFAULT_USAGE = {"input_tokens": 10, "output_tokens": 5}
 EXHAUSTED_REPLY = {"text": "done"}
 
 _OPENAI_PATHS = {"/v1/chat/completions", "/chat/completions"}
+_RESPONSES_PATHS = {"/v1/responses", "/responses"}
 _ANTHROPIC_PATHS = {"/v1/messages"}
+_COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
+STREAM_GATE_TIMEOUT = 10.0
 _OPENAI_REASONS = {"stop": "stop", "tool_calls": "tool_calls", "length": "length"}
 _ANTHROPIC_REASONS = {"stop": "end_turn", "tool_calls": "tool_use", "length": "max_tokens"}
 
@@ -47,11 +61,12 @@ class FakeLLM:
     def __init__(self, replies: list[dict] | None = None, *, delay: float = 0.0) -> None:
         self.delay = delay
         self.requests: list[dict] = []
+        self.stream_gate: threading.Event | None = None
         self._replies: deque[dict] = deque(replies or [])
         self._failures: deque[tuple[int, float | None]] = deque()
         self._lock = threading.Lock()
         self._counter = itertools.count(1)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self._server = _Server(("127.0.0.1", 0), _make_handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             # a short poll interval keeps close() (and so every test using this) fast
@@ -93,9 +108,9 @@ class FakeLLM:
 
     # -- called from handler threads --------------------------------------------------------
 
-    def _record(self, path: str, headers: dict[str, str], body: Any) -> None:
+    def _record(self, path: str, query: str, headers: dict[str, str], body: Any) -> None:
         with self._lock:
-            self.requests.append({"path": path, "headers": headers, "body": body})
+            self.requests.append({"path": path, "query": query, "headers": headers, "body": body})
 
     def _next(self) -> tuple[str, Any]:
         """("fail", (status, retry_after)) or ("reply", reply); consumes one either way."""
@@ -108,6 +123,13 @@ class FakeLLM:
     def _serial(self) -> int:
         with self._lock:
             return next(self._counter)
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hung up (one that timed out on purpose) is expected, not worth a trace.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def _make_handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
@@ -124,19 +146,25 @@ def _make_handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
                 self._send_json(404, {"error": {"message": f"no route for GET {self.path}"}})
 
         def do_POST(self) -> None:
-            path = self.path.split("?", 1)[0]
+            path, _, query = self.path.partition("?")
             length = int(self.headers.get("content-length") or 0)
             raw = self.rfile.read(length)
             headers = {k.lower(): v for k, v in self.headers.items()}
             try:
                 body = json.loads(raw or b"null")
             except ValueError:
-                fake._record(path, headers, raw.decode("utf-8", "replace"))
+                fake._record(path, query, headers, raw.decode("utf-8", "replace"))
                 self._send_json(400, {"error": {"message": "body is not JSON"}})
                 return
-            fake._record(path, headers, body)
+            fake._record(path, query, headers, body)
+            if path == _COUNT_TOKENS_PATH:  # free, and no scripted reply is used up
+                messages = body.get("messages") if isinstance(body, dict) else None
+                self._send_json(200, {"input_tokens": max(1, len(json.dumps(messages)) // 4)})
+                return
             if path in _OPENAI_PATHS:
                 flavour = "openai"
+            elif path in _RESPONSES_PATHS:
+                flavour = "responses"
             elif path in _ANTHROPIC_PATHS:
                 flavour = "anthropic"
             else:
@@ -145,12 +173,19 @@ def _make_handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
             if fake.delay:
                 time.sleep(fake.delay)
             kind, item = fake._next()
+            stream = isinstance(body, dict) and bool(body.get("stream"))
             if kind == "fail":
                 status, retry_after = item
                 self._send_failure(flavour, status, retry_after)
+            elif flavour == "anthropic" and stream:
+                self._send_events(_anthropic_events(item, body, fake._serial()))
             elif flavour == "anthropic":
                 self._send_json(200, _anthropic_reply(item, body, fake._serial()))
-            elif isinstance(body, dict) and body.get("stream"):
+            elif flavour == "responses" and stream:
+                self._send_events(_responses_events(item, body, fake._serial()))
+            elif flavour == "responses":
+                self._send_json(200, _responses_reply(item, body, fake._serial()))
+            elif stream:
                 self._send_openai_stream(item, body, fake._serial())
             else:
                 self._send_json(200, _openai_reply(item, body, fake._serial()))
@@ -175,14 +210,24 @@ def _make_handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
         def _send_openai_stream(self, reply: dict, body: dict, serial: int) -> None:
+            events: list[tuple[str | None, Any]] = [
+                (None, chunk) for chunk in _openai_chunks(reply, body, serial)
+            ]
+            self._send_events([*events, (None, "[DONE]")])
+
+        def _send_events(self, events: list[tuple[str | None, Any]]) -> None:
+            """Server-sent events: (event name or None, data as JSON or a raw string)."""
             # HTTP/1.0 without Content-Length: closing the connection ends the stream.
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Cache-Control", "no-cache")
             self.end_headers()
-            for chunk in _openai_chunks(reply, body, serial):
-                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-            self.wfile.write(b"data: [DONE]\n\n")
+            for number, (name, data) in enumerate(events):
+                if number == 1 and fake.stream_gate is not None:
+                    fake.stream_gate.wait(STREAM_GATE_TIMEOUT)
+                text = data if isinstance(data, str) else json.dumps(data)
+                prefix = f"event: {name}\n" if name else ""
+                self.wfile.write(f"{prefix}data: {text}\n\n".encode())
 
     return Handler
 
@@ -194,6 +239,44 @@ def _format_seconds(seconds: float) -> str:
 def _usage(reply: dict) -> tuple[int, int]:
     usage = {**DEFAULT_USAGE, **(reply.get("usage") or {})}
     return int(usage["input_tokens"]), int(usage["output_tokens"])
+
+
+def _cache_usage(reply: dict) -> dict[str, int]:
+    """The cache counts the reply sets: {"cache_read_tokens": n, "cache_write_tokens": n}."""
+    usage = reply.get("usage") or {}
+    return {
+        name: int(usage[name])
+        for name in ("cache_read_tokens", "cache_write_tokens")
+        if usage.get(name) is not None
+    }
+
+
+def _openai_usage(reply: dict) -> dict:
+    input_tokens, output_tokens = _usage(reply)
+    usage: dict[str, Any] = {
+        "prompt_tokens": input_tokens,
+        "completion_tokens": output_tokens,
+        "total_tokens": input_tokens + output_tokens,
+    }
+    cache = _cache_usage(reply)
+    if "cache_read_tokens" in cache:
+        usage["prompt_tokens_details"] = {"cached_tokens": cache["cache_read_tokens"]}
+    return usage
+
+
+def _anthropic_usage(reply: dict) -> dict:
+    input_tokens, output_tokens = _usage(reply)
+    cache = _cache_usage(reply)
+    usage = {
+        # Anthropic counts cached input apart from input_tokens.
+        "input_tokens": input_tokens - sum(cache.values()),
+        "output_tokens": output_tokens,
+    }
+    if "cache_read_tokens" in cache:
+        usage["cache_read_input_tokens"] = cache["cache_read_tokens"]
+    if "cache_write_tokens" in cache:
+        usage["cache_creation_input_tokens"] = cache["cache_write_tokens"]
+    return usage
 
 
 def _neutral_reason(reply: dict) -> str:
@@ -222,7 +305,6 @@ def _openai_tool_calls(reply: dict, serial: int) -> list[dict]:
 
 
 def _openai_reply(reply: dict, body: Any, serial: int) -> dict:
-    input_tokens, output_tokens = _usage(reply)
     message: dict[str, Any] = {"role": "assistant", "content": reply.get("text") or None}
     tool_calls = _openai_tool_calls(reply, serial)
     if tool_calls:
@@ -241,11 +323,7 @@ def _openai_reply(reply: dict, body: Any, serial: int) -> dict:
                 ),
             }
         ],
-        "usage": {
-            "prompt_tokens": input_tokens,
-            "completion_tokens": output_tokens,
-            "total_tokens": input_tokens + output_tokens,
-        },
+        "usage": _openai_usage(reply),
     }
 
 
@@ -266,23 +344,11 @@ def _openai_chunks(reply: dict, body: dict, serial: int) -> list[dict]:
     reason = _neutral_reason(reply)
     chunks.append(chunk({}, _OPENAI_REASONS.get(reason, reason)))
     if (body.get("stream_options") or {}).get("include_usage"):
-        input_tokens, output_tokens = _usage(reply)
-        chunks.append(
-            {
-                **base,
-                "choices": [],
-                "usage": {
-                    "prompt_tokens": input_tokens,
-                    "completion_tokens": output_tokens,
-                    "total_tokens": input_tokens + output_tokens,
-                },
-            }
-        )
+        chunks.append({**base, "choices": [], "usage": _openai_usage(reply)})
     return chunks
 
 
 def _anthropic_reply(reply: dict, body: Any, serial: int) -> dict:
-    input_tokens, output_tokens = _usage(reply)
     content: list[dict] = []
     if reply.get("text"):
         content.append({"type": "text", "text": reply["text"]})
@@ -304,5 +370,137 @@ def _anthropic_reply(reply: dict, body: Any, serial: int) -> dict:
         "content": content,
         "stop_reason": _ANTHROPIC_REASONS.get(reason, reason),
         "stop_sequence": None,
-        "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+        "usage": _anthropic_usage(reply),
     }
+
+
+def _anthropic_events(reply: dict, body: Any, serial: int) -> list[tuple[str | None, Any]]:
+    """The reply as Anthropic's stream: message_start, one start/delta/stop per content block,
+    message_delta (stop reason and output tokens), message_stop."""
+    message = _anthropic_reply(reply, body, serial)
+    usage = message["usage"]
+    start = {
+        **message,
+        "content": [],
+        "stop_reason": None,
+        "usage": {**usage, "output_tokens": 1},
+    }
+    events: list[tuple[str | None, Any]] = [
+        ("message_start", {"type": "message_start", "message": start})
+    ]
+    for index, block in enumerate(message["content"]):
+        if block["type"] == "text":
+            opened = {"type": "text", "text": ""}
+            delta = {"type": "text_delta", "text": block["text"]}
+        else:
+            opened = {**block, "input": {}}
+            delta = {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}
+        events += [
+            (
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": opened},
+            ),
+            (
+                "content_block_delta",
+                {"type": "content_block_delta", "index": index, "delta": delta},
+            ),
+            ("content_block_stop", {"type": "content_block_stop", "index": index}),
+        ]
+    events += [
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                "usage": {"output_tokens": usage["output_tokens"]},
+            },
+        ),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    return events
+
+
+# -- OpenAI Responses API ----------------------------------------------------------------------
+
+
+def _responses_reply(reply: dict, body: Any, serial: int) -> dict:
+    input_tokens, output_tokens = _usage(reply)
+    output: list[dict] = []
+    if reply.get("text"):
+        output.append(
+            {
+                "type": "message",
+                "id": f"msg_fake_{serial}",
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": reply["text"], "annotations": []}],
+            }
+        )
+    for i, call in enumerate(reply.get("tool_calls") or []):
+        output.append(
+            {
+                "type": "function_call",
+                "id": f"fc_fake_{serial}_{i}",
+                "call_id": f"call_fake_{serial}_{i}",
+                "name": call["name"],
+                "arguments": _arguments_text(call.get("arguments")),
+                "status": "completed",
+            }
+        )
+    truncated = _neutral_reason(reply) == "length"
+    return {
+        "id": f"resp_fake_{serial}",
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": "incomplete" if truncated else "completed",
+        "incomplete_details": {"reason": "max_output_tokens"} if truncated else None,
+        "model": _model(body),
+        "output": output,
+        "usage": {
+            "input_tokens": input_tokens,
+            "input_tokens_details": {
+                "cached_tokens": _cache_usage(reply).get("cache_read_tokens", 0)
+            },
+            "output_tokens": output_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": input_tokens + output_tokens,
+        },
+    }
+
+
+def _responses_events(reply: dict, body: Any, serial: int) -> list[tuple[str | None, Any]]:
+    """The reply as a Responses API stream, ending in response.completed (or .incomplete)."""
+    final = _responses_reply(reply, body, serial)
+    in_progress = {**final, "status": "in_progress", "output": [], "usage": None}
+    events: list[dict] = [
+        {"type": "response.created", "response": in_progress},
+        {"type": "response.in_progress", "response": in_progress},
+    ]
+    for index, item in enumerate(final["output"]):
+        if item["type"] == "message":
+            opened = {**item, "status": "in_progress", "content": []}
+            delta = {
+                "type": "response.output_text.delta",
+                "item_id": item["id"],
+                "output_index": index,
+                "content_index": 0,
+                "delta": item["content"][0]["text"],
+            }
+        else:
+            opened = {**item, "status": "in_progress", "arguments": ""}
+            delta = {
+                "type": "response.function_call_arguments.delta",
+                "item_id": item["id"],
+                "output_index": index,
+                "delta": item["arguments"],
+            }
+        events += [
+            {"type": "response.output_item.added", "output_index": index, "item": opened},
+            delta,
+            {"type": "response.output_item.done", "output_index": index, "item": item},
+        ]
+    finished = "response.completed" if final["status"] == "completed" else "response.incomplete"
+    events.append({"type": finished, "response": final})
+    return [
+        (event["type"], {**event, "sequence_number": number}) for number, event in enumerate(events)
+    ]
