@@ -10,6 +10,7 @@ import json
 import os
 import re
 import ssl
+import stat
 from functools import cache
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from runs.agents import base
 
 NAME = "mergeable-builtin"
 VERSION = "1.0"
+# The loop runs in the worker: it reaches the run's gateway over its Unix socket (execution
+# gives it the gateway's worker-side model), and only run_command enters the sandbox.
+RUNS_IN_WORKER = True
 TOOL_OUTPUT_CAP = 12_000
 MAX_FILE_READ = 400_000
 MAX_SEARCH_MATCHES = 200
@@ -134,6 +138,14 @@ def truncate(text: str, cap: int = TOOL_OUTPUT_CAP) -> str:
 
 
 class Tools:
+    """The file tools, confined to the workspace.
+
+    Every path is resolved, symbolic links included, and refused unless it ends inside the
+    workspace (and outside its `.git`). The resolved path is then opened one component at a time
+    from the workspace's own directory, each with O_NOFOLLOW: a link swapped in after the check
+    (say by a process the agent left running) makes the open fail instead of leading out.
+    """
+
     def __init__(self, context: base.AgentContext) -> None:
         self.context = context
         self.root = context.workspace.resolve()
@@ -141,8 +153,13 @@ class Tools:
     def resolve(self, path: object) -> Path:
         if not isinstance(path, str) or path.strip() == "":
             raise ToolError("path must be a non-empty string")
-        candidate = (self.root / path).resolve()
-        if candidate != self.root and self.root not in candidate.parents:
+        if "\0" in path:
+            raise ToolError("path must not contain a NUL character")
+        try:
+            candidate = (self.root / path).resolve()
+        except RuntimeError:  # a symlink loop
+            raise ToolError(f"{path!r} is a loop of symbolic links") from None
+        if not self._inside(candidate):
             raise ToolError(
                 f"{path!r} is outside the workspace; use paths relative to the repository root"
             )
@@ -151,26 +168,103 @@ class Tools:
             raise ToolError(".git is not part of the workspace")
         return candidate
 
+    def _inside(self, resolved: Path) -> bool:
+        return resolved == self.root or self.root in resolved.parents
+
+    def _open(self, target: Path, flags: int, *, make_parents: bool = False) -> int:
+        """A descriptor for `target` (a path `resolve` returned), opened without following links.
+
+        With `make_parents`, missing directories on the way are created.
+        """
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        parts = target.relative_to(self.root).parts
+        if not parts:
+            return fd
+        try:
+            for name in parts[:-1]:
+                directory_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+                try:
+                    next_fd = os.open(name, directory_flags, dir_fd=fd)
+                except FileNotFoundError:
+                    if not make_parents:
+                        raise
+                    os.mkdir(name, dir_fd=fd)
+                    next_fd = os.open(name, directory_flags, dir_fd=fd)
+                os.close(fd)
+                fd = next_fd
+            return os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=fd)
+        finally:
+            os.close(fd)
+
+    def _read(self, path: str, target: Path, *, size_cap: int | None = None) -> bytes:
+        """The content of the regular file `target`; refuses anything else, or a larger file
+        than `size_cap` bytes.
+
+        O_NONBLOCK: opening a FIFO the agent made would otherwise wait forever for a writer.
+        """
+        try:
+            fd = self._open(target, os.O_RDONLY | os.O_NONBLOCK)
+        except FileNotFoundError:
+            raise ToolError(f"{path!r} does not exist or is not a file") from None
+        except OSError as exc:
+            raise ToolError(f"{path!r} could not be opened: {_reason(exc)}") from None
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise ToolError(f"{path!r} does not exist or is not a file")
+            if size_cap is not None and info.st_size > size_cap:
+                raise ToolError(
+                    f"{path!r} is large; read it in ranges with start_line and end_line"
+                )
+            return handle.read()
+
+    def _write(self, path: str, target: Path, content: str) -> None:
+        if target == self.root:
+            raise ToolError(f"{path!r} is a directory")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK
+        try:
+            fd = self._open(target, flags, make_parents=True)
+        except IsADirectoryError:
+            raise ToolError(f"{path!r} is a directory") from None
+        except OSError as exc:
+            raise ToolError(f"{path!r} could not be written: {_reason(exc)}") from None
+        with os.fdopen(fd, "wb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise ToolError(f"{path!r} is not a regular file")
+            handle.write(content.encode())
+
     def list_files(self, path: str = ".") -> str:
         target = self.resolve(path)
-        if not target.is_dir():
-            raise ToolError(f"{path!r} is not a directory")
-        entries = sorted(
-            entry.name + ("/" if entry.is_dir() else "")
-            for entry in target.iterdir()
-            if entry.name != ".git"
-        )
+        try:
+            fd = self._open(target, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            raise ToolError(f"{path!r} is not a directory") from None
+        try:
+            with os.scandir(fd) as scan:
+                entries = sorted(
+                    self._describe(entry, target, fd) for entry in scan if entry.name != ".git"
+                )
+        finally:
+            os.close(fd)
         return "\n".join(entries) or "(empty directory)"
+
+    def _describe(self, entry: os.DirEntry, directory: Path, directory_fd: int) -> str:
+        if not entry.is_symlink():
+            return entry.name + ("/" if entry.is_dir(follow_symlinks=False) else "")
+        # A link shows its own text, as `ls -l` does; never what it points to.
+        text = os.readlink(entry.name, dir_fd=directory_fd)
+        try:
+            inside = self._inside((directory / entry.name).resolve())
+        except (RuntimeError, OSError):
+            inside = False
+        return f"{entry.name}@ -> {text}" + ("" if inside else " (outside the workspace)")
 
     def read_file(
         self, path: str, start_line: int | None = None, end_line: int | None = None
     ) -> str:
         target = self.resolve(path)
-        if not target.is_file():
-            raise ToolError(f"{path!r} does not exist or is not a file")
-        if target.stat().st_size > MAX_FILE_READ and start_line is None:
-            raise ToolError(f"{path!r} is large; read it in ranges with start_line and end_line")
-        lines = target.read_text(errors="replace").splitlines()
+        data = self._read(path, target, size_cap=MAX_FILE_READ if start_line is None else None)
+        lines = data.decode(errors="replace").splitlines()
         start = max(int(start_line or 1), 1)
         end = min(int(end_line or len(lines)), len(lines))
         if start > max(end, 1) and lines:
@@ -187,12 +281,11 @@ class Tools:
         except re.error as exc:
             raise ToolError(f"invalid regular expression: {exc}") from None
         target = self.resolve(path)
-        files = [target] if target.is_file() else sorted(self._walk(target))
+        files = sorted(self._walk(target)) if target.is_dir() else [target]
         matches = []
         for file in files:
-            try:
-                text = file.read_text()
-            except (UnicodeDecodeError, OSError):
+            text = self._searchable_text(file)
+            if text is None:
                 continue
             rel = file.relative_to(self.root)
             for number, line in enumerate(text.splitlines(), 1):
@@ -204,28 +297,34 @@ class Tools:
         return "\n".join(matches) or "no matches"
 
     def _walk(self, directory: Path):
+        # os.walk never descends into a linked directory; a linked file is yielded, and resolved
+        # (or skipped) by _searchable_text.
         for dirpath, dirnames, filenames in os.walk(directory):
             dirnames[:] = [d for d in dirnames if d not in (".git", "node_modules", "__pycache__")]
             for name in filenames:
                 yield Path(dirpath) / name
 
+    def _searchable_text(self, file: Path) -> str | None:
+        """The text of `file`, or None when it is not a text file or is a link leading out."""
+        try:
+            if file.is_symlink():
+                file = self.resolve(str(file.relative_to(self.root)))
+            return self._read(str(file), file).decode()
+        except (ToolError, UnicodeDecodeError, OSError):
+            return None
+
     def write_file(self, path: str, content: str) -> str:
         if not isinstance(content, str):
             raise ToolError("content must be a string")
         target = self.resolve(path)
-        if target.is_dir():
-            raise ToolError(f"{path!r} is a directory")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content)
+        self._write(path, target, content)
         return f"wrote {path} ({len(content.splitlines())} lines)"
 
     def edit_file(self, path: str, old: str, new: str) -> str:
         if not isinstance(old, str) or not isinstance(new, str) or old == "":
             raise ToolError("old must be a non-empty string and new a string")
         target = self.resolve(path)
-        if not target.is_file():
-            raise ToolError(f"{path!r} does not exist")
-        text = target.read_text()
+        text = self._read(path, target).decode()
         count = text.count(old)
         if count == 0:
             raise ToolError(f"old text not found in {path}; read the file and copy the exact text")
@@ -233,7 +332,7 @@ class Tools:
             raise ToolError(
                 f"old text occurs {count} times in {path}; include more context to make it unique"
             )
-        target.write_text(text.replace(old, new, 1))
+        self._write(path, target, text.replace(old, new, 1))
         return f"edited {path}"
 
     def run_command(self, command: str, timeout: int | None = None) -> str:
@@ -254,7 +353,9 @@ def _ssl_context() -> ssl.SSLContext:
 
 def run(context: base.AgentContext) -> base.AgentOutcome:
     # A client per run (its own pool and cookies), sharing only the SSL context.
-    with httpx.Client(verify=_ssl_context()) as client:
+    socket_path = getattr(context.model, "socket_path", "")
+    transport = httpx.HTTPTransport(uds=socket_path) if socket_path else None
+    with httpx.Client(verify=_ssl_context(), transport=transport) as client:
         with providers.for_model(context.model, client=client) as provider:
             return run_with(context, provider)
 
@@ -361,6 +462,11 @@ def _dispatch(tools: Tools, context: base.AgentContext, call: dict) -> tuple[str
         return f"error: wrong arguments for {name}: {exc}", False
     except (OSError, ValueError) as exc:
         return f"error: {exc}", False
+
+
+def _reason(exc: OSError) -> str:
+    # The message without the file name, which may be a host path.
+    return exc.strerror or type(exc).__name__
 
 
 _TOOL_NAMES = {"list_files", "read_file", "search", "write_file", "edit_file", "run_command"}

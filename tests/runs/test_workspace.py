@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import stat
 import subprocess
 import sys
@@ -9,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from runs.workspace import (
+    AGENT_BRANCH,
     DEFAULT_EXCLUDES,
     Checkout,
     WorkspaceError,
@@ -16,7 +19,9 @@ from runs.workspace import (
     checkout,
     cleanup,
     commit_exists,
+    ensure_history,
     ensure_mirror,
+    history_path,
     mirror_path,
     redact_url,
     resolve_commit,
@@ -46,6 +51,29 @@ def git(repo: Path, *args: str, home: Path) -> str:
         check=True,
     )
     return result.stdout.strip()
+
+
+def agent_shell(work: Path, command: str, *, home: Path) -> subprocess.CompletedProcess[str]:
+    """A command as an agent runs it in its workspace: git finds the repository from the current
+    directory, and nothing in the environment says who commits, so only the repository's config
+    does."""
+    return subprocess.run(
+        ["/bin/sh", "-c", command],
+        cwd=work,
+        env={"PATH": os.environ["PATH"], "HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1"},
+        capture_output=True,
+        text=True,
+    )
+
+
+def agent_git(work: Path, *args: str, home: Path) -> str:
+    result = agent_shell(work, shlex.join(["git", *args]), home=home)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def agent_git_exit_code(work: Path, *args: str, home: Path) -> int:
+    return agent_shell(work, shlex.join(["git", *args]), home=home).returncode
 
 
 @pytest.fixture
@@ -256,17 +284,20 @@ def test_it_refuses_a_ref_that_is_not_a_commit(mirror: Path, origin: Path, home:
 # --- Checkouts --------------------------------------------------------------------------------
 
 
-def test_it_checks_out_an_older_commit_without_a_git_dir_in_the_work_tree(
+def test_it_checks_out_an_older_commit_with_the_worker_git_dir_outside_the_work_tree(
     mirror: Path, tmp_path: Path, origin: Path, home: Path
 ):
     co = checkout(mirror, "v1", tmp_path / "run")
     assert co.commit == git(origin, "rev-parse", "v1^{commit}", home=home)
     assert (co.work / "src" / "app.py").read_text() == "def total(items):\n    return sum(items)\n"
     assert (co.work / "logo.png").read_bytes() == PNG
-    assert not (co.work / ".git").exists()
     assert co.work == co.root / "work" and co.git_dir == co.root / "git"
     assert not co.git_dir.is_relative_to(co.work)
+    assert (co.work / ".git" / "HEAD").read_text() == f"ref: refs/heads/{AGENT_BRANCH}\n"
+    assert co.sandbox_ro_paths == [history_path(mirror, co.commit)]
     cleanup(co)
+    assert not co.root.exists()
+    assert history_path(mirror, co.commit).is_dir()  # kept for the next run of this commit
 
 
 def test_it_refuses_to_check_out_into_a_used_directory(mirror: Path, tmp_path: Path):
@@ -275,6 +306,134 @@ def test_it_refuses_to_check_out_into_a_used_directory(mirror: Path, tmp_path: P
     (run_dir / "leftover").write_text("x")
     with pytest.raises(WorkspaceError, match="not empty"):
         checkout(mirror, "main", run_dir)
+
+
+# --- The agent's repository -------------------------------------------------------------------
+
+
+def test_it_gives_the_agent_a_clean_repository_with_history(co: Checkout, home: Path):
+    work = co.work
+    assert agent_git(work, "status", "--porcelain", home=home) == ""
+    assert agent_git(work, "rev-parse", "HEAD", home=home) == co.commit
+    assert agent_git(work, "symbolic-ref", "--short", "HEAD", home=home) == AGENT_BRANCH
+    assert agent_git(work, "log", "--format=%s", home=home) == "round totals\ninitial"
+    blame = agent_git(work, "blame", "--porcelain", "src/app.py", home=home)
+    assert "summary initial" in blame and "summary round totals" in blame
+    assert agent_git(work, "show", "HEAD~1:src/app.py", home=home).endswith("return sum(items)")
+    assert agent_git(work, "diff", "HEAD~1", "--stat", home=home).startswith("src/app.py | 2")
+
+
+def test_it_captures_what_the_agent_committed_against_the_prompts_commit(co: Checkout, home: Path):
+    work = co.work
+    (work / "src" / "app.py").write_text("def total(items):\n    return sum(items) * 2\n")
+    (work / "src" / "refunds.py").write_text("REFUNDS = []\n")
+    agent_git(work, "add", "-A", home=home)
+    agent_git(work, "commit", "--quiet", "-m", "double totals", home=home)
+    assert agent_git(work, "log", "-1", "--format=%an <%ae>", home=home) == (
+        "Agent <agent@example.invalid>"
+    )
+    assert agent_git(work, "status", "--porcelain", home=home) == ""
+
+    diff = capture_diff(co)
+    assert diff.files == ["src/app.py", "src/refunds.py"]
+    assert diff.before["src/app.py"] == "def total(items):\n    return round(sum(items), 2)\n"
+    assert ".git" not in " ".join(diff.files)
+
+
+def test_it_lets_the_agent_stash_and_branch(co: Checkout, home: Path):
+    work = co.work
+    (work / "README.md").write_text("# Shop, stashed\n")
+    agent_git(work, "stash", "--quiet", home=home)
+    assert (work / "README.md").read_text() == "# Shop\n"
+    assert capture_diff(co).files == []  # the final work tree is what counts
+    agent_git(work, "stash", "pop", "--quiet", home=home)
+    assert capture_diff(co).files == ["README.md"]
+
+    agent_git(work, "switch", "--quiet", "-c", "experiment", home=home)
+    agent_git(work, "commit", "--quiet", "-am", "experiment", home=home)
+    agent_git(work, "switch", "--quiet", AGENT_BRANCH, home=home)
+    assert (work / "README.md").read_text() == "# Shop\n"
+    assert capture_diff(co).files == []
+    agent_git(work, "merge", "--quiet", "--ff-only", "experiment", home=home)
+    assert capture_diff(co).after["README.md"] == "# Shop, stashed\n"
+
+
+def test_it_supports_mini_swe_agents_finishing_command(co: Checkout, home: Path):
+    (co.work / "src" / "app.py").write_text("def total(items):\n    return 0\n")
+    (co.work / "src" / "new.py").write_text("NEW = 1\n")
+    finishing = agent_shell(co.work, "git add -A && git diff --cached", home=home)
+    assert finishing.returncode == 0, finishing.stderr
+    patch = finishing.stdout
+    assert "+    return 0" in patch and "+NEW = 1" in patch
+    assert capture_diff(co).files == ["src/app.py", "src/new.py"]
+
+
+def test_it_keeps_commits_after_the_prompts_commit_out_of_the_agents_reach(
+    origin: Path, tmp_path: Path, home: Path
+):
+    (origin / "hidden_test.py").write_text("def test_fix(): assert FIXED\n")
+    git(origin, "add", "hidden_test.py", home=home)
+    git(origin, "commit", "--quiet", "-m", "the fix", home=home)
+    future_commit = git(origin, "rev-parse", "HEAD", home=home)
+    future_blob = git(origin, "rev-parse", "HEAD:hidden_test.py", home=home)
+    mirror = ensure_mirror(str(origin), tmp_path / "cache")
+    assert commit_exists(mirror, future_commit)  # the mirror has the whole repository
+
+    co = checkout(mirror, "main~1", tmp_path / "run")
+    work = co.work
+    for hidden in (future_commit, future_blob):
+        assert agent_git_exit_code(work, "cat-file", "-e", hidden, home=home) != 0
+    assert agent_git(work, "log", "--all", "--format=%s", home=home) == "round totals\ninitial"
+    assert agent_git_exit_code(work, "fsck", "--connectivity-only", home=home) == 0
+
+    alternates = (work / ".git" / "objects" / "info" / "alternates").read_text().split()
+    assert [Path(line) for line in alternates] == co.sandbox_ro_paths
+    assert not any(path.is_relative_to(mirror.resolve()) for path in co.sandbox_ro_paths)
+    cleanup(co)
+
+
+def test_it_packs_a_commits_history_once_and_shares_it(mirror: Path, tmp_path: Path):
+    first = checkout(mirror, "main", tmp_path / "run1")
+    [pack] = (first.sandbox_ro_paths[0] / "pack").glob("*.pack")
+    built = pack.stat()
+    second = checkout(mirror, "main", tmp_path / "run2")
+    assert second.sandbox_ro_paths == first.sandbox_ro_paths
+    assert list((second.sandbox_ro_paths[0] / "pack").glob("*.pack")) == [pack]
+    assert pack.stat().st_ino == built.st_ino and pack.stat().st_mtime_ns == built.st_mtime_ns
+    assert stat.S_IMODE(built.st_mode) == 0o444  # readable by the sandbox's uid
+    assert [p.name for p in pack.parents[2].iterdir() if p.name.startswith(".")] == []
+    cleanup(first)
+    cleanup(second)
+
+
+def _history_in_child(mirror: str, sha: str) -> str:
+    return str(ensure_history(Path(mirror), sha))
+
+
+def test_it_packs_once_when_two_workers_ask_at_the_same_time(mirror: Path):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    sha = resolve_commit(mirror, "main")
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=4, mp_context=context) as pool:
+        paths = set(pool.map(_history_in_child, [str(mirror)] * 4, [sha] * 4))
+    assert paths == {str(history_path(mirror, sha))}
+    assert len(list((history_path(mirror, sha) / "pack").glob("*.pack"))) == 1
+
+
+def test_it_gives_a_sha256_repository_its_own_format(roots: list[Path], tmp_path: Path, home: Path):
+    repo = roots[0] / "sha256"
+    repo.mkdir()
+    git(repo, "init", "--quiet", "--object-format=sha256", home=home)
+    (repo / "a.txt").write_text("a\n")
+    git(repo, "add", "a.txt", home=home)
+    git(repo, "commit", "--quiet", "-m", "first", home=home)
+    co = checkout(ensure_mirror(str(repo), tmp_path / "cache"), "main", tmp_path / "run")
+    assert len(co.commit) == 64
+    assert agent_git(co.work, "status", "--porcelain", home=home) == ""
+    assert agent_git(co.work, "log", "--format=%H %s", home=home) == f"{co.commit} first"
+    cleanup(co)
 
 
 # --- Diff capture -----------------------------------------------------------------------------
@@ -400,24 +559,29 @@ def test_it_stores_a_symlink_as_its_target_not_the_file_it_points_to(co: Checkou
 
 
 def _plant_trap(git_dir: Path, marker: Path) -> None:
-    """Make `git_dir` run a command that creates `marker` if git ever uses its config or hooks."""
+    """Make `git_dir` run a command that creates `marker` if git ever uses its config or hooks.
+
+    Its config also defines the filter `trap`, which a `.gitattributes` line `* filter=trap` puts
+    on every file git adds.
+    """
     script = marker.with_name("trap.sh")
-    script.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    script.write_text(f"#!/bin/sh\ntouch {marker}\ncat\n")
     script.chmod(0o755)
     with open(git_dir / "config", "a") as config:
         config.write(f"[core]\n\tfsmonitor = {script}\n\thooksPath = {git_dir / 'hooks'}\n")
+        config.write(f'[filter "trap"]\n\tclean = {script}\n\tsmudge = {script}\n')
     (git_dir / "hooks").mkdir(exist_ok=True)
     for hook in ("pre-commit", "post-checkout", "post-index-change", "reference-transaction"):
         (git_dir / "hooks" / hook).write_text(f"#!/bin/sh\ntouch {marker}\n")
         (git_dir / "hooks" / hook).chmod(0o755)
 
 
-def test_it_never_runs_hooks_or_fsmonitor_from_a_git_dir_the_agent_planted(
+def test_it_never_runs_hooks_fsmonitor_or_filters_the_agent_planted(
     co: Checkout, tmp_path: Path, home: Path
 ):
     marker = tmp_path / "pwned"
-    git(co.work, "init", "--quiet", home=home)
     _plant_trap(co.work / ".git", marker)
+    (co.work / ".gitattributes").write_text("* filter=trap\n")
     nested = co.work / "vendor" / "lib"
     nested.mkdir(parents=True)
     git(nested, "init", "--quiet", home=home)
@@ -425,14 +589,21 @@ def test_it_never_runs_hooks_or_fsmonitor_from_a_git_dir_the_agent_planted(
     (nested / "lib.py").write_text("LIB = 1\n")
     (co.work / "src" / "app.py").write_text("changed\n")
 
-    # The trap works: ordinary git in the agent's repository springs it.
-    git(co.work, "status", home=home)
+    # The traps work: ordinary git in the agent's repository springs each of them.
+    agent_git(co.work, "status", home=home)
     assert marker.exists()
+    marker.unlink()
+    agent_git(co.work, "-c", "core.fsmonitor=false", "add", "src/app.py", home=home)
+    assert marker.exists()  # the clean filter
+    marker.unlink()
+    agent_git(co.work, "-c", "core.fsmonitor=false", "commit", "-qm", "x", home=home)
+    assert marker.exists()  # the pre-commit hook
     marker.unlink()
 
     diff = capture_diff(co)
     assert not marker.exists()
-    assert diff.files == ["src/app.py", "vendor/lib/lib.py"]
+    assert diff.files == [".gitattributes", "src/app.py", "vendor/lib/lib.py"]
+    assert diff.after["src/app.py"] == "changed\n"
     assert ".git/" not in diff.patch
 
 
@@ -442,6 +613,7 @@ def test_it_ignores_a_git_file_pointing_elsewhere(co: Checkout, tmp_path: Path, 
     elsewhere.mkdir()
     git(elsewhere, "init", "--quiet", home=home)
     _plant_trap(elsewhere / ".git", marker)
+    shutil.rmtree(co.work / ".git")
     (co.work / ".git").write_text(f"gitdir: {elsewhere / '.git'}\n")
     (co.work / "README.md").write_text("# Changed\n")
 
