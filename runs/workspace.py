@@ -1,10 +1,13 @@
 """Git for runs: a mirror per repository, a checkout per run, and the run's final diff.
 
-Host-side git here never trusts anything the agent can write. The work tree holds no `.git`; the
-git dir sits beside it in the run directory, outside the sandbox, and is always passed explicitly
-so git never discovers a repository. Every git call runs without a shell, with hooks and fsmonitor
-disabled, the ext transport refused, and no system or user config, so a `.git` directory, a
-`.git` file or a config the agent plants in the work tree is plain data to us.
+Host-side git here never trusts anything the agent can write. The worker's git dir sits beside the
+work tree in the run directory, outside the sandbox, and is always passed explicitly so git never
+discovers a repository. Every git call runs without a shell, with hooks and fsmonitor disabled,
+the ext transport refused, and no system or user config, so the work tree's `.git` (the agent's
+own repository), a `.git` file or a config the agent plants is plain data to us.
+
+The agent's `.git` borrows its objects from a pack of the commit's history only, never from the
+mirror: the mirror also holds what came after the commit (the real fix, hidden tests).
 
 No Django imports at module level: settings are read lazily, and only as defaults.
 """
@@ -56,6 +59,8 @@ _GIT_CONFIG = (
     "core.quotePath=false",
     "submodule.recurse=false",
     "gc.autoDetach=false",
+    # A commit means its own content: a mirror's refs/replace/* never swap in other objects.
+    "core.useReplaceRefs=false",
 )
 # Operator-level SSH settings are honoured; every other GIT_* variable of the worker's environment
 # (GIT_DIR, GIT_INDEX_FILE, GIT_CONFIG_*...) could redirect or reconfigure git, so it is dropped.
@@ -70,6 +75,12 @@ _CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]+@")
 _HEX = re.compile(r"^[0-9a-f]{4,64}$")
 _FULL_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 _GITLINK_MODE = "160000"
+
+# The agent's repository: HEAD is this branch, at the prompt's commit. A neutral name, so it says
+# nothing about the repository's real branches.
+AGENT_BRANCH = "work"
+AGENT_NAME = "Agent"
+AGENT_EMAIL = "agent@example.invalid"
 
 
 class WorkspaceError(Exception):
@@ -221,6 +232,7 @@ def _git(
     timeout: float = LOCAL_TIMEOUT,
     ok_codes: tuple[int, ...] = (0,),
     cwd: Path | None = None,
+    umask: int = -1,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run hardened git (no hooks, no fsmonitor, no user or system config) without a shell.
 
@@ -244,6 +256,7 @@ def _git(
             cwd=cwd or _empty_home(),
             timeout=timeout,
             check=False,
+            umask=umask,
         )
     except subprocess.TimeoutExpired:
         raise WorkspaceError(
@@ -366,27 +379,80 @@ def resolve_commit(mirror: Path, ref: str) -> str:
     raise WorkspaceError(f"Commit {ref!r} was not found in the repository.")
 
 
+# --- History ----------------------------------------------------------------------------------
+
+
+def history_path(mirror: Path, sha: str) -> Path:
+    """The object directory holding what `sha` reaches in `mirror`: <root>/history/<mirror>/<sha>."""
+    return mirror.resolve().parent.parent / "history" / mirror.name.removesuffix(".git") / sha
+
+
+def ensure_history(mirror: Path, sha: str) -> Path:
+    """Return an object directory holding exactly the objects `sha` reaches, packing it once.
+
+    The agent's repository borrows its objects from here, never from the mirror, which holds the
+    repository's future as well. One pack per (mirror, commit), cached beside the mirrors: built
+    in a scratch directory and renamed into place under a file lock, so a crash never leaves half
+    of one and two workers never build the same one. `sha` must be a full, resolved commit id.
+    """
+    if not _FULL_SHA.match(sha):
+        raise WorkspaceError(f"{sha!r} is not a full commit id.")
+    objects = history_path(mirror, sha)
+    if objects.is_dir():
+        return objects
+    objects.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(objects.with_name(f"{sha}.lock")):
+        if objects.is_dir():
+            return objects
+        partial = objects.with_name(f".{sha}.partial-{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            pack_dir = partial / "pack"
+            pack_dir.mkdir(parents=True)
+            # The commit is the only tip: no other ref, tag, reflog or loose object comes along.
+            _git(
+                ["pack-objects", "--revs", "--quiet", str(pack_dir / "pack")],
+                git_dir=mirror,
+                input=f"{sha}\n".encode(),
+            )
+            # Readable by the sandbox's unprivileged uid whatever our umask; never written again.
+            for path in pack_dir.iterdir():
+                path.chmod(0o444)
+            pack_dir.chmod(0o755)
+            partial.chmod(0o755)
+            partial.rename(objects)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    return objects
+
+
 # --- Checkouts --------------------------------------------------------------------------------
 
 
 @dataclass
 class Checkout:
     root: Path  # the run directory, owned by us
-    work: Path  # the agent's workspace (root / "work"); contains no .git
+    work: Path  # the agent's workspace (root / "work"), with the agent's own repository in .git
     git_dir: Path  # root / "git": outside the work tree, so the agent cannot write it
     commit: str
+    # What the sandbox must mount read-only, each at its own path, for git to work in the
+    # workspace: the history objects that work/.git/objects/info/alternates names.
+    sandbox_ro_paths: list[Path] = field(default_factory=list)
 
 
-def checkout(mirror: Path, commit: str, run_dir: Path) -> Checkout:
+def checkout(mirror: Path, commit: str, run_dir: Path, *, owner: int | None = None) -> Checkout:
     """Check `commit` out of `mirror` into `run_dir / "work"`, with the git dir beside it.
 
     The git dir borrows the mirror's objects through objects/info/alternates, so nothing is
-    copied but the files themselves.
+    copied but the files themselves. The work tree gets its own `.git` for the agent (see
+    `_make_agent_repository`).
     """
-    return _checkout_resolved(mirror, resolve_commit(mirror, commit), run_dir)
+    return _checkout_resolved(mirror, resolve_commit(mirror, commit), run_dir, owner)
 
 
-def checkout_commit(url: str, root: Path, commit: str, run_dir: Path) -> Checkout:
+def checkout_commit(
+    url: str, root: Path, commit: str, run_dir: Path, *, owner: int | None = None
+) -> Checkout:
     """`ensure_mirror` then `checkout`, with one git call fewer when the mirror has the commit.
 
     The usual case (the commit is already in the mirror) costs one `rev-parse`, which both
@@ -396,17 +462,26 @@ def checkout_commit(url: str, root: Path, commit: str, run_dir: Path) -> Checkou
     if not url.startswith("-") and (path / "HEAD").exists() and _HEX.match(commit):
         sha = _rev_parse_commit(path, commit)
         if sha is not None:
-            return _checkout_resolved(path, sha, run_dir)
+            return _checkout_resolved(path, sha, run_dir, owner)
     mirror = ensure_mirror(url, root, commit)
-    return checkout(mirror, commit, run_dir)
+    return checkout(mirror, commit, run_dir, owner=owner)
 
 
-def _checkout_resolved(mirror: Path, sha: str, run_dir: Path) -> Checkout:
+def _checkout_resolved(mirror: Path, sha: str, run_dir: Path, owner: int | None = None) -> Checkout:
+    """The checkout; with `owner` (a root worker's sandbox uid), a work tree that uid can write.
+
+    Files are written world-writable (umask 0) inside a run directory only root may enter, and
+    only the work tree's top and its .git are handed to `owner`: a chown of every file would
+    change their ctimes, and git would then re-hash the whole tree at capture.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
+    if owner is not None:
+        run_dir.chmod(0o700)
     if any(run_dir.iterdir()):
         raise WorkspaceError(f"The run directory {run_dir} is not empty.")
     co = Checkout(root=run_dir, work=run_dir / "work", git_dir=run_dir / "git", commit=sha)
     try:
+        history = ensure_history(mirror, sha)
         _git(
             [
                 "init",
@@ -426,11 +501,55 @@ def _checkout_resolved(mirror: Path, sha: str, run_dir: Path) -> Checkout:
             ["checkout", "--quiet", "--force", "--detach", sha],
             git_dir=co.git_dir,
             work_tree=co.work,
+            umask=-1 if owner is None else 0,
         )
+        _make_agent_repository(co, history)
+        if owner is not None:
+            hand_over(co.work, owner, recursive=False)
+            hand_over(co.work / ".git", owner)
+        co.sandbox_ro_paths = [history]
     except BaseException:
         cleanup(co)
         raise
     return co
+
+
+def _make_agent_repository(co: Checkout, history: Path) -> None:
+    """Give the agent `work/.git`: a repository on branch `AGENT_BRANCH` at the commit.
+
+    Its objects come through objects/info/alternates from `history` (the commit and its
+    ancestors, nothing later); its index is a copy of the worker's, made for this same work tree,
+    so `git status` is clean at once without hashing a file. The files are written directly: a
+    handful of small writes cost less than one git process. Host-side git never reads any of it.
+    """
+    dot_git = co.work / ".git"
+    (dot_git / "objects" / "info").mkdir(parents=True)
+    (dot_git / "objects" / "pack").mkdir()
+    (dot_git / "refs" / "heads").mkdir(parents=True)
+    (dot_git / "refs" / "tags").mkdir()
+    (dot_git / "objects" / "info" / "alternates").write_text(f"{history}\n")
+    (dot_git / "refs" / "heads" / AGENT_BRANCH).write_text(f"{co.commit}\n")
+    (dot_git / "HEAD").write_text(f"ref: refs/heads/{AGENT_BRANCH}\n")
+    if _object_format(co.commit) == "sha256":
+        version, extensions = 1, "[extensions]\n\tobjectformat = sha256\n"
+    else:
+        version, extensions = 0, ""
+    (dot_git / "config").write_text(
+        f"[core]\n\trepositoryformatversion = {version}\n\tfilemode = true\n\tbare = false\n"
+        f"\tlogallrefupdates = true\n{extensions}"
+        f"[user]\n\tname = {AGENT_NAME}\n\temail = {AGENT_EMAIL}\n"
+    )
+    # copy2 keeps the mtime, which git's racy-clean check compares file times against.
+    shutil.copy2(co.git_dir / "index", dot_git / "index")
+
+
+def hand_over(path: Path, owner: int, *, recursive: bool = True) -> None:
+    """chown `path` (and with `recursive` everything under it) to `owner`; links themselves."""
+    os.lchown(path, owner, owner)
+    if recursive:
+        for directory, subdirectories, files in os.walk(path):
+            for name in (*subdirectories, *files):
+                os.lchown(os.path.join(directory, name), owner, owner)
 
 
 def cleanup(co: Checkout) -> None:
