@@ -21,7 +21,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from runs.models import LanguageModel, Repository
+from runs import redaction
+from runs.models import KeyUnavailable, LanguageModel, Repository
 
 log = logging.getLogger(__name__)
 
@@ -106,11 +107,9 @@ def test_model_connection(model_id: int) -> None:
     if model is None:
         return
     result: dict = {"checked_at": None, "ok": False}
-    key = ""
     try:
-        key = model.resolved_api_key()
         answer = providers.test_connection(model.provider_config())
-    except providers.ProviderError as exc:
+    except (providers.ProviderError, KeyUnavailable) as exc:
         result["error"] = str(exc)
     except ValueError as exc:  # a scripted model whose script no longer parses
         result["error"] = f"the script is invalid: {exc}"
@@ -119,11 +118,11 @@ def test_model_connection(model_id: int) -> None:
         result["error"] = f"the test failed: {type(exc).__name__}"
     else:
         result["ok"] = True
-        result["answer"] = answer[:ANSWER_LIMIT]
-    # Belt and braces: an answer or error never carries the key, even if a server echoes it.
-    for field in ("answer", "error"):
-        if key and field in result:
-            result[field] = result[field].replace(key, "[redacted]")
+        # Scrubbed before it is cut, so a key the cut would split is redacted too.
+        result["answer"] = redaction.scrub(answer)[:ANSWER_LIMIT]
+    # Belt and braces: an error never carries the key either, even if a server echoes it.
+    if "error" in result:
+        result["error"] = redaction.scrub(result["error"])
     result["checked_at"] = _now()
     LanguageModel.objects.filter(pk=model_id).update(connection_check=result)
     log.info("tested model %s: ok=%s", model.name, result["ok"])

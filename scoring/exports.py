@@ -8,6 +8,7 @@ from collections import Counter
 
 from django.db.models import Prefetch
 
+from runs import redaction
 from runs.models import Campaign, Run
 from scoring import leaderboard
 from scoring.models import VERDICTS, Comparison, Review
@@ -93,7 +94,8 @@ def results(campaign: Campaign, *, transcripts: bool = False) -> dict:
 
     Runs of every status are listed (a reader may want the errored ones too); the leaderboard
     counts only reviewable runs, as the leaderboard page does. Transcripts can be large, so they
-    are included only when asked for.
+    are included only when asked for. Every string is scrubbed of secrets, so runs stored before
+    artifacts were scrubbed export clean too.
     """
     comparisons = (
         Comparison.objects.filter(run_a__campaign=campaign, decided_at__isnull=False)
@@ -101,7 +103,7 @@ def results(campaign: Campaign, *, transcripts: bool = False) -> dict:
         .select_related("prompt", "reviewer")
         .order_by("id")
     )
-    return {
+    document = {
         "campaign": {
             "id": campaign.pk,
             "name": campaign.name,
@@ -122,6 +124,7 @@ def results(campaign: Campaign, *, transcripts: bool = False) -> dict:
         ],
         "leaderboard": leaderboard.rows(leaderboard.Filters(campaign_id=campaign.pk)),
     }
+    return redaction.scrub_data(document)
 
 
 def results_csv(campaign: Campaign) -> str:
@@ -157,5 +160,5 @@ def results_csv(campaign: Campaign) -> str:
             len(run.submitted_reviews),
             *(verdicts.get(value, 0) for value, _ in VERDICTS),
         ]
-        writer.writerow(["" if value is None else value for value in values])
+        writer.writerow(["" if value is None else redaction.scrub_data(value) for value in values])
     return output.getvalue()

@@ -20,6 +20,8 @@ from django.core.management import get_commands
 
 ROOT = Path(settings.BASE_DIR)
 APP_SERVICES = ("web", "worker", "beat")
+# As docker compose interpolates it: required, from .env.
+REDIS_PASSWORD = "${REDIS_PASSWORD:?Set REDIS_PASSWORD in .env}"
 # Variables the image sets for Python, pip and Django themselves, not for settings.py.
 RUNTIME_VARIABLES = {
     "PYTHONPATH",
@@ -131,9 +133,11 @@ def test_it_runs_the_app_on_postgres_and_redis_with_debug_off():
         assert environment["DEBUG"] == "false", name
         assert environment["DATABASE_URL"].startswith("postgres://mergeable:"), name
         assert environment["DATABASE_URL"].endswith("@postgres:5432/mergeable"), name
-        assert environment["CELERY_BROKER_URL"] == "redis://redis:6379/0", name
+        assert environment["CELERY_BROKER_URL"] == f"redis://:{REDIS_PASSWORD}@redis:6379/0", name
         # Clearing the cache must not flush the task queue: another Redis database.
-        assert environment["MERGEABLE_CACHE_URL"].startswith("redis://redis:6379/"), name
+        assert environment["MERGEABLE_CACHE_URL"].startswith(
+            f"redis://:{REDIS_PASSWORD}@redis:6379/"
+        ), name
         assert environment["MERGEABLE_CACHE_URL"] != environment["CELERY_BROKER_URL"], name
 
 
@@ -152,7 +156,12 @@ def test_it_documents_every_variable_settings_read_and_compose_needs():
     documented = _env_example_variables()
     assert not _settings_variables() - documented
     assert not _interpolated_variables() - documented
-    assert {"SECRET_KEY", "MERGEABLE_ENCRYPTION_KEYS", "POSTGRES_PASSWORD"} <= documented
+    assert {
+        "SECRET_KEY",
+        "MERGEABLE_ENCRYPTION_KEYS",
+        "POSTGRES_PASSWORD",
+        "REDIS_PASSWORD",
+    } <= documented
 
 
 def test_it_ships_no_secret_in_env_example():
@@ -163,6 +172,7 @@ def test_it_ships_no_secret_in_env_example():
     assert values["SECRET_KEY"] == ""
     assert values["MERGEABLE_ENCRYPTION_KEYS"] == ""
     assert values["POSTGRES_PASSWORD"] == ""
+    assert values["REDIS_PASSWORD"] == ""
 
 
 def test_it_keeps_redis_private_and_refuses_to_evict_tasks():
@@ -172,6 +182,24 @@ def test_it_keeps_redis_private_and_refuses_to_evict_tasks():
     assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
     assert "ports" not in redis
     assert "ports" not in _services()["postgres"]
+
+
+def test_it_puts_a_password_on_redis_that_every_redis_url_uses():
+    redis = _services()["redis"]
+    command = _argv(redis["command"])
+    assert command[command.index("--requirepass") + 1] == REDIS_PASSWORD
+    # The healthcheck's redis-cli authenticates from the environment, not from its argv.
+    assert redis["environment"]["REDISCLI_AUTH"] == REDIS_PASSWORD
+
+    urls = re.findall(r"\brediss?://.*", (ROOT / "docker-compose.yml").read_text())
+    assert len(urls) >= 2
+    for url in urls:
+        assert url.startswith(f"redis://:{REDIS_PASSWORD}@"), url
+    for name in (*APP_SERVICES, "migrate"):
+        environment = _services()[name]["environment"]
+        for variable in ("CELERY_BROKER_URL", "REDIS_URL", "MERGEABLE_CACHE_URL"):
+            if variable in environment:
+                assert f":{REDIS_PASSWORD}@" in environment[variable], (name, variable)
 
 
 def test_it_health_checks_every_long_running_service():

@@ -6,7 +6,7 @@ import pytest
 from cryptography.fernet import Fernet
 from django.db import connection
 
-from evalsite.fields import DecryptionError, _fernet
+from evalsite.fields import DecryptionError, UnreadableSecret, _fernet, decrypt
 from runs.models import LanguageModel
 
 SECRET = "sk-live-0123456789abcdef"
@@ -67,12 +67,32 @@ def test_it_stores_an_empty_key_as_empty(keys):
 
 
 @pytest.mark.django_db
-def test_it_refuses_to_read_data_no_configured_key_opens(keys):
+def test_it_reads_data_no_configured_key_opens_as_unreadable_never_as_text(keys):
     keys(OLD)
     pk = _create(SECRET).pk
+    token = _raw(pk)
     keys(NEW)
+    model = LanguageModel.objects.get(pk=pk)
+    assert isinstance(model.api_key, UnreadableSecret)
+    assert model.api_key and model.api_key != token and model.api_key != SECRET
+    assert token not in repr(model.api_key) and token not in str(model.api_key)
     with pytest.raises(DecryptionError, match="MERGEABLE_ENCRYPTION_KEYS"):
-        LanguageModel.objects.get(pk=pk)
+        decrypt(token)
+
+
+@pytest.mark.django_db
+def test_it_saves_an_unreadable_value_back_unchanged_so_the_old_key_still_opens_it(keys):
+    keys(OLD)
+    pk = _create(SECRET).pk
+    token = _raw(pk)
+    keys(NEW)
+    model = LanguageModel.objects.get(pk=pk)
+    model.full_clean()
+    model.model_id = "renamed"
+    model.save()
+    assert _raw(pk) == token
+    keys(NEW, OLD)
+    assert LanguageModel.objects.get(pk=pk).api_key == SECRET
 
 
 @pytest.mark.django_db

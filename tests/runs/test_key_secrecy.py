@@ -170,7 +170,8 @@ def _repository_pages(client, repository: Repository) -> dict[str, str]:
     return {url: client.get(url).content.decode() for url in urls}
 
 
-def test_it_never_shows_the_password_in_a_repository_url(admin, db):
+def test_it_never_shows_the_password_in_a_repository_url(admin, db, settings):
+    settings.MERGEABLE_ALLOW_PRIVATE_REPOSITORIES = True  # the URL is on loopback
     response = admin.post(
         reverse("runs:repository_create"), {"name": "shop", "url": CREDENTIAL_URL}
     )
@@ -187,7 +188,8 @@ def test_it_never_shows_the_password_in_a_repository_url(admin, db):
     assert 'value="https://***@127.0.0.1:9/shop.git"' in edit_page
 
 
-def test_it_keeps_stored_credentials_unless_a_new_url_is_typed(admin, db):
+def test_it_keeps_stored_credentials_unless_a_new_url_is_typed(admin, db, settings):
+    settings.MERGEABLE_ALLOW_PRIVATE_REPOSITORIES = True  # the URL is on loopback
     admin.post(reverse("runs:repository_create"), {"name": "shop", "url": CREDENTIAL_URL})
     repository = Repository.objects.get()
     edit = reverse("runs:repository_edit", kwargs={"repository_id": repository.pk})
