@@ -94,6 +94,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Before any middleware's view hook (CSRF reads a form's body): see evalsite/uploads.py.
+    "evalsite.uploads.UploadLimitMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "axes.middleware.AxesMiddleware",
 ]
@@ -253,11 +255,12 @@ CELERY_BEAT_SCHEDULE = {
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # A cache shared by every web process (leaderboards, rendered diffs). Give it its own Redis
-# database, never the broker's: clearing the cache must not drop queued runs.
+# database, never the broker's: clearing the cache must not drop queued runs. Values are signed
+# pickles (evalsite/cache.py): whoever can write to Redis still cannot make us unpickle their bytes.
 if os.getenv("MERGEABLE_CACHE_URL"):
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "evalsite.cache.SignedRedisCache",
             "LOCATION": os.environ["MERGEABLE_CACHE_URL"],
             "KEY_PREFIX": "mergeable",
         }
@@ -277,6 +280,9 @@ for _root in MERGEABLE_LOCAL_REPO_ROOTS:
         raise ImproperlyConfigured(
             f"MERGEABLE_LOCAL_REPO_ROOTS must list absolute paths, got {str(_root)!r}"
         )
+# http(s) repositories on loopback or link-local addresses (the worker's own machine, a cloud's
+# metadata service) are refused unless this is on: see runs/repository_urls.py.
+MERGEABLE_ALLOW_PRIVATE_REPOSITORIES = envbool("MERGEABLE_ALLOW_PRIVATE_REPOSITORIES", "False")
 
 MERGEABLE_SANDBOX = os.getenv(
     "MERGEABLE_SANDBOX", "bubblewrap" if shutil.which("bwrap") else "none"
@@ -285,6 +291,11 @@ if MERGEABLE_SANDBOX not in ("none", "bubblewrap"):
     raise ImproperlyConfigured(
         f"MERGEABLE_SANDBOX must be 'none' or 'bubblewrap', got {MERGEABLE_SANDBOX!r}"
     )
+# A root worker runs each run's commands as its own uid from this range, never as root.
+MERGEABLE_SANDBOX_UID_BASE = envint("MERGEABLE_SANDBOX_UID_BASE", 200_000)
+# Runs are refused when the process or memory cap cannot be enforced on this host, unless this
+# is true (the default in development, where a laptop worker has no cgroups of its own).
+MERGEABLE_ALLOW_UNENFORCED_CAPS = envbool("MERGEABLE_ALLOW_UNENFORCED_CAPS", str(DEBUG))
 
 # Fernet keys, newest first. In development a fixed key keeps `make run` working out of the box.
 MERGEABLE_ENCRYPTION_KEYS = envlist("MERGEABLE_ENCRYPTION_KEYS")
@@ -320,6 +331,36 @@ MERGEABLE_HEARTBEAT_SECONDS = envint("MERGEABLE_HEARTBEAT_SECONDS", 10)
 MERGEABLE_STALE_AFTER_SECONDS = envint("MERGEABLE_STALE_AFTER_SECONDS", 120)
 MERGEABLE_ANSWER_TIMEOUT_SECONDS = envint("MERGEABLE_ANSWER_TIMEOUT_SECONDS", 900)
 MERGEABLE_ARTIFACT_TEXT_CAP = envint("MERGEABLE_ARTIFACT_TEXT_CAP", 512 * 1024)
+
+# Uploads (run imports, prompt-set and contestants files): all the files of one request together.
+# A larger request is refused before its body is read, so nothing of it is stored, not even in a
+# temporary file. Each kind of file also has its own, smaller limit.
+MERGEABLE_MAX_UPLOAD_MB = envint("MERGEABLE_MAX_UPLOAD_MB", 100)
+if MERGEABLE_MAX_UPLOAD_MB < 1:
+    raise ImproperlyConfigured(
+        f"MERGEABLE_MAX_UPLOAD_MB must be a positive integer, got {MERGEABLE_MAX_UPLOAD_MB}"
+    )
+# Form fields other than files: a prompt's instructions and reference patch can be long.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+# An uploaded file larger than this waits in a temporary file rather than in memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+# A run import sends a patch and a few transcript files; no form takes more.
+DATA_UPLOAD_MAX_NUMBER_FILES = 10
+
+# Site caps on what one agent run may use (FORMATS.md). A contestant's limits may lower them,
+# never raise them; CPU seconds count everything the run starts, together.
+MERGEABLE_RUN_MAX_PROCESSES = envint("MERGEABLE_RUN_MAX_PROCESSES", 256)
+MERGEABLE_RUN_MAX_MEMORY_MB = envint("MERGEABLE_RUN_MAX_MEMORY_MB", 4096)
+MERGEABLE_RUN_MAX_DISK_MB = envint("MERGEABLE_RUN_MAX_DISK_MB", 10240)
+MERGEABLE_RUN_MAX_CPU_SECONDS = envint("MERGEABLE_RUN_MAX_CPU_SECONDS", 3600)
+for _name in (
+    "MERGEABLE_RUN_MAX_PROCESSES",
+    "MERGEABLE_RUN_MAX_MEMORY_MB",
+    "MERGEABLE_RUN_MAX_DISK_MB",
+    "MERGEABLE_RUN_MAX_CPU_SECONDS",
+):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be a positive integer, got {globals()[_name]}")
 
 LOGGING = {
     "version": 1,

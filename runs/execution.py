@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
+import shutil
 import stat
+import tempfile
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -23,10 +26,13 @@ from django.db import DatabaseError, close_old_connections, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from runs import sandbox, workspace
+from runs import caps as run_caps
+from runs import gateway as run_gateway
+from runs import gateway_bridge, redaction, sandbox, workspace
 from runs.agents import base
+from runs.agents.cli import endpoint_problem
 from runs.campaigns import worker_name
-from runs.models import Campaign, Run
+from runs.models import Campaign, KeyUnavailable, Run
 from runs.transcript import TranscriptWriter, dumps
 
 log = logging.getLogger(__name__)
@@ -176,6 +182,7 @@ def _execute_claimed(run: Run, cancel: threading.Event) -> str:
     timings: dict[str, float] = {}
     run_dir = Path(settings.MERGEABLE_CHECKOUT_ROOT) / f"{run.pk}-{run.attempts}"
     checkout = None
+    box: _Box | None = None
     try:
         with _phase(timings, "prepare"):
             # Earlier attempts of this run died with their worker; on this machine, their
@@ -187,10 +194,16 @@ def _execute_claimed(run: Run, cancel: threading.Event) -> str:
                 Path(settings.MERGEABLE_WORKSPACE_ROOT),
                 prompt["commit"],
                 run_dir,
+                owner=_run_uid(run),
             )
+            box = _Box.open(run, checkout, cancel)
             if prompt.get("setup"):
-                result = _sandboxed(run, prompt["setup"], checkout.work, SETUP_TIMEOUT, cancel)
+                result = box.run(
+                    prompt["setup"], SETUP_TIMEOUT, network=bool(prompt.get("setup_network"))
+                )
                 run.save_artifact("setup_output.txt", result.output)
+                if box.stop_reason:
+                    return _end(run, Run.FAILED, reason=box.stop_reason, timings=timings)
                 if cancel.is_set():
                     return _end(run, Run.CANCELLED, timings=timings)
                 if result.exit_code != 0:
@@ -200,7 +213,11 @@ def _execute_claimed(run: Run, cancel: threading.Event) -> str:
 
         _set(run, status=Run.RUNNING)
         with _phase(timings, "agent"):
-            outcome = _run_agent(run, checkout.work, deadline, cancel)
+            outcome = _run_agent(run, box, deadline)
+        if box.stop_reason:
+            # A cap or a gateway limit ended the agent: the contestant's doing.
+            _capture(run, checkout, timings)
+            return _end(run, Run.FAILED, reason=box.stop_reason, timings=timings)
         if outcome.end_status == base.MODEL_UNREACHABLE:
             raise EnvironmentFault(f"Could not reach the model: {outcome.error}")
         if outcome.error:
@@ -208,19 +225,16 @@ def _execute_claimed(run: Run, cancel: threading.Event) -> str:
             # not start): not the contestant's fault.
             raise EnvironmentFault(outcome.error)
 
-        with _phase(timings, "capture"):
-            captured = workspace.capture_diff(
-                checkout, text_cap=settings.MERGEABLE_ARTIFACT_TEXT_CAP
-            )
-            save_capture_artifacts(run, captured)
-            _set(run, **capture_fields(captured))
+        _capture(run, checkout, timings)
         if outcome.end_status == base.CANCELLED or cancel.is_set():
             return _end(run, Run.CANCELLED, timings=timings)
 
         if prompt.get("test"):
             _set(run, status=Run.TESTING)
             with _phase(timings, "test"):
-                _run_tests(run, prompt["test"], checkout.work, cancel)
+                _run_tests(run, prompt["test"], box)
+            if box.stop_reason:
+                return _end(run, Run.FAILED, reason=box.stop_reason, timings=timings)
             if cancel.is_set():
                 return _end(run, Run.CANCELLED, timings=timings)
 
@@ -231,7 +245,12 @@ def _execute_claimed(run: Run, cancel: threading.Event) -> str:
         workspace.WorkspaceError,
         sandbox.SandboxError,
         base.HarnessUnavailable,
+        run_caps.CapsUnavailable,
     ) as exc:
+        if box is not None and box.stop_reason:
+            # The harness broke because a cap stopped it (a CLI killed mid-write leaves no
+            # trajectory): the cap is the reason, and it was the contestant's doing.
+            return _end(run, Run.FAILED, reason=box.stop_reason, error=str(exc), timings=timings)
         return _end(run, Run.ERRORED, reason=str(exc), error=str(exc), timings=timings)
     except Exception as exc:  # a bug in Mergeable is the environment's fault, not the contestant's
         log.exception("run %s crashed", run.pk)
@@ -239,8 +258,17 @@ def _execute_claimed(run: Run, cancel: threading.Event) -> str:
             run, Run.ERRORED, reason=f"Internal error: {exc}", error=repr(exc), timings=timings
         )
     finally:
+        if box is not None:
+            box.close()
         if checkout is not None:
             workspace.cleanup(checkout)
+
+
+def _capture(run: Run, checkout: workspace.Checkout, timings: dict[str, float]) -> None:
+    with _phase(timings, "capture"):
+        captured = workspace.capture_diff(checkout, text_cap=settings.MERGEABLE_ARTIFACT_TEXT_CAP)
+        save_capture_artifacts(run, captured)
+        _set(run, **capture_fields(captured))
 
 
 def _judge(run: Run, outcome: base.AgentOutcome) -> tuple[str, str]:
@@ -282,9 +310,9 @@ def column_text(text: str) -> str:
 def _end(run: Run, status: str, *, reason: str = "", error: str = "", timings=None) -> str:
     fields = {"status": status, "finished_at": timezone.now(), "process_group": None}
     if reason:
-        fields["status_reason"] = column_text(reason)
+        fields["status_reason"] = column_text(redaction.scrub(reason))
     if error:
-        fields["error"] = column_text(error)
+        fields["error"] = column_text(redaction.scrub(error))
     if timings is not None:
         fields["phase_timings"] = {k: round(v, 3) for k, v in timings.items()}
     # Only the owner ends a run: a reaped run that someone else now holds is left alone.
@@ -305,35 +333,178 @@ def _phase(timings: dict[str, float], name: str):
         timings[name] = timings.get(name, 0.0) + time.monotonic() - started
 
 
-def _sandboxed(
-    run: Run,
-    command: str,
-    work: Path,
-    timeout: float,
-    cancel: threading.Event,
-    *,
-    env: dict[str, str] | None = None,
-    network: bool = False,
-    extra_rw_paths=(),
-    extra_ro_paths=(),
-):
-    def remember(pgid: int) -> None:
-        Run.objects.filter(pk=run.pk).update(process_group=pgid)
+class _Box:
+    """One run's sandbox: its caps, its uid, its temporary directory and, while the agent runs,
+    its model gateway. Every command of the run (setup, the agent's, tests) goes through `run`.
 
-    return sandbox.run(
-        command,
-        work,
-        timeout=timeout,
-        cancel=cancel,
-        on_start=remember,
-        env=env,
-        network=network,
-        extra_rw_paths=extra_rw_paths,
-        extra_ro_paths=extra_ro_paths,
+    When a cap or a gateway limit is hit, `stop` records why and sets the run's cancel event so
+    the agent ends; `stop_reason` then decides the run's end (failed, with that reason).
+    """
+
+    def __init__(
+        self,
+        run: Run,
+        checkout: workspace.Checkout,
+        cancel: threading.Event,
+        caps: run_caps.RunCaps,
+        uid: int | None,
+    ) -> None:
+        self.run_row = run
+        self.checkout = checkout
+        self.cancel = cancel
+        self.caps = caps
+        self.uid = uid
+        self.tmp = checkout.root / "tmp"
+        self.scratch = checkout.root / "harness"
+        self.stop_reason = ""
+        self.gateway: run_gateway.Gateway | None = None
+        self.door: sandbox.GatewayDoor | None = None
+        self._bridge = None
+        self._gateway_dir: Path | None = None
+
+    @classmethod
+    def open(cls, run: Run, checkout: workspace.Checkout, cancel: threading.Event) -> _Box:
+        tmp, scratch = checkout.root / "tmp", checkout.root / "harness"
+        for directory in (tmp / "home", scratch):
+            directory.mkdir(parents=True, exist_ok=True)
+        uid = _run_uid(run)
+        caps = run_caps.RunCaps(
+            # Unique on the host: another worker (or another site) may run a run with this id.
+            f"run-{run.pk}-{run.attempts}-{os.getpid()}-{secrets.token_hex(4)}",
+            cap_limits(run.snapshot["contestant"]["limits"]),
+            watch_paths=[checkout.work, tmp, scratch],
+            uid=uid,
+        ).open()
+        _set(run, caps=caps.enforcement)
+        log.info("run %s caps: %s", run.pk, json.dumps(caps.enforcement))
+        missing = caps.unenforced()
+        if missing and not settings.MERGEABLE_ALLOW_UNENFORCED_CAPS:
+            caps.close()
+            raise run_caps.CapsUnavailable(
+                f"This worker cannot enforce the run's {' and '.join(missing)} cap "
+                "(no usable cgroup, and the worker is not root): runs are refused. Give the "
+                "worker cgroups, or set MERGEABLE_ALLOW_UNENFORCED_CAPS=true to run anyway."
+            )
+        return cls(run, checkout, cancel, caps, uid)
+
+    def run(
+        self,
+        command: str,
+        timeout: float,
+        *,
+        env: dict[str, str] | None = None,
+        network: bool = False,
+        gateway: bool = False,
+        extra_rw_paths=(),
+        extra_ro_paths=(),
+    ) -> sandbox.Result:
+        run_id = self.run_row.pk
+
+        def remember(pgid: int) -> None:
+            Run.objects.filter(pk=run_id).update(process_group=pgid)
+
+        result = sandbox.run(
+            command,
+            self.checkout.work,
+            timeout=timeout,
+            cancel=self.cancel,
+            on_start=remember,
+            env=env,
+            network=network,
+            extra_rw_paths=extra_rw_paths,
+            extra_ro_paths=[*self.checkout.sandbox_ro_paths, *extra_ro_paths],
+            caps=self.caps,
+            gateway=self.door if gateway else None,
+            tmp_dir=self.tmp,
+            uid=self.uid,
+        )
+        if result.cap:
+            self.stop(self.caps.describe_hit())
+        return result
+
+    def stop(self, reason: str) -> None:
+        if not self.stop_reason:
+            self.stop_reason = reason
+        self.cancel.set()
+
+    def start_gateway(self, config, limits: run_gateway.GatewayLimits) -> None:
+        # A short directory of its own: a Unix socket's path may not exceed 107 bytes.
+        self._gateway_dir = Path(tempfile.mkdtemp(prefix="mergeable-gw-"))
+        socket_path = self._gateway_dir / "gateway.sock"
+
+        def on_call(_record, _totals) -> None:
+            if self.gateway is not None and self.gateway.limit_hit:
+                self.stop(self.gateway.limit_message())
+
+        self.gateway = run_gateway.Gateway(
+            config,
+            socket_path,
+            limits=limits,
+            on_call=on_call,
+            log_path=self.checkout.root / "gateway.jsonl",
+        ).start()
+        if sandbox.default_backend() == "bubblewrap":
+            port = sandbox.GATEWAY_PORT  # inside the run's own network namespace
+        else:
+            self._bridge = gateway_bridge.start(str(socket_path))
+            port = self._bridge.getsockname()[1]
+        self.door = sandbox.GatewayDoor(socket=socket_path, port=port)
+
+    def stop_gateway(self) -> None:
+        if self._bridge is not None:
+            self._bridge.close()
+            self._bridge = None
+        if self.gateway is not None:
+            self.gateway.close()
+            if self.gateway.limit_hit:
+                self.stop(self.gateway.limit_message())
+            log_file = self.checkout.root / "gateway.jsonl"
+            if log_file.is_file():
+                self.run_row.save_artifact("raw/gateway.jsonl", log_file.read_text())
+        if self._gateway_dir is not None:
+            shutil.rmtree(self._gateway_dir, ignore_errors=True)
+            self._gateway_dir = None
+        self.door = None
+
+    def metered(self) -> dict:
+        """The gateway's figures, as Run fields."""
+        totals = self.gateway.totals
+        return {
+            "input_tokens": totals.input_tokens,
+            "output_tokens": totals.output_tokens,
+            "cost_usd": totals.cost_usd,
+            "cache_read_tokens": totals.cache_read_tokens,
+            "cache_write_tokens": totals.cache_write_tokens,
+            "model_calls": totals.calls,
+        }
+
+    def close(self) -> None:
+        self.stop_gateway()
+        self.caps.close()
+
+
+def _run_uid(run: Run) -> int | None:
+    """The host uid a root worker runs this run's commands as: one of a range, never root."""
+    if os.geteuid() != 0:
+        return None
+    return settings.MERGEABLE_SANDBOX_UID_BASE + run.pk % 50_000
+
+
+def cap_limits(own: dict) -> run_caps.CapLimits:
+    """The site's caps, lowered by a contestant's own `limits` where it sets them."""
+
+    def lowest(key: str, site: int) -> int:
+        return min(site, own[key]) if own.get(key) else site
+
+    return run_caps.CapLimits(
+        processes=lowest("max_processes", settings.MERGEABLE_RUN_MAX_PROCESSES),
+        memory_mb=lowest("max_memory_mb", settings.MERGEABLE_RUN_MAX_MEMORY_MB),
+        disk_mb=lowest("max_disk_mb", settings.MERGEABLE_RUN_MAX_DISK_MB),
+        cpu_seconds=settings.MERGEABLE_RUN_MAX_CPU_SECONDS,
     )
 
 
-def _run_agent(run: Run, work: Path, deadline: float, cancel: threading.Event) -> base.AgentOutcome:
+def _run_agent(run: Run, box: _Box, deadline: float) -> base.AgentOutcome:
     from runs import agents
 
     contestant = run.contestant
@@ -341,9 +512,36 @@ def _run_agent(run: Run, work: Path, deadline: float, cancel: threading.Event) -
     prompt = run.snapshot["prompt"]
     limits_snapshot = run.snapshot["contestant"]["limits"]
     harness = agents.harness_for(run.snapshot["contestant"].get("harness") or contestant.harness)
+    work, cancel = box.checkout.work, box.cancel
 
     def save(document: dict) -> None:
         run.save_artifact("transcript.json", dumps(document))
+
+    try:
+        config = model.provider_config(prompt.get("key"))
+    except KeyUnavailable as exc:
+        raise EnvironmentFault(str(exc)) from None
+    except ValueError as exc:
+        raise EnvironmentFault(f"The model's script is invalid: {exc}") from None
+    if not model.is_scripted:
+        # Checked here, against the real endpoint: behind the gateway a dead endpoint would
+        # only show as failed calls, which some CLIs retry for minutes and then exit 0.
+        problem = endpoint_problem(config.base_url)
+        if problem:
+            raise EnvironmentFault(f"Could not reach the model: {problem}")
+        box.start_gateway(
+            config,
+            run_gateway.GatewayLimits(
+                max_cost_usd=limits_snapshot.get("max_cost_usd"),
+                max_tokens=limits_snapshot.get("max_tokens"),
+                max_calls=limits_snapshot.get("max_calls"),
+            ),
+        )
+        # The harness sees the gateway, never the real endpoint or key.
+        if getattr(harness, "RUNS_IN_WORKER", False):
+            config = box.gateway.worker_model()
+        else:
+            config = box.gateway.sandbox_model(box.door.port)
 
     transcript = TranscriptWriter(
         agent_name=harness.NAME,
@@ -358,18 +556,15 @@ def _run_agent(run: Run, work: Path, deadline: float, cancel: threading.Event) -
         command: str,
         timeout: float,
         env: dict[str, str] | None = None,
-        network: bool = False,
+        gateway: bool = False,
         extra_rw_paths=(),
         extra_ro_paths=(),
     ):
-        return _sandboxed(
-            run,
+        return box.run(
             command,
-            work,
             timeout,
-            cancel,
             env=env,
-            network=network,
+            gateway=gateway,
             extra_rw_paths=extra_rw_paths,
             extra_ro_paths=extra_ro_paths,
         )
@@ -379,14 +574,17 @@ def _run_agent(run: Run, work: Path, deadline: float, cancel: threading.Event) -
         return result.exit_code, result.output
 
     def on_usage(input_tokens: int, output_tokens: int, cost: float, steps: int) -> None:
-        _set(
-            run, input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost, steps=steps
-        )
+        if box.gateway is not None:  # what the harness says is not the meter
+            _set(run, steps=steps, **box.metered())
+        else:
+            _set(
+                run,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cost_usd=cost,
+                steps=steps,
+            )
 
-    try:
-        config = model.provider_config(prompt.get("key"))
-    except ValueError as exc:
-        raise EnvironmentFault(f"The model's script is invalid: {exc}") from None
     context = base.AgentContext(
         workspace=work,
         instructions=prompt["instructions"],
@@ -405,37 +603,45 @@ def _run_agent(run: Run, work: Path, deadline: float, cancel: threading.Event) -
         model=config,
         run_sandboxed=run_sandboxed,
         save_raw_log=lambda name, content: run.save_artifact(f"raw/{name}", content),
-        scratch=work.parent / "harness",
+        scratch=box.scratch,
     )
-    context.scratch.mkdir(parents=True, exist_ok=True)
     try:
         outcome = harness.run(context)
     finally:
         transcript.close()  # a harness that crashed still leaves every step it made on disk
+        metered = box.metered() if box.gateway is not None else None
+        box.stop_gateway()
+    usage = {"steps": outcome.steps}
+    if metered is not None:
+        usage |= metered
+        usage["reported_usage"] = {
+            "input_tokens": outcome.input_tokens,
+            "output_tokens": outcome.output_tokens,
+            "cost_usd": outcome.cost_usd,
+        }
+    else:
+        usage |= {
+            "input_tokens": outcome.input_tokens,
+            "output_tokens": outcome.output_tokens,
+            "cost_usd": outcome.cost_usd,
+        }
     transcript.finish(
-        prompt_tokens=outcome.input_tokens,
-        completion_tokens=outcome.output_tokens,
-        cost_usd=outcome.cost_usd,
+        prompt_tokens=usage["input_tokens"],
+        completion_tokens=usage["output_tokens"],
+        cost_usd=usage["cost_usd"],
         end_status=outcome.end_status,
         summary=outcome.summary,
         scripted=model.is_scripted,
         harness=harness.NAME,
     )
-    _set(
-        run,
-        agent_status=outcome.end_status,
-        steps=outcome.steps,
-        input_tokens=outcome.input_tokens,
-        output_tokens=outcome.output_tokens,
-        cost_usd=outcome.cost_usd,
-    )
+    _set(run, agent_status=outcome.end_status, **usage)
     return outcome
 
 
 def ask_user(run: Run, question: str, cancel: threading.Event, deadline: float) -> str:
     """A clarifying question: the prepared answer at once, else wait for a human, else a fallback."""
     prompt = run.snapshot["prompt"]
-    question = column_text(question)
+    question = column_text(redaction.scrub(question))
     entry = {"question": question, "asked_at": timezone.now().isoformat(), "answer": None}
     prepared = prompt.get("clarification_answer") or ""
     if prepared:
@@ -474,16 +680,17 @@ def ask_user(run: Run, question: str, cancel: threading.Event, deadline: float) 
     return fallback
 
 
-def _run_tests(run: Run, command: str, work: Path, cancel: threading.Event) -> None:
-    result = _sandboxed(run, command, work, TEST_TIMEOUT, cancel)
+def _run_tests(run: Run, command: str, box: _Box) -> None:
+    result = box.run(command, TEST_TIMEOUT)
     run.save_artifact("test_output.txt", result.output)
-    passed, failed = parse_junit(work)
+    passed, failed = parse_junit(box.checkout.work)
     _set(
         run,
         test_exit_code=result.exit_code,
         tests_passed=passed,
         tests_failed=failed,
-        test_output_tail=column_text(result.output[-4000:]),
+        # Scrubbed before it is cut, so a key split at the cut cannot leak its half.
+        test_output_tail=column_text(redaction.scrub(result.output)[-4000:]),
     )
 
 

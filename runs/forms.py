@@ -9,7 +9,14 @@ from django import forms
 from django.conf import settings
 from django.urls import reverse
 
-from runs.models import Contestant, LanguageModel, Prompt, PromptSet, Repository
+from runs.models import (
+    SANDBOX_LIMIT_CAPS,
+    Contestant,
+    LanguageModel,
+    Prompt,
+    PromptSet,
+    Repository,
+)
 
 UPLOAD_LIMIT = 5 * 1024 * 1024
 
@@ -110,6 +117,7 @@ class PromptForm(forms.ModelForm):
             "acceptance_criteria",
             "expected_files",
             "setup_command",
+            "setup_network",
             "test_command",
             "clarification_expected",
             "clarification_answer",
@@ -117,6 +125,7 @@ class PromptForm(forms.ModelForm):
             "time_limit",
         ]
         labels = {
+            "setup_network": "The setup command may use the network",
             "clarification_expected": "The spec is ambiguous on purpose",
             "clarification_answer": "Prepared answer to a clarifying question",
             "time_limit": "Time limit (seconds)",
@@ -124,6 +133,7 @@ class PromptForm(forms.ModelForm):
         help_texts = {
             "commit": "A full or abbreviated sha, or a branch; stored as the full sha",
             "instructions": "Markdown",
+            "setup_network": "For package installs. The agent and the tests never get the network.",
             "reference_patch": "Optional: a human's solution as a unified diff",
         }
         widgets = {
@@ -354,10 +364,27 @@ class ContestantForm(forms.ModelForm):
             "max_steps",
             "max_cost_usd",
             "time_limit",
+            "max_processes",
+            "max_memory_mb",
+            "max_disk_mb",
+            "max_tokens",
+            "max_calls",
             "options",
             "benchmarks",
         ]
-        labels = {"max_cost_usd": "Max cost (USD)", "time_limit": "Time limit (seconds)"}
+        labels = {
+            "max_cost_usd": "Max cost (USD)",
+            "time_limit": "Time limit (seconds)",
+            "max_processes": "Max processes",
+            "max_memory_mb": "Max memory (MB)",
+            "max_disk_mb": "Max disk (MB)",
+            "max_tokens": "Max tokens",
+            "max_calls": "Max model calls",
+        }
+        help_texts = {
+            "max_tokens": "Input and output tokens together, counted by the run's model gateway",
+            "max_calls": "Calls to the model, counted by the run's model gateway",
+        }
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -367,6 +394,9 @@ class ContestantForm(forms.ModelForm):
         self.fields["model"].label_from_instance = lambda m: (
             f"{m.name} (scripted)" if m.is_scripted else m.name
         )
+        for name, setting in SANDBOX_LIMIT_CAPS.items():
+            cap = getattr(settings, setting)
+            self.fields[name].help_text = f"At most {cap}, the site's cap; blank means the cap"
 
     def clean_benchmarks(self) -> dict:
         benchmarks = self.cleaned_data["benchmarks"]

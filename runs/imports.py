@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -35,11 +37,13 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from runs import sandbox, workspace
+from runs import redaction, sandbox, workspace
 from runs.agents import base
+from runs.caps import RunCaps
 from runs.execution import (
     SETUP_TIMEOUT,
     TEST_TIMEOUT,
+    cap_limits,
     capture_fields,
     column_text,
     parse_junit,
@@ -252,8 +256,9 @@ def run_queued_import(import_id: int) -> str | None:
 
 
 def _end_import(job: RunImport, status: str, *, error: str = "", run: Run | None = None) -> str:
+    # An error can quote the setup command's output or git's, and is shown on the import's page.
     RunImport.objects.filter(pk=job.pk).update(
-        status=status, error=error, run=run, finished_at=timezone.now()
+        status=status, error=redaction.scrub(error), run=run, finished_at=timezone.now()
     )
     _delete_payload(job)
     return status
@@ -344,16 +349,36 @@ def _apply_and_test(prompt: Prompt, *, patch: str | None, branch: str | None) ->
         raise ImportProblem(f"The prompt's repository cannot be used: {exc}") from None
     run_dir = Path(settings.MERGEABLE_CHECKOUT_ROOT) / "imports" / uuid.uuid4().hex
     timings: dict[str, float] = {}
+    stack = ExitStack()
     try:
         started = time.monotonic()
         mirror = workspace.ensure_mirror(url, root, prompt.commit)
         branch_commit = ""
         if branch is not None:
             branch_commit, patch = _branch_patch(url, root, mirror, prompt.commit, branch)
-        checkout = workspace.checkout(mirror, prompt.commit, run_dir)
+        # As for executed runs: never as root, the caps over all of it, the network only for a
+        # setup that asked for it.
+        owner = sandbox.NOBODY_UID if os.geteuid() == 0 else None
+        checkout = workspace.checkout(mirror, prompt.commit, run_dir, owner=owner)
+        caps = RunCaps(
+            f"import-{run_dir.name}", cap_limits({}), watch_paths=[checkout.work], uid=owner
+        )
+        stack.enter_context(caps)
+
+        def run_sandboxed(command: str, timeout: float, network: bool = False) -> sandbox.Result:
+            return sandbox.run(
+                command,
+                checkout.work,
+                timeout=timeout,
+                network=network,
+                caps=caps,
+                uid=owner,
+                extra_ro_paths=checkout.sandbox_ro_paths,
+            )
+
         setup_output = None
         if prompt.setup_command:
-            setup = sandbox.run(prompt.setup_command, checkout.work, timeout=SETUP_TIMEOUT)
+            setup = run_sandboxed(prompt.setup_command, SETUP_TIMEOUT, network=prompt.setup_network)
             setup_output = setup.output
             if setup.exit_code != 0:
                 raise ImportProblem(
@@ -376,7 +401,7 @@ def _apply_and_test(prompt: Prompt, *, patch: str | None, branch: str | None) ->
         )
         if prompt.test_command:
             started = time.monotonic()
-            result = sandbox.run(prompt.test_command, checkout.work, timeout=TEST_TIMEOUT)
+            result = run_sandboxed(prompt.test_command, TEST_TIMEOUT)
             timings["test"] = time.monotonic() - started
             tested.test_output = result.output
             tested.test_exit_code = result.exit_code
@@ -387,6 +412,7 @@ def _apply_and_test(prompt: Prompt, *, patch: str | None, branch: str | None) ->
     except sandbox.SandboxError as exc:
         raise ImportProblem(f"The sandbox could not run the prompt's commands: {exc}") from None
     finally:
+        stack.close()
         workspace.remove_tree(run_dir)  # the checkout's root, or what a failed checkout left
 
 
@@ -645,7 +671,8 @@ def _store(
             test_exit_code=tested.test_exit_code,
             tests_passed=tested.tests_passed,
             tests_failed=tested.tests_failed,
-            test_output_tail=column_text((tested.test_output or "")[-4000:]),
+            # Scrubbed before it is cut, so a secret the cut splits is redacted too.
+            test_output_tail=column_text(redaction.scrub(tested.test_output or "")[-4000:]),
         )
         save_capture_artifacts(run, captured)
         if tested.setup_output is not None:

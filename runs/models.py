@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
-from evalsite.fields import EncryptedTextField
+from evalsite.fields import EncryptedTextField, UnreadableSecret
+from runs import redaction
 
 
 def _validate_url(value: str) -> None:
@@ -85,6 +89,8 @@ class Prompt(models.Model):
     acceptance_criteria = models.JSONField(default=list, blank=True)
     expected_files = models.JSONField(default=list, blank=True)
     setup_command = models.TextField(blank=True, default="")
+    # Package installs need the network; the agent and the tests never get it.
+    setup_network = models.BooleanField(default=False)
     test_command = models.TextField(blank=True, default="")
     clarification_expected = models.BooleanField(default=False)
     clarification_answer = models.TextField(blank=True, default="")
@@ -102,6 +108,16 @@ class Prompt(models.Model):
     def __str__(self) -> str:
         return f"{self.prompt_set.name}/{self.key}"
 
+    def clean(self) -> None:
+        super().clean()
+        if self.setup_network and not self.setup_command.strip():
+            raise ValidationError(
+                {
+                    "setup_network": "Needs a setup command: only the setup command runs with "
+                    "network access."
+                }
+            )
+
     def snapshot(self) -> dict:
         """What a run keeps of its prompt, so later edits never change what the run shows."""
         return {
@@ -115,12 +131,55 @@ class Prompt(models.Model):
             "acceptance_criteria": list(self.acceptance_criteria),
             "expected_files": list(self.expected_files),
             "setup": self.setup_command,
+            "setup_network": self.setup_network,
             "test": self.test_command,
             "clarification_expected": self.clarification_expected,
             "clarification_answer": self.clarification_answer,
             "reference_patch": self.reference_patch,
             "time_limit": self.time_limit,
         }
+
+
+# A model's api_key_env names a variable of the worker's environment whose value is sent to the
+# model's endpoint, which whoever curates models controls. Only names that look like a key are
+# allowed, and never one holding Mergeable's own secrets.
+_KEY_VARIABLE = re.compile(r"^[A-Z][A-Z0-9_]*_(?:API_KEY|TOKEN)\Z")
+_SITE_VARIABLE_PREFIXES = ("MERGEABLE_", "DJANGO_")
+_SITE_VARIABLES = ("SECRET_KEY", "DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL")
+
+
+def api_key_env_problem(name: str) -> str:
+    """Why `name` may not be a model's api_key_env, phrased to follow the field's name; "" if it may."""
+    if name.startswith(_SITE_VARIABLE_PREFIXES) or name.endswith(_SITE_VARIABLES):
+        return (
+            f"may not name {name!r}: variables starting with MERGEABLE_ or DJANGO_, and "
+            "SECRET_KEY, DATABASE_URL, CELERY_BROKER_URL and REDIS_URL, hold Mergeable's own "
+            "secrets"
+        )
+    if not _KEY_VARIABLE.match(name):
+        return (
+            f"must name a variable ending in _API_KEY or _TOKEN, in uppercase letters, digits "
+            f"and underscores (e.g. OPENAI_API_KEY), not {name[:100]!r}"
+        )
+    return ""
+
+
+class KeyUnavailable(Exception):
+    """A model's key cannot be used; the message says why and what to do about it."""
+
+
+class LanguageModelQuerySet(models.QuerySet):
+    def api_keys(self) -> set[str]:
+        """The keys these models hold: stored keys that decrypt, and the values of their
+        (allowed) api_key_env variables in this process's environment."""
+        keys = set()
+        for stored, variable in self.values_list("api_key", "api_key_env"):
+            if stored and isinstance(stored, str):
+                keys.add(stored)
+            if variable and not api_key_env_problem(variable):
+                keys.add(os.environ.get(variable, ""))
+        keys.discard("")
+        return keys
 
 
 class LanguageModel(models.Model):
@@ -149,6 +208,8 @@ class LanguageModel(models.Model):
     archived = models.BooleanField(default=False)
     connection_check = models.JSONField(default=dict, blank=True)
 
+    objects = LanguageModelQuerySet.as_manager()
+
     class Meta:
         ordering = ["name"]
         verbose_name = "model"
@@ -156,13 +217,24 @@ class LanguageModel(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def clean(self) -> None:
+        if self.api_key_env and (problem := api_key_env_problem(self.api_key_env)):
+            raise ValidationError({"api_key_env": f"api_key_env {problem}."})
+
     @property
     def is_scripted(self) -> bool:
         return self.provider == self.SCRIPTED
 
     @property
+    def key_unreadable(self) -> bool:
+        """The stored key no longer decrypts: the encryption keys changed without rotate_keys."""
+        return isinstance(self.api_key, UnreadableSecret)
+
+    @property
     def key_hint(self) -> str:
         """Only whether a key is set and its last four characters: the key is write-only."""
+        if self.key_unreadable:
+            return "key unreadable, enter it again"
         if self.api_key:
             return f"set, ending …{self.api_key[-4:]}" if len(self.api_key) >= 12 else "set"
         if self.api_key_env:
@@ -170,11 +242,20 @@ class LanguageModel(models.Model):
         return "none"
 
     def resolved_api_key(self) -> str:
-        import os
-
+        """The key to send to the endpoint ("" for none); raises KeyUnavailable."""
+        if self.key_unreadable:
+            raise KeyUnavailable(
+                f"Model {self.name}: key unreadable, enter it again on the model's page (no key "
+                "in MERGEABLE_ENCRYPTION_KEYS decrypts it: the keys changed without rotate_keys)."
+            )
         if self.api_key:
             return self.api_key
         if self.api_key_env:
+            if problem := api_key_env_problem(self.api_key_env):
+                raise KeyUnavailable(
+                    f"Model {self.name} cannot take its key from the environment: "
+                    f"api_key_env {problem}. Rename the variable on the model's page."
+                )
             return os.environ.get(self.api_key_env, "")
         return ""
 
@@ -191,6 +272,14 @@ class LanguageModel(models.Model):
             params=dict(self.params),
             script=providers.load_script(self.script, prompt_key) if self.is_scripted else None,
         )
+
+
+# A contestant's sandbox limits and the site-wide caps they may lower, never raise (FORMATS.md).
+SANDBOX_LIMIT_CAPS = {
+    "max_processes": "MERGEABLE_RUN_MAX_PROCESSES",
+    "max_memory_mb": "MERGEABLE_RUN_MAX_MEMORY_MB",
+    "max_disk_mb": "MERGEABLE_RUN_MAX_DISK_MB",
+}
 
 
 class Contestant(models.Model):
@@ -212,6 +301,22 @@ class Contestant(models.Model):
     max_steps = models.PositiveIntegerField(null=True, blank=True)
     max_cost_usd = models.FloatField(null=True, blank=True)
     time_limit = models.PositiveIntegerField(null=True, blank=True)
+    # Sandbox limits (blank: the site's cap) and model-gateway limits (blank: none).
+    max_processes = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)]
+    )
+    max_memory_mb = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)]
+    )
+    max_disk_mb = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)]
+    )
+    max_tokens = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)]
+    )
+    max_calls = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)]
+    )
     benchmarks = models.JSONField(default=dict, blank=True)
     archived = models.BooleanField(default=False)
 
@@ -229,6 +334,17 @@ class Contestant(models.Model):
     def label(self) -> str:
         return f"{self.name} (scripted)" if self.is_scripted else self.name
 
+    def clean(self) -> None:
+        super().clean()
+        # Read on every validation, not once: a cap lowered in settings applies from then on.
+        errors = {}
+        for name, setting in SANDBOX_LIMIT_CAPS.items():
+            value, cap = getattr(self, name), getattr(settings, setting)
+            if value is not None and value > cap:
+                errors[name] = f"Must be at most {cap}, the site's cap ({setting})."
+        if errors:
+            raise ValidationError(errors)
+
     def snapshot(self) -> dict:
         return {
             "name": self.name,
@@ -242,6 +358,11 @@ class Contestant(models.Model):
                 "max_steps": self.max_steps,
                 "max_cost_usd": self.max_cost_usd,
                 "time_limit": self.time_limit,
+                "max_processes": self.max_processes,
+                "max_memory_mb": self.max_memory_mb,
+                "max_disk_mb": self.max_disk_mb,
+                "max_tokens": self.max_tokens,
+                "max_calls": self.max_calls,
             },
         }
 
@@ -343,6 +464,14 @@ class Run(models.Model):
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
     cost_usd = models.FloatField(default=0.0)
+    cache_read_tokens = models.PositiveBigIntegerField(default=0)
+    cache_write_tokens = models.PositiveBigIntegerField(default=0)
+    model_calls = models.PositiveIntegerField(default=0)  # through the run's model gateway
+    # What the harness itself claimed ({"input_tokens", "output_tokens", "cost_usd"}), kept beside
+    # the gateway's metered figures above, never in place of them.
+    reported_usage = models.JSONField(default=dict, blank=True)
+    # The resource caps the sandbox enforced and how: {"processes": {"limit": 256, "how": "…"}}.
+    caps = models.JSONField(default=dict, blank=True)
 
     files_changed = models.JSONField(default=list, blank=True)
     binary_files = models.JSONField(default=list, blank=True)
@@ -405,12 +534,34 @@ class Run(models.Model):
         changed = set(self.files_changed)
         return sum(1 for path in expected if path in changed) / len(expected)
 
+    @property
+    def reported_tokens(self) -> int | None:
+        """The tokens the harness says it used, or None when it said nothing usable."""
+        counts = [self.reported_usage.get(name) for name in ("input_tokens", "output_tokens")]
+        counts = [n for n in counts if isinstance(n, int) and not isinstance(n, bool)]
+        return sum(counts) if counts else None
+
+    @property
+    def reported_cost_usd(self) -> float | None:
+        cost = self.reported_usage.get("cost_usd")
+        return cost if isinstance(cost, int | float) and not isinstance(cost, bool) else None
+
+    @property
+    def sandbox_caps(self) -> list[dict]:
+        """`caps` as rows to show: name, limit and how it was enforced (blank when unknown)."""
+        rows = []
+        for name, cap in self.caps.items():
+            cap = cap if isinstance(cap, dict) else {"limit": cap}
+            rows.append({"name": name, "limit": cap.get("limit", ""), "how": cap.get("how", "")})
+        return rows
+
     # Artifacts live in Django storage under runs/<id>/, not in table columns.
     def artifact_name(self, name: str) -> str:
         return f"runs/{self.pk}/{name}"
 
     def save_artifact(self, name: str, content: str | bytes) -> None:
-        save_file(self.artifact_name(name), content)
+        """Store an artifact, with every secret the worker knows replaced by [redacted]."""
+        save_file(self.artifact_name(name), redaction.scrub_artifact(name, content))
 
     def read_artifact(self, name: str, default: str = "") -> str:
         path = self.artifact_name(name)

@@ -21,13 +21,21 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import transaction
 
-from runs.models import Contestant, LanguageModel, Prompt, PromptSet, Repository
+from runs import yaml_loader
+from runs.models import (
+    Contestant,
+    LanguageModel,
+    Prompt,
+    PromptSet,
+    Repository,
+    api_key_env_problem,
+)
 
 _SLUG = re.compile(r"^[-a-zA-Z0-9_]+\Z")
 _SHA = re.compile(r"^[0-9a-fA-F]{4,64}\Z")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 _MAX_INT = 2**31 - 1  # PositiveIntegerField's range on every database backend
 _MAX_SCRIPT_BYTES = 5 * 1024 * 1024
 
@@ -73,28 +81,9 @@ class ImportReport:
 # -- Reading YAML --------------------------------------------------------------------------------
 
 
-class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """A safe loader that refuses duplicate keys in a mapping (YAML would keep the last)."""
-
-    def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
-            seen: set = set()
-            for key_node, _ in node.value:
-                # Merge keys (`<<: *base`) may legitimately be overridden; only check literals.
-                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
-                    continue
-                key = self.construct_object(key_node)
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {_show(key)}", key_node.start_mark
-                    )
-                seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
 def _load_yaml(text: str, filename: str) -> Any:
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+        return yaml_loader.load(text)
     except yaml.MarkedYAMLError as exc:
         # Only the mark and the problem: the snippet PyYAML adds could quote a secret.
         mark = exc.problem_mark or exc.context_mark
@@ -234,7 +223,7 @@ def _json_mapping(value: Any) -> dict:
     if not isinstance(value, dict):
         raise _Invalid(f"must be a mapping, not {_type_name(value)}")
     try:
-        # A round trip both checks the values and detaches YAML anchors shared between entries.
+        # A round trip checks that every value is JSON (and copies it out of the parsed file).
         # ensure_ascii=False lets encode() find lone surrogates; \u0000 is refused by PostgreSQL.
         text = json.dumps(value, allow_nan=False, ensure_ascii=False)
         text.encode("utf-8")
@@ -335,6 +324,22 @@ def _no_duplicates(items: list[tuple[str, dict]], identity: str, errors: _Errors
             first[value] = label
 
 
+def _model_rules(instance, entry: str, errors: _Errors, file_names: dict[str, str]) -> None:
+    """Report what the model's own clean() refuses, under the file's names for its fields.
+
+    Value rules live on the model, once, for the files and the forms alike; this layer only
+    checks types. `instance` holds just the fields those rules read.
+    """
+    try:
+        instance.clean()
+    except ValidationError as exc:
+        for name, messages in exc.message_dict.items():
+            where = "(entry)" if name == NON_FIELD_ERRORS else file_names.get(name, name)
+            for message in messages:
+                # The forms' sentences, in the files' style: "field: must be …".
+                errors.add(entry, where, message[:1].lower() + message[1:].rstrip("."))
+
+
 # -- Upserting -----------------------------------------------------------------------------------
 
 
@@ -351,6 +356,11 @@ _FILE_NAMES = {
     "script_path": "script",
     "max_steps": "limits",
     "max_cost_usd": "limits",
+    "max_processes": "limits",
+    "max_memory_mb": "limits",
+    "max_disk_mb": "limits",
+    "max_tokens": "limits",
+    "max_calls": "limits",
 }
 
 
@@ -391,6 +401,7 @@ _PROMPT_FIELDS = {
     "acceptance_criteria": _Field(_string_list),
     "expected_files": _Field(_string_list),
     "setup": _Field(_string(blank=True)),
+    "setup_network": _Field(_boolean),
     "test": _Field(_string(blank=True)),
     "clarification": _Field(
         nested={
@@ -430,6 +441,7 @@ def _prompt_values(cleaned: dict) -> dict:
         "acceptance_criteria": cleaned.get("acceptance_criteria", []),
         "expected_files": cleaned.get("expected_files", []),
         "setup_command": cleaned.get("setup", ""),
+        "setup_network": cleaned.get("setup_network", False),
         "test_command": cleaned.get("test", ""),
         "clarification_expected": clarification.get("expected", False),
         "clarification_answer": clarification.get("answer", ""),
@@ -525,6 +537,13 @@ def _plan_prompt_set(data: Any, errors: _Errors) -> _PromptSetPlan | None:
         label = _label("prompts", index, item, "key")
         cleaned = _read(item, _PROMPT_FIELDS, label, errors)
         checked.append((label, cleaned))
+        if "setup" in cleaned or not isinstance(item, dict) or item.get("setup") is None:
+            # (A setup of the wrong type is reported once, as such, not again as missing.)
+            rules = Prompt(
+                setup_command=cleaned.get("setup", ""),
+                setup_network=cleaned.get("setup_network", False),
+            )
+            _model_rules(rules, label, errors, {"setup_command": "setup"})
         repository = cleaned.get("repository")
         url = urls.get(repository) if repository else None
         if repository and url is None and not _repository_in_file(data, repository):
@@ -742,6 +761,7 @@ def _export_prompt(prompt: Prompt) -> dict:
             ("acceptance_criteria", list(prompt.acceptance_criteria)),
             ("expected_files", list(prompt.expected_files)),
             ("setup", prompt.setup_command),
+            ("setup_network", prompt.setup_network),
             ("test", prompt.test_command),
             ("clarification", clarification),
             ("reference_patch", prompt.reference_patch),
@@ -781,6 +801,11 @@ _CONTESTANT_FIELDS = {
             "max_steps": _Field(_positive_int),
             "max_cost_usd": _Field(_non_negative),
             "time_limit": _Field(_positive_int),
+            "max_processes": _Field(_positive_int),
+            "max_memory_mb": _Field(_positive_int),
+            "max_disk_mb": _Field(_positive_int),
+            "max_tokens": _Field(_positive_int),
+            "max_calls": _Field(_positive_int),
         }
     ),
     "options": _Field(_json_mapping),
@@ -833,8 +858,8 @@ def _model_values(cleaned: dict, label: str, errors: _Errors, base_dir: Path | N
                 errors.add(label, name, f"is required for provider {provider}")
     if "api_key" in cleaned and "api_key_env" in cleaned:
         errors.add(label, "api_key", "give api_key or api_key_env, not both")
-    if "api_key_env" in cleaned and not _ENV_NAME.match(cleaned["api_key_env"]):
-        errors.add(label, "api_key_env", "is not an environment variable name")
+    if "api_key_env" in cleaned and (problem := api_key_env_problem(cleaned["api_key_env"])):
+        errors.add(label, "api_key_env", problem)
     script = ""
     if provider == LanguageModel.SCRIPTED:
         if "script" not in cleaned:
@@ -869,15 +894,17 @@ def _model_values(cleaned: dict, label: str, errors: _Errors, base_dir: Path | N
     return values
 
 
+# The contestant fields a file's `limits` mapping holds, under the same names.
+_LIMITS = tuple(_CONTESTANT_FIELDS["limits"].nested or ())
+
+
 def _contestant_values(cleaned: dict) -> dict:
     limits = cleaned.get("limits", {})
     return {
         "harness": cleaned["harness"],
         "model": cleaned["model"],
         "options": cleaned.get("options", {}),
-        "max_steps": limits.get("max_steps"),
-        "max_cost_usd": limits.get("max_cost_usd"),
-        "time_limit": limits.get("time_limit"),
+        **{name: limits.get(name) for name in _LIMITS},
         "benchmarks": cleaned.get("benchmarks", {}),
         "archived": False,
     }
@@ -916,6 +943,10 @@ def import_contestants(
         label = _label("contestants", index, item, "name")
         cleaned = _read(item, _CONTESTANT_FIELDS, label, errors)
         checked.append((label, cleaned))
+        limits = cleaned.get("limits", {})
+        _model_rules(
+            Contestant(**limits), label, errors, {name: f"limits.{name}" for name in _LIMITS}
+        )
         model = cleaned.get("model")
         if (
             model
@@ -993,13 +1024,7 @@ def _export_model(model: LanguageModel) -> dict:
 
 
 def _export_contestant(contestant: Contestant) -> dict:
-    limits = _without_defaults(
-        [
-            ("max_steps", contestant.max_steps),
-            ("max_cost_usd", contestant.max_cost_usd),
-            ("time_limit", contestant.time_limit),
-        ]
-    )
+    limits = _without_defaults((name, getattr(contestant, name)) for name in _LIMITS)
     return _without_defaults(
         [
             ("name", contestant.name),

@@ -25,6 +25,8 @@ from typing import Any
 import httpx
 import yaml
 
+from runs import yaml_loader
+
 ANTHROPIC_VERSION = "2023-06-01"
 ANTHROPIC_DEFAULT_MAX_TOKENS = 4096
 CONNECT_TIMEOUT = 10.0
@@ -537,7 +539,7 @@ def load_script(text: str, prompt_key: str | None = None) -> list[dict]:
     file is validated. Raises ValueError naming the prompt, the turn (1-based) and the field.
     """
     try:
-        data = yaml.safe_load(text)
+        data = yaml_loader.load(text)
     except yaml.YAMLError as exc:
         raise ValueError(f"the script is not valid YAML or JSON: {exc}") from None
     if isinstance(data, dict) and "prompts" in data:

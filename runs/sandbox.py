@@ -3,15 +3,19 @@
 Every command an agent runs, and every setup or test command of a prompt, goes through `run`.
 Two backends:
 
-- ``bubblewrap``: no network, a read-only system, only the workspace writable, a fresh tmpfs
-  ``/tmp`` (HOME lives there), all capabilities dropped, a new session, a private pid namespace,
-  killed with its parent. The host's home directory is not mounted at all.
+- ``bubblewrap``: its own network namespace with nothing but loopback (the run's model gateway,
+  when given, is the one door: its Unix socket is mounted in and relayed to 127.0.0.1:PORT), a
+  read-only system, only the workspace and the run's temporary directory writable (HOME lives
+  there), all capabilities dropped, a new session, a private pid namespace, killed with its
+  parent. The host's home directory is not mounted at all. A worker running as root runs the
+  command as an unprivileged uid (the workspace's owner, else nobody), never as uid 0.
 - ``none``: runs the command directly. For development only; logged loudly.
 
 Both backends run ``/bin/sh -c COMMAND`` with cwd = workspace, a minimal environment (PATH, HOME,
 LANG plus the caller's ``env``; nothing else of the worker's environment, so API keys never leak),
 rlimits from `Limits`, stdin from /dev/null, and stdout and stderr merged. When the shell exits,
-anything it left running in the background is killed too.
+anything it left running in the background is killed too. With `caps` (runs.caps.RunCaps) the
+command joins the run's control groups and is stopped when the run hits one of its caps.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from runs import caps as run_caps
+from runs.workspace import hand_over
+
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("none", "bubblewrap")
@@ -44,6 +51,14 @@ _TERM_GRACE_S = 2.0
 _REAP_WAIT_S = 5.0
 _READ_CHUNK = 65536
 _SNAPSHOT_EVERY_S = 0.25
+
+# Inside the sandbox: where the gateway's socket and its relay are mounted, and the port the
+# relay listens on. The namespace is the run's own, so one fixed port never collides.
+GATEWAY_DIR = "/run/mergeable"
+GATEWAY_SOCKET = f"{GATEWAY_DIR}/gateway.sock"
+GATEWAY_PORT = 4000
+_BRIDGE = Path(__file__).with_name("gateway_bridge.py")
+NOBODY_UID = 65534
 
 _warned_unsandboxed_pid: int | None = None
 
@@ -64,6 +79,35 @@ class Limits:
     file_size_bytes: int = 1 << 30
     open_files: int = 1024
     processes: int | None = None
+    address_space_bytes: int | None = None
+
+    def tightened(self, caps: run_caps.RunCaps | None) -> Limits:
+        """These limits, lowered to what the run's caps ask of every process."""
+        if caps is None:
+            return self
+        wanted = caps.rlimits()
+
+        def lower(current: int | None, cap: int | None) -> int | None:
+            if cap is None:
+                return current
+            return cap if current is None else min(current, cap)
+
+        return Limits(
+            cpu_seconds=lower(self.cpu_seconds, wanted.get("cpu_seconds")),
+            file_size_bytes=lower(self.file_size_bytes, wanted.get("file_size_bytes")),
+            open_files=self.open_files,
+            processes=lower(self.processes, wanted.get("processes")),
+            address_space_bytes=lower(self.address_space_bytes, wanted.get("address_space_bytes")),
+        )
+
+
+@dataclass(frozen=True)
+class GatewayDoor:
+    """How a command reaches its run's model gateway: the Unix socket the gateway serves, and
+    the loopback port it is relayed to where the command runs."""
+
+    socket: Path
+    port: int
 
 
 @dataclass
@@ -74,6 +118,7 @@ class Result:
     timed_out: bool  # exit_code is then 124
     cancelled: bool  # exit_code is then 130
     duration_s: float
+    cap: str | None = None  # the run cap this command hit (runs.caps); it was stopped for it
 
 
 def default_backend() -> str:
@@ -109,17 +154,24 @@ def run(
     extra_ro_paths: Sequence[Path] = (),
     network: bool = False,
     extra_rw_paths: Sequence[Path] = (),
+    caps: run_caps.RunCaps | None = None,
+    gateway: GatewayDoor | None = None,
+    tmp_dir: Path | None = None,
+    uid: int | None = None,
 ) -> Result:
     """Run `command` with /bin/sh -c in `workspace` and return what happened.
 
     `timeout` is wall-clock seconds; on timeout, or when `cancel` is set, the whole process group
     gets SIGTERM, then SIGKILL after a short grace. `on_start(pgid)` is called once the process
     exists, so another process can stop it with `kill_process_group(pgid)`. `network=True`
-    keeps the host's network (for CLI harnesses that must reach their model endpoint); everything
-    else about the sandbox stays. `extra_rw_paths` are writable besides the workspace (a CLI
-    harness's history files, kept outside the workspace so they never enter the diff). Raises SandboxError
-    only when the sandbox cannot start: unknown backend, missing workspace, bwrap missing or
-    failing to set up.
+    keeps the host's network: only a prompt's setup command that opted in gets it. `gateway`
+    makes the run's model gateway reachable at http://127.0.0.1:{gateway.port}. `extra_rw_paths`
+    are writable besides the workspace (a CLI harness's history files, kept outside the workspace
+    so they never enter the diff); `tmp_dir` is mounted as /tmp (else a fresh tmpfs). `caps`
+    holds the run's caps: the command joins them and is stopped when one is hit. `uid` is who
+    the command runs as when the worker is root (default: the workspace's owner, or nobody when
+    that is root). Raises SandboxError only when the sandbox cannot start: unknown backend,
+    missing workspace, bwrap or setpriv missing or failing to set up.
     """
     backend = backend or default_backend()
     if backend not in BACKENDS:
@@ -138,6 +190,17 @@ def run(
             )
         # bwrap writes {"exit-code": N} here only if the command really ran; that is how a
         # setup failure is told apart from a command that exits 1.
+        run_as = _sandbox_uid(workspace, uid) if os.geteuid() == 0 else None
+        if run_as is not None:
+            # What the caller set up for the command to write (history files, configs) is the
+            # command's to write. Nothing of the run's runs meanwhile to swap a directory for a
+            # link: every command's processes are gone before the next one starts.
+            for path in extra_rw_paths:
+                hand_over(Path(path), run_as)
+            if tmp_dir is not None:
+                hand_over(Path(tmp_dir), run_as, recursive=False)
+                (Path(tmp_dir) / "home").mkdir(exist_ok=True)
+                hand_over(Path(tmp_dir) / "home", run_as, recursive=False)
         status_read, status_write = os.pipe()
         ro_paths = [
             *_python_paths(),
@@ -152,6 +215,9 @@ def run(
             status_fd=status_write,
             network=network,
             rw_paths=extra_rw_paths,
+            gateway=gateway,
+            tmp_dir=tmp_dir,
+            uid=run_as,
         )
         child_env = _bwrap_env(env)
     else:
@@ -170,9 +236,9 @@ def run(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             pass_fds=(status_write,) if status_write is not None else (),
-            preexec_fn=_rlimit_setter(limits),
+            preexec_fn=_child_setup(limits.tightened(caps), caps),
         )
-    except OSError as exc:
+    except (OSError, subprocess.SubprocessError) as exc:
         if status_read is not None:
             os.close(status_read)
         raise SandboxError(f"could not start {argv[0]}: {exc}") from exc
@@ -183,21 +249,26 @@ def run(
     try:
         if on_start is not None:
             on_start(proc.pid)
-        tail, outcome = _collect(proc, started + timeout, output_cap, cancel)
+        tail, outcome = _collect(proc, started + timeout, output_cap, cancel, caps)
     except BaseException:
         _stop(proc)
         raise
     finally:
         proc.stdout.close()
         status = _read_all(status_read) if status_read is not None else b""
+        if caps is not None:
+            caps.kill_all()  # whatever slipped out of the process tree still sits in the cgroup
 
     if backend == "bubblewrap" and outcome == "exited" and proc.returncode >= 0:
         if b'"exit-code"' not in status:
             raise SandboxError(f"bubblewrap could not set up the sandbox: {tail.text().strip()}")
 
-    exit_code = {"timed_out": TIMEOUT_EXIT_CODE, "cancelled": CANCELLED_EXIT_CODE}.get(
-        outcome, proc.returncode
-    )
+    exit_code = {
+        "timed_out": TIMEOUT_EXIT_CODE,
+        "cancelled": CANCELLED_EXIT_CODE,
+        "cap": CANCELLED_EXIT_CODE,
+    }.get(outcome, proc.returncode)
+    cap = caps.check(measure_disk=True) if caps is not None else None
     return Result(
         exit_code=exit_code,
         output=tail.text(),
@@ -205,6 +276,7 @@ def run(
         timed_out=outcome == "timed_out",
         cancelled=outcome == "cancelled",
         duration_s=time.monotonic() - started,
+        cap=cap,
     )
 
 
@@ -220,6 +292,9 @@ def _bwrap_argv(
     status_fd: int,
     network: bool = False,
     rw_paths: Sequence[Path] = (),
+    gateway: GatewayDoor | None = None,
+    tmp_dir: Path | None = None,
+    uid: int | None = None,
 ) -> list[str]:
     argv = [bwrap]
     for system_dir in _SYSTEM_DIRS:
@@ -229,7 +304,11 @@ def _bwrap_argv(
         elif path.is_dir():
             argv += ["--ro-bind", system_dir, system_dir]
     argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm"]
-    argv += ["--tmpfs", "/tmp", "--dir", SANDBOX_HOME]
+    if tmp_dir is not None:
+        (Path(tmp_dir) / "home").mkdir(parents=True, exist_ok=True)
+        argv += ["--bind", str(tmp_dir), "/tmp"]
+    else:
+        argv += ["--perms", "1777", "--tmpfs", "/tmp", "--perms", "0777", "--dir", SANDBOX_HOME]
 
     # Parents before children, so the more specific path wins: a workspace under a read-only
     # path stays writable, a read-only path inside the workspace (say its .git) stays read-only.
@@ -237,21 +316,63 @@ def _bwrap_argv(
     binds[str(workspace)] = "--bind"
     for path in rw_paths:
         binds[str(Path(path).absolute())] = "--bind"
+    # bwrap makes missing parent directories owner-only; an unprivileged uid must pass them.
+    made = {"/", "/tmp", *_SYSTEM_DIRS}
     for path in sorted(binds, key=lambda p: len(Path(p).parts)):
+        for parent in map(str, reversed(Path(path).parents)):
+            if parent not in made:  # (a parent inside an earlier bind exists: --dir is a no-op)
+                argv += ["--perms", "0755", "--dir", parent]
+                made.add(parent)
         argv += [binds[path], path, path]
+        made.add(path)
+
+    entry = ["/bin/sh", "-c", command]
+    if gateway is not None:
+        argv += ["--perms", "0755", "--dir", GATEWAY_DIR]
+        argv += ["--ro-bind", str(gateway.socket), GATEWAY_SOCKET]
+        argv += ["--ro-bind", str(_BRIDGE), f"{GATEWAY_DIR}/bridge.py"]
+        entry = [
+            sys.executable,
+            f"{GATEWAY_DIR}/bridge.py",
+            GATEWAY_SOCKET,
+            str(gateway.port),
+            "--",
+            *entry,
+        ]
 
     argv += [
         "--remount-ro", "/",  # the root itself, so creating /root/x or /x fails too
         "--chdir", str(workspace),
         *([] if network else ["--unshare-net"]),
         "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-        "--cap-drop", "ALL",
         "--new-session",
         "--die-with-parent",
         "--json-status-fd", str(status_fd),
-        "--", "/bin/sh", "-c", command,
     ]  # fmt: skip
-    return argv
+    if uid is None:
+        return [*argv, "--cap-drop", "ALL", "--", *entry]
+    # A root worker's bwrap needs no user namespace; setpriv then drops to the run's uid with no
+    # capabilities left, no supplementary groups and no way to regain privileges.
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        raise SandboxError(
+            "the worker runs as root and needs setpriv (util-linux) to drop to an unprivileged uid"
+        )
+    return [
+        *argv,
+        "--cap-drop", "ALL",
+        "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP",
+        "--", setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+        "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
+        *entry,
+    ]  # fmt: skip
+
+
+def _sandbox_uid(workspace: Path, uid: int | None) -> int:
+    """Who a root worker's command runs as: never root."""
+    if uid is None:
+        uid = workspace.stat().st_uid
+    return uid if uid != 0 else NOBODY_UID
 
 
 def _python_paths() -> list[Path]:
@@ -276,7 +397,7 @@ def _direct_env(env: dict[str, str] | None) -> dict[str, str]:
     return {"PATH": path, "HOME": home, "LANG": "C.UTF-8", **(env or {})}
 
 
-def _rlimit_setter(limits: Limits) -> Callable[[], None]:
+def _child_setup(limits: Limits, caps: run_caps.RunCaps | None) -> Callable[[], None]:
     wanted = [
         (resource.RLIMIT_CPU, limits.cpu_seconds),
         (resource.RLIMIT_FSIZE, limits.file_size_bytes),
@@ -284,16 +405,20 @@ def _rlimit_setter(limits: Limits) -> Callable[[], None]:
     ]
     if limits.processes is not None:
         wanted.append((resource.RLIMIT_NPROC, limits.processes))
+    if limits.address_space_bytes is not None:
+        wanted.append((resource.RLIMIT_AS, limits.address_space_bytes))
 
-    def set_limits() -> None:
+    def set_up() -> None:
         # Runs in the child between fork and exec: keep it to plain system calls.
         for which, value in wanted:
             _soft, hard = resource.getrlimit(which)
             if hard != resource.RLIM_INFINITY:
                 value = min(value, hard)  # an unprivileged worker cannot raise a hard limit
             resource.setrlimit(which, (value, value))
+        if caps is not None:
+            caps.join()
 
-    return set_limits
+    return set_up
 
 
 def _warn_unsandboxed() -> None:
@@ -338,12 +463,16 @@ class _Tail:
 
 
 def _collect(
-    proc: subprocess.Popen, deadline: float, output_cap: int, cancel: threading.Event | None
+    proc: subprocess.Popen,
+    deadline: float,
+    output_cap: int,
+    cancel: threading.Event | None,
+    caps: run_caps.RunCaps | None = None,
 ) -> tuple[_Tail, str]:
-    """Read output until the process exits, times out or is cancelled.
+    """Read output until the process exits, times out, is cancelled or hits a run cap.
 
-    Returns the tail and the outcome: "exited", "timed_out" or "cancelled". The process and
-    everything it started are gone when this returns.
+    Returns the tail and the outcome: "exited", "timed_out", "cancelled" or "cap". The process
+    and everything it started are gone when this returns.
     """
     tail = _Tail(output_cap)
     fd = proc.stdout.fileno()
@@ -368,6 +497,9 @@ def _collect(
             if now >= next_snapshot:
                 known = _descendants(proc.pid)
                 next_snapshot = now + _SNAPSHOT_EVERY_S
+                if caps is not None and caps.check():
+                    outcome = "cap"
+                    break
             if at_eof:
                 time.sleep(0.05)  # output closed early; the process is still running
                 continue

@@ -31,6 +31,8 @@ from functools import cache
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from runs.repository_urls import check_repository_url_safety
+
 # What coding harnesses and test runners leave behind in a work tree. Patterns are gitignore-like:
 # without a slash they match any path component, a trailing slash matches directories only, and a
 # pattern with an inner slash is matched against the whole path from the top of the work tree.
@@ -112,6 +114,7 @@ def validate_repository_url(url: str, local_roots: Sequence[Path] | None = None)
     if _TRANSPORT_PREFIX.match(url):
         transport = url.split("::", 1)[0]
         raise ValueError(f"The git transport {transport + '::'!r} is not allowed.")
+    check_repository_url_safety(url)
 
     if scheme_match := _SCHEME.match(url):
         scheme = scheme_match.group(1).lower()

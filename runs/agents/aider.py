@@ -1,4 +1,4 @@
-"""The aider harness: aider's CLI, headless, in the sandbox with the host's network.
+"""The aider harness: aider's CLI, headless, in the sandbox; it reaches only the run's gateway.
 
 aider runs once per user message (`--message-file`), with its history files in the scratch
 directory outside the workspace. Its exit code means nothing (it exits 0 when the endpoint is
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runs.agents import base, cli
-from runs.agents.cli import endpoint_problem, venv_paths
+from runs.agents.cli import venv_paths
 
 NAME = "aider"
 VERSION = "0.86.2"  # the version bin/install-agents pins; the log parsing below relies on it
@@ -60,12 +60,6 @@ def run(context: base.AgentContext) -> base.AgentOutcome:
 
     message = first_message(context.workspace, context.title, context.instructions)
     outcome = base.AgentOutcome(end_status=base.STOPPED)
-    unreachable = endpoint_problem(context.model.base_url)
-    if unreachable:
-        context.transcript.add_step("user", message)
-        outcome.end_status, outcome.error = base.MODEL_UNREACHABLE, unreachable
-        return outcome
-
     before = snapshot(context.workspace)
     try:
         for round_number in range(MAX_QUESTION_ROUNDS + 1):
@@ -286,7 +280,7 @@ class Session:
             self.command(resume),
             timeout=max(1.0, self.context.limits.seconds_left()),
             env=self.env,
-            network=True,
+            gateway=True,
             extra_ro_paths=venv_paths(self.aider),
             extra_rw_paths=[self.dir],
         )

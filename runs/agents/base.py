@@ -51,10 +51,12 @@ class AgentContext:
     options: dict = field(default_factory=dict)
     # Called after every model call so the run row shows live tokens and cost.
     on_usage: Callable[[int, int, float, int], None] = lambda *_: None
-    # The contestant's model (runs.providers.ModelConfig): endpoint, model id, key, prices.
+    # The contestant's model (runs.providers.ModelConfig): model id and prices, and the endpoint
+    # and key the harness should use: the run's gateway and token, except for scripted models.
     model: Any = None
-    # CLI harnesses: run_sandboxed(command, timeout, env, network) -> sandbox.Result. `network`
-    # lets a CLI reach its model endpoint; keys go only in `env`, never on the command line.
+    # CLI harnesses: run_sandboxed(command, timeout, env, gateway) -> sandbox.Result. `gateway`
+    # lets a CLI reach the run's model gateway (`model` then points there and carries the run's
+    # token, never the real key); tokens go only in `env`, never on the command line.
     run_sandboxed: Callable[..., Any] | None = None
     # Keep a harness's native logs beside the ATIF transcript (artifact raw/<name>).
     save_raw_log: Callable[[str, str], None] = lambda name, content: None

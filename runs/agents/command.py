@@ -5,9 +5,10 @@ The contestant's ``options["command"]`` is a shell command template such as::
     my-agent --repo {workspace} --task-file {prompt_file} --model {model} --api-base {base_url}
 
 Each placeholder's value is shell-quoted where it is substituted, so a path or model id with
-spaces or quotes stays one argument. The model's key never appears on the command line (other
-users of the host could read it in ``ps``) nor in the transcript: it is passed only in the
-environment, as ``MERGEABLE_API_KEY`` and the provider's usual variable.
+spaces or quotes stays one argument. ``{base_url}`` is the run's model gateway inside the
+sandbox, and the "key" the command gets is the run's token, worthless outside the run: the real
+key stays in the worker. The token is passed only in the environment, as ``MERGEABLE_API_KEY``
+and the provider's usual variable, never on the command line.
 
 The command's exit code is not a verdict: agent CLIs exit 0 whether or not they did anything
 useful, so the run is judged like every other run, by its diff and its tests.
@@ -120,7 +121,7 @@ def run(context: base.AgentContext) -> base.AgentOutcome:
             command,
             timeout=seconds,
             env=environment(model, prompt_file, context.workspace),
-            network=True,
+            gateway=True,
             extra_rw_paths=[scratch],
         )
     except Exception as exc:  # noqa: BLE001 - a sandbox that cannot start is reported, not raised

@@ -1,5 +1,6 @@
 """The mini-swe-agent harness: its `mini` CLI, headless (`--yolo --exit-immediately`), in the
-sandbox with the host's network, so the commands it runs are sandboxed with it.
+sandbox, so the commands it runs are sandboxed with it; the model is reached through the run's
+gateway only.
 
 mini exits 0 whether it submitted, hit a limit or gave up on format errors, so the outcome comes
 from the trajectory it writes (`-o traj.json`): `info.exit_status` and the messages, which become
@@ -14,7 +15,7 @@ import shlex
 from pathlib import Path
 
 from runs.agents import base, cli
-from runs.agents.cli import endpoint_problem, venv_paths
+from runs.agents.cli import venv_paths
 
 NAME = "mini-swe-agent"
 VERSION = "2.4.6"  # the version bin/install-agents pins; the trajectory format below is its
@@ -57,11 +58,6 @@ def run(context: base.AgentContext) -> base.AgentOutcome:
         if context.title
         else context.instructions
     )
-    problem = endpoint_problem(model.base_url)
-    if problem:
-        context.transcript.add_step("user", task)
-        return base.AgentOutcome(end_status=base.MODEL_UNREACHABLE, error=problem)
-
     scratch = Path(context.scratch) / "mini-swe-agent"
     (scratch / "home").mkdir(parents=True, exist_ok=True)
     trajectory_path = scratch / "traj.json"
@@ -79,7 +75,7 @@ def run(context: base.AgentContext) -> base.AgentOutcome:
         command,
         timeout=max(1.0, context.limits.seconds_left()),
         env=environment(model, scratch),
-        network=True,
+        gateway=True,
         extra_ro_paths=venv_paths(mini),
         extra_rw_paths=[scratch],
     )

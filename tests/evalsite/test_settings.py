@@ -107,6 +107,10 @@ def test_it_treats_a_missing_debug_as_production(tmp_path):
         ("MERGEABLE_WORKSPACE_ROOT", "relative/path"),
         ("MERGEABLE_ENCRYPTION_KEYS", "notakey"),
         ("DATABASE_URL", "nonsense://"),
+        ("MERGEABLE_RUN_MAX_PROCESSES", "0"),
+        ("MERGEABLE_RUN_MAX_MEMORY_MB", "-4096"),
+        ("MERGEABLE_RUN_MAX_DISK_MB", "10G"),
+        ("MERGEABLE_RUN_MAX_CPU_SECONDS", "0"),
     ],
 )
 def test_it_names_the_variable_holding_a_malformed_value(tmp_path, name, value):
@@ -148,7 +152,7 @@ def test_it_shares_a_redis_cache_only_when_asked(tmp_path):
         "LocMemCache"
     )
     report = _report(tmp_path, DEBUG="true", MERGEABLE_CACHE_URL="redis://r:6379/1")
-    assert report["cache"] == "django.core.cache.backends.redis.RedisCache"
+    assert report["cache"] == "evalsite.cache.SignedRedisCache"
 
 
 def test_it_prefers_celery_broker_url_over_redis_url(tmp_path):
@@ -159,3 +163,40 @@ def test_it_prefers_celery_broker_url_over_redis_url(tmp_path):
         CELERY_BROKER_URL="redis://broker.example.com:6379/0",
     )
     assert report["broker"] == "redis://broker.example.com:6379/0"
+
+
+RUN_CAPS = """
+import json, django
+django.setup()
+from django.conf import settings
+names = ["PROCESSES", "MEMORY_MB", "DISK_MB", "CPU_SECONDS"]
+print(json.dumps({n: getattr(settings, "MERGEABLE_RUN_MAX_" + n) for n in names}))
+"""
+
+
+def test_it_caps_every_run_at_the_documented_defaults(tmp_path):
+    result = _load(tmp_path, RUN_CAPS, DEBUG="true")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "PROCESSES": 256,
+        "MEMORY_MB": 4096,
+        "DISK_MB": 10240,
+        "CPU_SECONDS": 3600,
+    }
+
+
+def test_it_reads_each_run_cap_from_its_own_variable(tmp_path):
+    variables = {
+        "MERGEABLE_RUN_MAX_PROCESSES": "64",
+        "MERGEABLE_RUN_MAX_MEMORY_MB": "512",
+        "MERGEABLE_RUN_MAX_DISK_MB": "2048",
+        "MERGEABLE_RUN_MAX_CPU_SECONDS": "600",
+    }
+    result = _load(tmp_path, RUN_CAPS, DEBUG="true", **variables)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "PROCESSES": 64,
+        "MEMORY_MB": 512,
+        "DISK_MB": 2048,
+        "CPU_SECONDS": 600,
+    }

@@ -111,6 +111,53 @@ def test_it_keeps_the_run_page_blind_for_scorers(client_for, scorer, lead, curat
     assert "alpha" in for_lead
 
 
+def test_it_shows_gateway_usage_beside_what_the_harness_reported(client_for, scorer, lead, curated):
+    from runs import campaigns
+
+    prompt_set, contestants = curated
+    run = campaigns.launch(prompt_set=prompt_set, contestants=contestants[:1]).runs.first()
+    Run.objects.filter(pk=run.pk).update(
+        status=Run.FINISHED,
+        input_tokens=1200,
+        output_tokens=300,
+        cache_read_tokens=800,
+        cache_write_tokens=150,
+        model_calls=7,
+        cost_usd=0.25,
+        reported_usage={"input_tokens": 1000, "output_tokens": 250, "cost_usd": 0.1875},
+        caps={
+            "processes": {"limit": 256, "how": "cgroup v1 pids"},
+            "memory_mb": {"limit": 4096, "how": "<script>alert(1)</script>"},
+        },
+    )
+    url = reverse("runs:run", args=[run.pk])
+
+    for_lead = client_for(lead).get(url).content.decode()
+    for_scorer = client_for(scorer).get(url).content.decode()
+
+    assert "7 through the run's model gateway" in for_lead
+    assert "800 read from cache · 150 written to cache" in for_lead
+    assert "the harness reported 1250 tokens / $0.1875" in for_lead
+    assert "processes 256 (cgroup v1 pids)" in for_lead
+    assert "memory_mb 4096 (&lt;script&gt;alert(1)&lt;/script&gt;)" in for_lead
+    assert "<script>alert(1)" not in for_lead
+    # Cost can give a blind review away: scorers see the tokens, never the dollars.
+    assert "the harness reported 1250 tokens" in for_scorer
+    assert "$0.1875" not in for_scorer
+
+
+def test_it_leaves_out_usage_a_run_does_not_have(client_for, lead, curated):
+    from runs import campaigns
+
+    prompt_set, contestants = curated
+    run = campaigns.launch(prompt_set=prompt_set, contestants=contestants[:1]).runs.first()
+
+    page = client_for(lead).get(reverse("runs:run", args=[run.pk])).content.decode()
+
+    assert "Model calls" not in page and "from cache" not in page
+    assert "harness reported" not in page and "Sandbox caps" not in page
+
+
 def test_it_lets_a_scorer_answer_a_waiting_question(client_for, scorer, curated):
     from runs import campaigns
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from runs import sandbox
+from runs import sandbox, workspace
 from runs.agents import base, command
 from runs.providers import ModelConfig
 from runs.transcript import TranscriptWriter
@@ -42,19 +43,20 @@ def make_context(tmp_path):
         work = tmp_path / "run" / "work"
         work.mkdir(parents=True)
         (work / "calc.py").write_text("def add(a, b):\n    return a - b\n")
+        if os.geteuid() == 0:  # as execution does: the sandbox's uid owns the work tree
+            workspace.hand_over(work, sandbox.NOBODY_UID)
         scratch = tmp_path / "run" / "harness"
         scratch.mkdir()
         calls: list[dict] = []
         raw: dict[str, str] = {}
 
-        def run_sandboxed(cmd, timeout, env, network, extra_rw_paths=(), extra_ro_paths=()):
-            calls.append({"command": cmd, "env": env, "network": network, "rw": extra_rw_paths})
+        def run_sandboxed(cmd, timeout, env, gateway=False, extra_rw_paths=(), extra_ro_paths=()):
+            calls.append({"command": cmd, "env": env, "gateway": gateway, "rw": extra_rw_paths})
             return sandbox.run(
                 cmd,
                 work,
                 timeout=timeout,
                 env=env,
-                network=network,
                 cancel=context.cancel,
                 extra_rw_paths=extra_rw_paths,
                 extra_ro_paths=extra_ro_paths,
@@ -100,7 +102,7 @@ def test_it_runs_the_command_which_edits_the_workspace_with_the_key_only_in_its_
     assert "base=http://127.0.0.1:9/v1" in log
     assert f"key length {len(KEY)}" in log
     [call] = calls
-    assert call["network"] is True
+    assert call["gateway"] is True  # its only way out
     assert call["rw"] == [context.scratch]
     assert call["env"]["MERGEABLE_API_KEY"] == KEY == call["env"]["OPENAI_API_KEY"]
     assert KEY not in call["command"]

@@ -179,6 +179,42 @@ def test_it_creates_a_prompt_pinned_to_the_full_sha(admin, local_repo):
     assert prompt.clarification_expected and prompt.time_limit == 1800
 
 
+def test_it_lets_only_the_setup_use_the_network_and_says_so(admin, local_repo):
+    repository, sha = local_repo
+    prompt_set = PromptSet.objects.create(name="set")
+    url = reverse("runs:prompt_create", kwargs={"prompt_set_id": prompt_set.pk})
+    form = admin.get(url).content.decode()
+    assert 'name="setup_network"' in form and "The setup command may use the network" in form
+
+    response = admin.post(url, _prompt_data(repository, commit=sha, setup_network="on"))
+
+    assert response.status_code == 302, response.content.decode()
+    assert Prompt.objects.get(key="refunds").setup_network is True
+    page = admin.get(prompt_set.get_absolute_url()).content.decode()
+    assert "runs with network access" in page and "setup uses the network" in page
+
+
+def test_it_refuses_network_for_a_prompt_without_a_setup(admin, local_repo):
+    repository, sha = local_repo
+    prompt_set = PromptSet.objects.create(name="set")
+    url = reverse("runs:prompt_create", kwargs={"prompt_set_id": prompt_set.pk})
+    data = _prompt_data(repository, commit=sha, setup_command="", setup_network="on")
+
+    response = admin.post(url, data)
+
+    assert response.status_code == 200
+    assert response.context["form"].errors["setup_network"] == [
+        "Needs a setup command: only the setup command runs with network access."
+    ]
+    assert not Prompt.objects.exists()
+
+
+def test_it_says_a_setup_without_the_network_runs_offline(admin, world):
+    Prompt.objects.filter(pk=world["prompt"].pk).update(setup_command="make deps")
+    page = admin.get(_url("prompt_set", world)).content.decode()
+    assert "runs without network access" in page and "setup uses the network" not in page
+
+
 def test_it_resolves_a_branch_name_to_a_sha(admin, local_repo):
     repository, sha = local_repo
     prompt_set = PromptSet.objects.create(name="set")
@@ -632,6 +668,53 @@ def test_it_creates_and_edits_a_contestant(admin, world):
     admin.post(edit, _contestant_data(world["model"], max_steps="", harness="builtin"))
     contestant.refresh_from_db()
     assert contestant.max_steps is None and contestant.harness == "builtin"
+
+
+def test_it_stores_sandbox_and_gateway_limits_from_the_form(admin, world):
+    data = _contestant_data(
+        world["model"],
+        max_processes="128",
+        max_memory_mb="2048",
+        max_disk_mb="4096",
+        max_tokens="500000",
+        max_calls="80",
+    )
+    response = admin.post(reverse("runs:contestant_create"), data)
+    assert response.status_code == 302, response.content.decode()
+    limits = Contestant.objects.get(name="qwen-aider").snapshot()["limits"]
+    assert limits == {
+        "max_steps": 30,
+        "max_cost_usd": 1.5,
+        "time_limit": 900,
+        "max_processes": 128,
+        "max_memory_mb": 2048,
+        "max_disk_mb": 4096,
+        "max_tokens": 500000,
+        "max_calls": 80,
+    }
+
+
+def test_it_refuses_a_limit_above_the_sites_cap_and_names_it(admin, world, settings):
+    settings.MERGEABLE_RUN_MAX_DISK_MB = 1000
+    form = admin.get(reverse("runs:contestant_create")).content.decode()
+    assert "At most 1000, the site's cap" in form
+
+    data = _contestant_data(world["model"], max_disk_mb="1001", max_processes="256")
+    response = admin.post(reverse("runs:contestant_create"), data)
+
+    assert response.status_code == 200
+    assert response.context["form"].errors == {
+        "max_disk_mb": ["Must be at most 1000, the site's cap (MERGEABLE_RUN_MAX_DISK_MB)."]
+    }
+    assert not Contestant.objects.filter(name="qwen-aider").exists()
+
+
+def test_it_refuses_a_limit_of_zero(admin, world):
+    data = _contestant_data(world["model"], max_calls="0")
+    response = admin.post(reverse("runs:contestant_create"), data)
+    assert response.status_code == 200
+    assert list(response.context["form"].errors) == ["max_calls"]
+    assert not Contestant.objects.filter(name="qwen-aider").exists()
 
 
 def test_it_rejects_benchmarks_that_are_not_numbers(admin, world):

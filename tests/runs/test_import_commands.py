@@ -32,7 +32,7 @@ models:
     provider: openai
     base_url: http://127.0.0.1:11434/v1
     model: qwen2.5-coder:32b
-    api_key_env: OLLAMA_KEY
+    api_key_env: OLLAMA_API_KEY
     price: {input_per_mtok: 0.5, output_per_mtok: 1.5}
     params: {temperature: 0}
   - name: claude
@@ -53,6 +53,8 @@ contestants:
   - name: claude-aider
     harness: aider
     model: claude
+    limits: {max_processes: 64, max_memory_mb: 2048, max_disk_mb: 512, max_tokens: 200000,
+             max_calls: 50}
   - name: demo
     harness: builtin
     model: demo-script
@@ -195,7 +197,7 @@ def test_it_imports_contestants_with_a_scripted_model(contestants_file):
     assert qwen.model.model_id == "qwen2.5-coder:32b"
     assert (qwen.model.input_per_mtok, qwen.model.output_per_mtok) == (0.5, 1.5)
     assert qwen.model.params == {"temperature": 0}
-    assert qwen.model.api_key_env == "OLLAMA_KEY"
+    assert qwen.model.api_key_env == "OLLAMA_API_KEY"
 
 
 @pytest.mark.django_db
@@ -217,14 +219,14 @@ def test_it_never_reveals_an_imported_api_key(contestants_file, caplog):
     for output in outputs:
         assert API_KEY not in output
         assert "api_key:" not in output
-    assert "api_key_env: OLLAMA_KEY" in outputs[2]
+    assert "api_key_env: OLLAMA_API_KEY" in outputs[2]
     assert all(API_KEY not in record.getMessage() for record in caplog.records)
 
 
 @pytest.mark.django_db
 def test_it_never_puts_a_key_in_an_error(contestants_file):
     text = contestants_file.read_text().replace(
-        "    api_key: ", "    api_key_env: ANTHROPIC_KEY\n    api_key: "
+        "    api_key: ", "    api_key_env: ANTHROPIC_API_KEY\n    api_key: "
     )
 
     with pytest.raises(FormatError) as raised:
@@ -268,14 +270,14 @@ def test_it_exports_contestants_that_import_back_as_the_same_settings(contestant
 @pytest.mark.django_db
 def test_it_updates_a_model_in_place_and_switches_it_to_an_environment_key(contestants_file):
     import_contestants(contestants_file.read_text(), base_dir=contestants_file.parent)
-    text = CONTESTANTS.replace(f'api_key: "{API_KEY}"', "api_key_env: ANTHROPIC_KEY")
+    text = CONTESTANTS.replace(f'api_key: "{API_KEY}"', "api_key_env: ANTHROPIC_API_KEY")
 
     report = import_contestants(text, base_dir=contestants_file.parent)
 
     assert report.updated == ["model claude"]
     assert "updated model claude (api_key_env, api_key)" in report.lines()
     model = LanguageModel.objects.get(name="claude")
-    assert (model.api_key, model.api_key_env) == ("", "ANTHROPIC_KEY")
+    assert (model.api_key, model.api_key_env) == ("", "ANTHROPIC_API_KEY")
 
 
 @pytest.mark.django_db
@@ -317,6 +319,35 @@ def test_it_resolves_an_uploaded_script_inside_the_project_only(settings, tmp_pa
         (
             ("max_steps: 40", "max_steps: many"),
             "c.yaml: contestants[0] (name 'qwen-builtin'): limits.max_steps: must be a positive",
+        ),
+        (
+            ("max_processes: 64", "max_processes: 257"),
+            "c.yaml: contestants[1] (name 'claude-aider'): limits.max_processes: must be at most "
+            "256, the site's cap (MERGEABLE_RUN_MAX_PROCESSES)",
+        ),
+        (
+            ("max_disk_mb: 512", "max_disk_mb: 10241"),
+            "c.yaml: contestants[1] (name 'claude-aider'): limits.max_disk_mb: must be at most "
+            "10240, the site's cap (MERGEABLE_RUN_MAX_DISK_MB)",
+        ),
+        (
+            ("max_memory_mb: 2048", "max_memory_mb: 0"),
+            "c.yaml: contestants[1] (name 'claude-aider'): limits.max_memory_mb: must be a "
+            "positive integer up to",
+        ),
+        (
+            ("max_tokens: 200000", "max_tokens: 200000.0"),
+            "c.yaml: contestants[1] (name 'claude-aider'): limits.max_tokens: must be a positive "
+            "integer, not a number",
+        ),
+        (
+            ("max_calls: 50", "max_calls: true"),
+            "c.yaml: contestants[1] (name 'claude-aider'): limits.max_calls: must be a positive "
+            "integer, not a boolean",
+        ),
+        (
+            ("max_calls: 50", "max_calls: 50, max_threads: 8"),
+            "c.yaml: contestants[1] (name 'claude-aider'): limits.max_threads: unknown key",
         ),
         (
             ("{HumanEval: 87.0}", "{HumanEval: high}"),
@@ -361,3 +392,50 @@ def test_it_reports_a_broken_script_by_turn(contestants_file):
     assert raised.value.errors[0].startswith(
         "c.yaml: models[2] (name 'demo-script'): script: scripts/fix-add.yaml: turn 1: "
     )
+
+
+@pytest.mark.django_db
+def test_it_stores_sandbox_and_gateway_limits_and_snapshots_them(contestants_file):
+    import_contestants(CONTESTANTS, base_dir=contestants_file.parent)
+
+    limited = Contestant.objects.get(name="claude-aider").snapshot()["limits"]
+    unlimited = Contestant.objects.get(name="demo").snapshot()["limits"]
+
+    assert limited == {
+        "max_steps": None,
+        "max_cost_usd": None,
+        "time_limit": None,
+        "max_processes": 64,
+        "max_memory_mb": 2048,
+        "max_disk_mb": 512,
+        "max_tokens": 200000,
+        "max_calls": 50,
+    }
+    assert set(unlimited) == set(limited) and set(unlimited.values()) == {None}
+
+
+@pytest.mark.django_db
+def test_it_checks_limits_against_the_sites_current_caps(contestants_file, settings):
+    settings.MERGEABLE_RUN_MAX_MEMORY_MB = 1024
+    settings.MERGEABLE_RUN_MAX_PROCESSES = 64  # a limit equal to the cap is allowed
+
+    with pytest.raises(FormatError) as raised:
+        import_contestants(CONTESTANTS, filename="c.yaml", base_dir=contestants_file.parent)
+
+    assert raised.value.errors == [
+        "c.yaml: contestants[1] (name 'claude-aider'): limits.max_memory_mb: must be at most "
+        "1024, the site's cap (MERGEABLE_RUN_MAX_MEMORY_MB)"
+    ]
+    assert not Contestant.objects.exists()
+
+
+@pytest.mark.django_db
+def test_it_reports_an_update_that_only_lowers_a_limit(contestants_file):
+    import_contestants(CONTESTANTS, base_dir=contestants_file.parent)
+    text = CONTESTANTS.replace("max_calls: 50", "max_calls: 20")
+
+    report = import_contestants(text, base_dir=contestants_file.parent)
+
+    assert report.updated == ["contestant claude-aider"]
+    assert "updated contestant claude-aider (limits)" in report.lines()
+    assert Contestant.objects.get(name="claude-aider").max_calls == 20

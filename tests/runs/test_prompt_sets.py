@@ -235,6 +235,8 @@ def test_it_reimports_an_export_without_changing_anything(example, shop):
         time_limit=60,
         clarification={"answer": "Only cards."},
         test="pytest -q\n",
+        setup="pip install -e .",
+        setup_network=True,
     )
     document["prompts"][1]["title"] = "null"
     _import(document)
@@ -300,6 +302,19 @@ MISTAKES = {
     "duplicate repository name": (
         lambda d: d["repositories"].append(dict(d["repositories"][0])),
         "tasks.yaml: repositories[1] (name 'shop'): name: duplicate name 'shop'",
+    ),
+    "setup_network not a boolean": (
+        lambda d: d["prompts"][1].update(setup="pip install .", setup_network="yes"),
+        "tasks.yaml: prompts[1] (key 'readme'): setup_network: must be true or false, not a string",
+    ),
+    "setup_network without a setup": (
+        lambda d: d["prompts"][1].update(setup_network=True),
+        "tasks.yaml: prompts[1] (key 'readme'): setup_network: needs a setup command: only the "
+        "setup command runs with network access",
+    ),
+    "setup_network with a blank setup": (
+        lambda d: d["prompts"][1].update(setup="  ", setup_network=True),
+        "tasks.yaml: prompts[1] (key 'readme'): setup_network: needs a setup command",
     ),
     "prompts not a list": (
         lambda d: d.update(prompts={"readme": {}}),
@@ -373,7 +388,8 @@ def test_it_rejects_a_file_that_is_not_a_valid_document(text, expected):
 
 
 @pytest.mark.django_db
-def test_it_never_shows_credentials_from_a_repository_url(shop):
+def test_it_never_shows_credentials_from_a_repository_url(shop, settings):
+    settings.MERGEABLE_ALLOW_PRIVATE_REPOSITORIES = True  # a loopback URL, to fail without leaving
     document = _document(shop)
     # Port 9 on 127.0.0.1 refuses the connection: the fetch fails without leaving the machine.
     document["repositories"][0]["url"] = "http://robot:hunter2-secret@127.0.0.1:9/shop.git"
@@ -400,6 +416,68 @@ def test_it_uses_a_repository_already_in_the_database(shop):
     assert Repository.objects.count() == 1
 
 
+@pytest.mark.django_db
+def test_it_gives_the_setup_the_network_only_when_the_file_says_so(shop):
+    document = _document(shop)
+    document["prompts"][0].update(setup="pip install -e .", setup_network=True)
+    document["prompts"][1].update(setup="make deps", setup_network=False)
+
+    _import(document)
+
+    assert Prompt.objects.get(key="partial-refunds").setup_network is True
+    assert Prompt.objects.get(key="readme").setup_network is False
+    exported = yaml.safe_load(export_prompt_set(PromptSet.objects.get(name="backend")))
+    del document["prompts"][1]["setup_network"]  # false is the default, so omitted
+    assert exported == document
+
+
+@pytest.mark.django_db
+def test_it_reports_an_update_that_only_turns_on_the_setups_network(shop):
+    document = _document(shop)
+    document["prompts"][0]["setup"] = "pip install -e ."
+    _import(document)
+    document["prompts"][0]["setup_network"] = True
+
+    report = _import(document)
+
+    assert "updated prompt partial-refunds (setup_network)" in report.lines()
+    assert Prompt.objects.get(key="partial-refunds").setup_network is True
+
+
+@pytest.mark.django_db
+def test_it_reports_a_setup_of_the_wrong_type_once(shop):
+    document = _document(shop)
+    document["prompts"][0].update(setup=["pip", "install"], setup_network=True)
+
+    with pytest.raises(FormatError) as raised:
+        _import(document)
+
+    assert raised.value.errors == [
+        "tasks.yaml: prompts[0] (key 'partial-refunds'): setup: must be a string, not a list"
+    ]
+
+
+@pytest.mark.django_db
+def test_it_keeps_the_setups_network_in_the_run_snapshot(shop):
+    from runs import campaigns
+    from runs.models import Contestant, LanguageModel
+
+    document = _document(shop)
+    document["prompts"][0].update(setup="pip install -e .", setup_network=True)
+    _import(document)
+    model = LanguageModel.objects.create(name="m", provider="scripted", script="- text: hi\n")
+    contestant = Contestant.objects.create(name="c", model=model)
+
+    campaign = campaigns.launch(
+        prompt_set=PromptSet.objects.get(name="backend"), contestants=[contestant]
+    )
+
+    snapshots = {run.prompt.key: run.snapshot for run in campaign.runs.select_related("prompt")}
+    assert snapshots["partial-refunds"]["prompt"]["setup"] == "pip install -e ."
+    assert snapshots["partial-refunds"]["prompt"]["setup_network"] is True
+    assert snapshots["readme"]["prompt"]["setup_network"] is False
+
+
 # -- Robustness: whatever the file holds, the answer is a FormatError or a successful import. ----
 
 _scalars = (
@@ -421,7 +499,8 @@ _values = st.recursive(
 _field_names = st.sampled_from(
     ["name", "description", "repositories", "prompts", "key", "title", "repository", "commit",
      "instructions", "tags", "clarification", "expected", "answer", "time_limit", "url",
-     "setup", "test", "acceptance_criteria", "expected_files", "reference_patch", "typo"]
+     "setup", "setup_network", "test", "acceptance_criteria", "expected_files",
+     "reference_patch", "typo"]
 )  # fmt: skip
 
 

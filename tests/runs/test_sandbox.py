@@ -34,6 +34,8 @@ BOTH_BACKENDS = pytest.mark.parametrize("backend", ["none", BUBBLEWRAP])
 def workspace(tmp_path: Path) -> Path:
     path = tmp_path / "workspace"
     path.mkdir()
+    if os.geteuid() == 0:  # as execution does: a root worker's commands run as the owner
+        os.chown(path, sandbox.NOBODY_UID, sandbox.NOBODY_UID)
     return path
 
 
