@@ -112,8 +112,8 @@ def stepwise_llm():
             self._local = threading.local()
             super().__init__(**kwargs)
 
-        def _record(self, path, headers, body) -> None:  # the handler calls this, then _next
-            super()._record(path, headers, body)
+        def _record(self, path, query, headers, body) -> None:  # the handler calls this, then _next
+            super()._record(path, query, headers, body)
             self._local.body = body
 
         def _next(self):
