@@ -239,7 +239,8 @@ class Gateway:
         if self._client is None:
             # Never through upstream.socket_path: that would be a gateway calling itself.
             self._client = httpx.Client(
-                limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=16)
+                verify=providers.shared_ssl_context(),
+                limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=16),
             )
         if self.socket_path.is_socket():  # left behind by a worker that died
             self.socket_path.unlink()

@@ -9,12 +9,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import ssl
 import stat
-from functools import cache
 from pathlib import Path
-
-import httpx
 
 from runs import providers
 from runs.agents import base
@@ -344,18 +340,9 @@ class Tools:
         return f"exit code: {exit_code}\n{truncate(output)}"
 
 
-@cache
-def _ssl_context() -> ssl.SSLContext:
-    # httpx builds (and loads the CA bundle into) a fresh SSL context for every Client: ~30 ms of
-    # CPU per run. One context, made exactly as httpx makes its default, is safe to share.
-    return httpx.create_ssl_context()
-
-
 def run(context: base.AgentContext) -> base.AgentOutcome:
     # A client per run (its own pool and cookies), sharing only the SSL context.
-    socket_path = getattr(context.model, "socket_path", "")
-    transport = httpx.HTTPTransport(uds=socket_path) if socket_path else None
-    with httpx.Client(verify=_ssl_context(), transport=transport) as client:
+    with providers.client_for(context.model) as client:
         with providers.for_model(context.model, client=client) as provider:
             return run_with(context, provider)
 
