@@ -2,7 +2,8 @@
 
 A run's diff is rendered once (``render_diff``) and the result is cached as JSON; templates only
 loop over it. Every value ending up in the page is either a number, a fixed word, or HTML that is
-already escaped (and may be marked safe). Control characters are stripped everywhere.
+already escaped (and may be marked safe). Control characters are stripped everywhere, and
+invisible or bidirectional characters are shown as marks (``runs.text_policy``).
 
 Shape returned by ``render_diff`` (all plain dicts, lists, str, int, bool and None)::
 
@@ -16,6 +17,8 @@ Shape returned by ``render_diff`` (all plain dicts, lists, str, int, bool and No
         "language": str,        # escaped pygments lexer name, e.g. "Python", "Text only"
         "collapsed": bool,      # generated or > collapse_lines changed lines: load on demand
         "collapse_reason": str|None,   # plain words, e.g. "Generated file"
+        "hidden_unicode": bool, # the file (path, diff lines or stored text) holds an invisible
+                                # or bidirectional character: the page warns about it
         "anchor": str,          # a safe DOM id: "file-1", "file-2", ... in diff order
         "hunks": [{
             "header": str,      # escaped "@@ -1,3 +1,4 @@ def f():"
@@ -71,6 +74,8 @@ from pygments.lexers.special import TextLexer
 from pygments.token import STANDARD_TYPES, Error, Text, Token, Whitespace
 from pygments.util import ClassNotFound
 
+from runs.text_policy import escape_and_mark, has_invisible, strip_control
+
 MAX_LINE_CHARS = 2000
 # Files bigger than this are highlighted from the diff lines only, to keep rendering fast.
 MAX_HIGHLIGHT_CHARS = 1_000_000
@@ -110,7 +115,6 @@ GENERATED_DIRS = frozenset(
 # Minified code: changed lines this long on average are not worth reading line by line.
 MINIFIED_AVERAGE_CHARS = 500
 
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@(.*)$")
 _C_ESCAPES = {"a": 7, "b": 8, "t": 9, "n": 10, "v": 11, "f": 12, "r": 13, '"': 34, "\\": 92}
 # Extended header lines git writes between "diff --git" and the hunks; their values are parsed
@@ -130,17 +134,12 @@ _EXTENDED_HEADERS = (
 )
 
 
-def strip_control(text: str) -> str:
-    """Remove C0/C1 control characters (and DEL) except tab and newline; CRLF becomes LF."""
-    return _CONTROL_RE.sub("", text.replace("\r\n", "\n"))
-
-
 def _escape(text: str) -> str:
     return html.escape(text, quote=True)
 
 
 def _safe_text(text: str) -> str:
-    return _escape(strip_control(text))
+    return escape_and_mark(strip_control(text))
 
 
 # --- parsing -----------------------------------------------------------------------------------
@@ -462,19 +461,32 @@ def _cut_long_lines(lines: list[str]) -> tuple[list[str], set[int]]:
 
 def _plain_lines(lines: list[str]) -> list[str]:
     lines, cut = _cut_long_lines(list(lines))
-    return [_escape(line) + (TRUNCATED_HTML if i in cut else "") for i, line in enumerate(lines)]
+    return [
+        escape_and_mark(line) + (TRUNCATED_HTML if i in cut else "") for i, line in enumerate(lines)
+    ]
 
 
 def _highlight_lines(lines: list[str], lexer: Lexer) -> list[str]:
-    """Highlight a list of lines (already control-stripped) as one text; one HTML string per line."""
+    """Highlight a list of lines (already control-stripped) as one text; one HTML string per line.
+
+    Invisible characters are marked in each token's text as it is escaped, not replaced before
+    lexing: the lexer sees the real text, so a mark lands in the token the compiler would put
+    it in (a right-to-left override inside a string or a comment shows as being there).
+    """
     lines, cut = _cut_long_lines(list(lines))
+    text = "\n".join(lines)
+    # Pygments silently drops byte order marks at the start of its input; lex without them and
+    # put their marks back, or a leading U+FEFF would be the one character never shown.
+    boms = len(text) - len(text.lstrip("\ufeff"))
     try:
-        html_lines = _tokens_to_lines("\n".join(lines), lexer)
+        html_lines = _tokens_to_lines(text[boms:], lexer)
     except Exception:  # pygments lexers are not meant to fail, but a review page must not either
         html_lines = []
     # ensurenl may add a final empty line; a missing one would mean a lexer swallowed text.
     if len(html_lines) < len(lines):
-        html_lines = [_escape(line) for line in lines]
+        html_lines = [escape_and_mark(line) for line in lines]
+    elif boms:
+        html_lines[0] = escape_and_mark("\ufeff" * boms) + html_lines[0]
     del html_lines[len(lines) :]
     for index in cut:
         html_lines[index] += TRUNCATED_HTML
@@ -489,7 +501,7 @@ def _tokens_to_lines(text: str, lexer: Lexer) -> list[str]:
 
     def close_run() -> None:
         if run:
-            escaped = _escape("".join(run))
+            escaped = escape_and_mark("".join(run))
             parts.append(f'<span class="{run_css}">{escaped}</span>' if run_css else escaped)
             run.clear()
 
@@ -744,6 +756,18 @@ def _render_file(
         status = "modified"
     shows_old = (diff.is_rename or diff.is_copy) and diff.old_path != diff.new_path
     raw_old_path = diff.old_path if shows_old else None
+    # The stored texts count too: expanding the context shows them.
+    hidden_unicode = any(
+        has_invisible(text)
+        for text in (
+            diff.path,
+            raw_old_path or "",
+            old_text or "",
+            new_text or "",
+            *(hunk.header for hunk in diff.hunks),
+            *(line.text for hunk in diff.hunks for line in hunk.lines),
+        )
+    )
     return {
         "path": _safe_text(diff.path),
         "old_path": _safe_text(raw_old_path) if raw_old_path is not None else None,
@@ -756,6 +780,7 @@ def _render_file(
         "language": _escape(lexer.name),
         "collapsed": reason is not None,
         "collapse_reason": reason,
+        "hidden_unicode": hidden_unicode,
         "anchor": f"file-{index}",
         "hunks": hunks,
         "expand_after": expand_after,

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
-
 import markdown as markdown_lib
 import nh3
 from django import template
 from django.utils.safestring import SafeString, mark_safe
+
+from runs import text_policy
 
 register = template.Library()
 
@@ -28,22 +28,15 @@ ALLOWED_ATTRIBUTES = {
 URL_SCHEMES = {"http", "https", "mailto"}
 MARKDOWN_EXTENSIONS = ["fenced_code", "tables", "sane_lists"]
 
-# C0 and C1 control characters except tab and newlines, DEL, and the bidirectional overrides
-# that can make text read differently from what it is ("trojan source").
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-def strip_control_characters(text: str) -> str:
-    return _CONTROL.sub("", text)
-
 
 def render_markdown(text: str | None) -> SafeString:
     """Markdown to HTML that is safe to put in a page, whatever the text contains.
 
     Raw HTML in the markdown is allowed through the renderer and then sanitized by nh3, so the
-    allow-list above is the only thing that decides what reaches the browser.
+    allow-list above is the only thing that decides what reaches the browser. Invisible and
+    bidirectional characters are marked in the sanitized result (``runs.text_policy``).
     """
-    source = strip_control_characters(text or "")
+    source = text_policy.strip_control(text or "")
     html = markdown_lib.markdown(source, extensions=MARKDOWN_EXTENSIONS, output_format="html")
     clean = nh3.clean(
         html,
@@ -53,12 +46,33 @@ def render_markdown(text: str | None) -> SafeString:
         link_rel="noopener noreferrer",
         strip_comments=True,
     )
-    return mark_safe(clean)  # sanitized by nh3 just above
+    return mark_safe(text_policy.mark_invisible_html(clean))  # sanitized by nh3 just above
 
 
 @register.filter(name="markdown")
 def markdown_filter(text: str | None) -> SafeString:
     return render_markdown(text)
+
+
+@register.filter
+def show_invisible(value) -> SafeString:
+    """Untrusted text for a page: `{{ prompt.title|show_invisible }}`. Escapes it (unless it is
+    already safe HTML), strips control characters and shows invisible ones as marks."""
+    return text_policy.visible_html(value)
+
+
+@register.filter
+def show_invisible_as_text(value) -> str:
+    """The same marks as plain text, for where markup cannot go (a page's <title>); Django's
+    autoescaping escapes the result."""
+    return text_policy.mark_invisible(text_policy.strip_control(str(value)))
+
+
+@register.filter
+def escape_invisible(value) -> SafeString:
+    """For an attribute that must keep the exact text (a path line comments refer to): escaped,
+    with invisible characters as character references the browser decodes back."""
+    return mark_safe(text_policy.escape_invisible(str(value)))  # escaped by escape_invisible
 
 
 @register.filter

@@ -12,9 +12,12 @@ from hypothesis import strategies as st
 
 from runs import diffs
 from runs.diffs import STYLE_CSS, context_rows, render_diff, strip_control
+from runs.text_policy import INVISIBLE
 
 # The only markup render_diff may emit; everything else in an html field must be escaped text.
-OWN_TAGS = re.compile(r'<span class="(?:tok-[a-z0-9]+|diff-[a-z-]+)"(?: title="[^"<>]*")?>|</span>')
+OWN_TAGS = re.compile(
+    r'<span class="(?:tok-[a-z0-9]+|diff-[a-z-]+|invisible-char)"(?: title="[^"<>]*")?>|</span>'
+)
 UNSAFE = re.compile(r'[<>"\x00-\x08\x0b-\x1f\x7f-\x9f]')
 
 
@@ -338,6 +341,90 @@ def test_it_escapes_hostile_content_in_a_handwritten_diff() -> None:
     assert file["path"] == "x&lt;img src=x onerror=alert(1)&gt;.py"
     assert "&lt;script&gt;" in file["hunks"][0]["header"]
     assert file["hunks"][0]["unified"][0]["html"] == '<span class="tok-n">ab</span>'
+
+
+RLO, LRI, PDI, ZWSP = "\u202e", "\u2066", "\u2069", "\u200b"
+RLO_MARK = '<span class="invisible-char" title="RIGHT-TO-LEFT OVERRIDE">⟨U+202E⟩</span>'
+# The Trojan Source paper's "early return" trick in Python: a reader sees the rest of the line
+# as a comment, Python sees a string that never equals "none".
+TROJAN = (
+    f"if access_level != 'none{RLO}{LRI}': # Check if admin {PDI}{LRI}' and access_level != 'user'"
+)
+AUTH_BEFORE = f'access_level = "user"\nif access_level != "none":\n    print("admin{ZWSP}")\n'
+AUTH_AFTER = f'access_level = "user"\n{TROJAN}\n    print("admin{ZWSP}")\n'
+
+
+def assert_no_raw_invisible(result: dict) -> None:
+    for markup in html_fields(result):
+        assert not INVISIBLE.intersection(markup), markup[:200]
+
+
+def test_it_marks_bidirectional_characters_inside_their_highlighted_tokens(repo: Repo) -> None:
+    repo.write("auth.py", AUTH_BEFORE)
+    repo.write("clean.py", "x = 1\n")
+    repo.commit()
+    repo.write("auth.py", AUTH_AFTER)
+    repo.write("clean.py", "x = 2\n")
+
+    result = render_diff(repo.diff(), {"auth.py": AUTH_BEFORE}, {"auth.py": AUTH_AFTER})
+
+    assert_all_safe(result)
+    assert_no_raw_invisible(result)
+    auth, clean = by_path(result)["auth.py"], by_path(result)["clean.py"]
+    added = next(row for row in auth["hunks"][0]["unified"] if row["kind"] == "add")
+    # The override sits inside the string token, which is what the lexer (and Python) see.
+    assert f'<span class="tok-s1">&#x27;none{RLO_MARK}' in added["html"]
+    assert "⟨U+2066⟩" in added["html"] and "⟨U+2069⟩" in added["html"]
+    split_right = [row["right"]["html"] for row in auth["hunks"][0]["split"]]
+    assert any(RLO_MARK in html for html in split_right)
+    assert auth["hidden_unicode"] is True
+    assert clean["hidden_unicode"] is False
+
+
+def test_it_marks_invisible_characters_in_paths_and_plain_lines(
+    repo: Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo.write(f"hid{ZWSP}den.txt", f"a{RLO}b\n")
+    monkeypatch.setattr(diffs, "HIGHLIGHT_LINE_BUDGET", 0)  # past the budget: escaped, not lexed
+
+    result = render_diff(repo.diff())
+
+    assert_no_raw_invisible(result)
+    file = result["files"][0]
+    assert file["raw_path"] == f"hid{ZWSP}den.txt"  # the real name, for looking files up
+    assert (
+        file["path"]
+        == 'hid<span class="invisible-char" title="ZERO WIDTH SPACE">⟨U+200B⟩</span>den.txt'
+    )
+    assert file["hunks"][0]["unified"][0]["html"] == f"a{RLO_MARK}b"
+    assert file["hidden_unicode"] is True
+
+
+def test_it_warns_about_a_file_whose_unchanged_text_hides_a_character() -> None:
+    diff = "diff --git a/a.py b/a.py\n--- a/a.py\n+++ b/a.py\n@@ -1 +1 @@\n-x = 1\n+x = 2\n"
+
+    result = render_diff(diff, {"a.py": "x = 1\ny = 1\n"}, {"a.py": f"x = 2\ny = {ZWSP}1\n"})
+
+    assert result["files"][0]["hidden_unicode"] is True
+    assert render_diff(diff)["files"][0]["hidden_unicode"] is False
+
+
+def test_it_marks_a_leading_byte_order_mark_that_pygments_would_drop() -> None:
+    rows = context_rows("\ufeffimport os\n", "m.py", 1, 1)
+
+    assert rows[0]["html"].startswith(
+        '<span class="invisible-char" title="ZERO WIDTH NO-BREAK SPACE">⟨U+FEFF⟩</span>'
+    )
+    assert "\ufeff" not in rows[0]["html"]
+    assert '<span class="tok-kn">import</span>' in rows[0]["html"]
+
+
+def test_it_marks_invisible_characters_in_expanded_context() -> None:
+    rows = context_rows(AUTH_AFTER, "auth.py", 2, 3)
+
+    assert RLO_MARK in rows[0]["html"]
+    assert "⟨U+200B⟩" in rows[1]["html"]
+    assert not any(INVISIBLE.intersection(row["html"]) for row in rows)
 
 
 def test_it_cuts_very_long_lines(repo: Repo) -> None:

@@ -52,10 +52,12 @@ def test_it_removes_style_iframes_and_forms():
     assert "text" in html
 
 
-def test_it_strips_control_characters():
-    html = render_markdown("safe\x00\x07\x1b[31m text \u202egnp.exe\x7f")
-    assert not any(ch in html for ch in "\x00\x07\x1b\x7f\u202e")
+def test_it_strips_control_characters_and_marks_invisible_ones():
+    html = render_markdown("safe\x00\x07\x1b[31m text \u202egnp.exe\x7f [x](https://a.test/\u200b)")
+    assert not any(ch in html for ch in "\x00\x07\x1b\x7f\u202e\u200b")
     assert "safe" in html and "[31m text" in html
+    assert '<span class="invisible-char" title="RIGHT-TO-LEFT OVERRIDE">⟨U+202E⟩</span>gnp' in html
+    assert 'href="https://a.test/⟨U+200B⟩"' in html  # inside a tag: the plain mark, no markup
 
 
 def test_it_escapes_html_inside_code_blocks():
