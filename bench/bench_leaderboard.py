@@ -196,6 +196,10 @@ def main() -> int:
         agreement_cold_ms = _time_ms(
             lambda: client.get(reverse("scoring:leaderboard_agreement"), params)
         )
+        cache.clear()
+        disagreements_cold_ms = _time_ms(
+            lambda: client.get(reverse("scoring:leaderboard_disagreements"), params)
+        )
 
         outcome_value = {"a": 1.0, "b": 0.0, "tie": 0.5, "both_bad": 0.5}
         contestant_of = dict(Run.objects.values_list("id", "contestant_id"))
@@ -221,6 +225,7 @@ def main() -> int:
         "page_warm_target_ms": TARGET_WARM_MS,
         "page_warm_ok": warm_ms <= TARGET_WARM_MS,
         "agreement_cold_ms": round(agreement_cold_ms, 1),
+        "disagreements_cold_ms": round(disagreements_cold_ms, 1),
         "bradley_terry_ci_1000_rounds_ms": round(bt_ms, 1),
         "bradley_terry_target_ms": TARGET_BT_MS,
         "bradley_terry_ok": bt_ms <= TARGET_BT_MS,

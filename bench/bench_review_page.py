@@ -204,7 +204,7 @@ def main() -> None:
 
         run, scorer = build_run(var_dir)
         try:
-            url = reverse("scoring:review", kwargs={"run_id": run.pk})
+            url = reverse("scoring:review", kwargs={"review_key": run.review_key})
         except NoReverseMatch:
             emit({"benchmark": "review_page", "skipped": "review page not found"})
             return

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 
 def for_user(user) -> dict:
+    """Scorers see no standings: a leaderboard would tell them which contestant tends to do
+    well before they judge its runs, and which run is whose from how its numbers move."""
+    from evalsite.roles import LEAD, has_role
     from runs.models import Campaign, Run
     from scoring.leaderboard import latest_summary
     from scoring.queue import pending_reviews_for
@@ -14,10 +17,11 @@ def for_user(user) -> dict:
         .select_related("prompt", "campaign")
         .order_by("-id")[:10]
     )
+    is_lead = has_role(user, LEAD)
     return {
         "active_runs": list(active),
         "active_count": Run.objects.filter(status__in=Run.ACTIVE_STATUSES).count(),
         "recent_campaigns": list(Campaign.objects.order_by("-created_at")[:5]),
         "pending_reviews": pending_reviews_for(user),
-        "leaderboard": latest_summary(),
+        "leaderboard": latest_summary() if is_lead else None,
     }

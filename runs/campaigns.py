@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from django.db import transaction
 from django.db.models import F
@@ -25,7 +27,11 @@ def launch(
     budget_usd: float | None = None,
     reviews_wanted: int = 2,
 ) -> Campaign:
-    """Create a campaign and one run per prompt × contestant × repeat; enqueue after commit."""
+    """Create a campaign and one run per prompt × contestant × repeat; enqueue after commit.
+
+    The runs are made in a shuffled order: made in order, their ids would tell anyone who sees
+    one (a scorer, say) which contestant made it, from its place in the sequence.
+    """
     if prompt_set.archived:
         raise LaunchError(f"Prompt set {prompt_set.name!r} is archived")
     prompts = list(prompt_set.active_prompts())
@@ -50,6 +56,13 @@ def launch(
             reviews_wanted=reviews_wanted,
         )
         campaign.contestants.set(contestants)
+        cells = [
+            (prompt, contestant, repeat)
+            for repeat in range(repeats)
+            for prompt in prompts
+            for contestant in contestants
+        ]
+        random.SystemRandom().shuffle(cells)
         runs = Run.objects.bulk_create(
             Run(
                 campaign=campaign,
@@ -58,9 +71,7 @@ def launch(
                 repeat=repeat,
                 snapshot={"prompt": prompt.snapshot(), "contestant": contestant.snapshot()},
             )
-            for repeat in range(repeats)
-            for prompt in prompts
-            for contestant in contestants
+            for prompt, contestant, repeat in cells
         )
         run_ids = [run.pk for run in runs] or list(
             campaign.runs.order_by("id").values_list("id", flat=True)
@@ -81,8 +92,6 @@ def cancel_run(run: Run, reason: str = "Cancelled by a user") -> bool:
 
     Returns False when the run had already ended.
     """
-    from runs import sandbox
-
     now = timezone.now()
     if Run.objects.filter(pk=run.pk, status=Run.QUEUED).update(
         status=Run.CANCELLED, status_reason=reason, finished_at=now
@@ -92,17 +101,70 @@ def cancel_run(run: Run, reason: str = "Cancelled by a user") -> bool:
         cancel_requested=True, status_reason=reason
     )
     if updated:
-        run.refresh_from_db(fields=["process_group", "worker"])
-        # Same machine as the worker: kill now. Elsewhere the worker's heartbeat notices the flag.
-        if run.process_group and _machine(run.worker) == _machine(worker_name()):
-            sandbox.kill_process_group(run.process_group)
+        _stop_now_if_here(run)
     return bool(updated)
 
 
-def cancel_campaign(campaign: Campaign, reason: str = "Campaign cancelled") -> int:
-    count = sum(cancel_run(run, reason) for run in campaign.runs.active())
-    Campaign.objects.filter(pk=campaign.pk).update(state=Campaign.CANCELLED)
-    return count
+def _stop_now_if_here(run: Run) -> None:
+    from runs import sandbox
+
+    run.refresh_from_db(fields=["process_group", "worker"])
+    # Same machine as the worker: kill now. Elsewhere the worker's heartbeat notices the flag.
+    if run.process_group and _machine(run.worker) == _machine(worker_name()):
+        sandbox.kill_process_group(run.process_group)
+
+
+@dataclass(frozen=True)
+class CancelCounts:
+    """What cancelling a campaign touched, and what it will touch."""
+
+    cancelled: int  # queued runs, ended at once
+    stopping: int  # runs a worker had started, told to stop (their worker ends them)
+
+    @property
+    def total(self) -> int:
+        return self.cancelled + self.stopping
+
+
+def cancel_preview(campaign: Campaign) -> CancelCounts:
+    """What ``cancel_campaign`` would do now: for the confirmation page."""
+    runs = campaign.runs.all()
+    return CancelCounts(
+        cancelled=runs.filter(status=Run.QUEUED).count(),
+        stopping=runs.filter(status__in=Run.CLAIMED_STATUSES, cancel_requested=False).count(),
+    )
+
+
+def cancel_campaign(campaign: Campaign, reason: str = "Campaign cancelled") -> CancelCounts:
+    """Cancel the runs of ``campaign`` that have not ended, and say exactly how many.
+
+    Runs that ended (finished, failed, errored, timed out, cancelled) keep their status, and a
+    campaign with nothing left to cancel keeps its state: a finished campaign is never
+    relabelled cancelled. Runs already told to stop are not counted again.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        cancelled = Run.objects.filter(campaign=campaign, status=Run.QUEUED).update(
+            status=Run.CANCELLED, status_reason=reason, finished_at=now
+        )
+        # One conditional update per started run (there are at most as many as workers): a run
+        # that ended meanwhile is neither counted nor signalled.
+        stopping = [
+            run
+            for run in campaign.runs.filter(
+                status__in=Run.CLAIMED_STATUSES, cancel_requested=False
+            ).only("pk")
+            if Run.objects.filter(
+                pk=run.pk, status__in=Run.CLAIMED_STATUSES, cancel_requested=False
+            ).update(cancel_requested=True, status_reason=reason)
+        ]
+        if cancelled or stopping:
+            Campaign.objects.filter(pk=campaign.pk, state=Campaign.RUNNING).update(
+                state=Campaign.CANCELLED
+            )
+    for run in stopping:
+        _stop_now_if_here(run)
+    return CancelCounts(cancelled=cancelled, stopping=len(stopping))
 
 
 def retry_run(run: Run) -> bool:

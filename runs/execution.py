@@ -3,7 +3,13 @@
 queued → preparing → running ⇄ awaiting_answer → testing → finished
 or failed (the contestant's fault), errored (the environment's fault, retryable), cancelled,
 timed_out. A worker claims a run with one conditional UPDATE; a heartbeat thread keeps the claim
-fresh and notices cancel requests; the reaper requeues runs whose heartbeat went stale.
+fresh and notices cancel requests; the reaper requeues runs whose heartbeat went stale. Every
+write the worker then makes to the run is conditional on its claim: a worker that lost its run
+writes nothing more and stops it.
+
+After the agent has ended and its diff is captured, the prompt's test files are put back and its
+hidden tests added (workspace.restore_test_files, add_hidden_tests): the tests that grade a run
+are the prompt author's, never the agent's.
 """
 
 from __future__ import annotations
@@ -67,17 +73,45 @@ def claim(run_id: int, worker: str) -> bool:
     )
 
 
-def _set(run: Run, **fields) -> None:
-    """Write fields to the row and the object; only while this worker still owns the run."""
+class _Cancel(threading.Event):
+    """A run's cancel event. It also says whether the run was lost: reaped, and perhaps handed to
+    another worker. Then this worker stops the run and writes nothing more of it."""
+
+    claim_lost = False
+
+    def lose_claim(self) -> None:
+        self.claim_lost = True
+        self.set()
+
+
+def _owned(run: Run):
+    """The run's row while this worker owns it: claimed by it and not ended."""
+    return Run.objects.filter(pk=run.pk, worker=run.worker, status__in=Run.CLAIMED_STATUSES)
+
+
+def _set(run: Run, cancel: _Cancel, **fields) -> bool:
+    """Write fields to the row and the object, only while this worker still owns the run.
+
+    When it does not any more, nothing is written, the run is stopped, and the answer is False.
+    """
+    if not _owned(run).update(**fields):
+        cancel.lose_claim()
+        return False
     for name, value in fields.items():
         setattr(run, name, value)
-    Run.objects.filter(pk=run.pk).update(**fields)
+    return True
+
+
+def _save_artifact(run: Run, cancel: _Cancel, name: str, content: str | bytes) -> None:
+    # Artifacts are the run's too: a lost run's are another worker's to write.
+    if not cancel.claim_lost:
+        run.save_artifact(name, content)
 
 
 class _Heartbeat:
     """Keeps the claim fresh and turns a cancel request into a kill of the process group."""
 
-    def __init__(self, run: Run, cancel: threading.Event) -> None:
+    def __init__(self, run: Run, cancel: _Cancel) -> None:
         self.run = run
         self.cancel = cancel
         self.stop = threading.Event()
@@ -109,18 +143,22 @@ class _Heartbeat:
     def _check(self) -> None:
         row = (
             Run.objects.filter(pk=self.run.pk)
-            .values("cancel_requested", "process_group", "worker")
+            .values("cancel_requested", "process_group", "worker", "status")
             .first()
         )
         if row is None or row["worker"] != self.run.worker:
-            self.cancel.set()  # deleted, or reaped and handed to another worker
-        elif row["cancel_requested"]:
+            self.cancel.lose_claim()  # deleted, or reaped (and perhaps handed to another worker)
+            return
+        if row["status"] not in Run.CLAIMED_STATUSES:
+            # Ended: by this worker a moment ago, or by the reaper giving up on it. (Then the
+            # next write finds the claim lost.)
+            self.cancel.set()
+            return
+        if row["cancel_requested"]:
             self.cancel.set()
             if row["process_group"]:
                 sandbox.kill_process_group(row["process_group"])
-        Run.objects.filter(pk=self.run.pk, worker=self.run.worker).update(
-            heartbeat_at=timezone.now()
-        )
+        _owned(self.run).update(heartbeat_at=timezone.now())
 
 
 def execute(run_id: int, *, worker: str | None = None) -> str | None:
@@ -129,14 +167,14 @@ def execute(run_id: int, *, worker: str | None = None) -> str | None:
     if not claim(run_id, worker):
         return None
     run = Run.objects.select_related("campaign", "contestant__model", "prompt").get(pk=run_id)
-    cancel = threading.Event()
+    cancel = _Cancel()
     if _budget_spent(run.campaign):
         _end(run, Run.CANCELLED, reason="The campaign's budget is spent")
         return Run.CANCELLED
     with _Heartbeat(run, cancel):
         status = _execute_claimed(run, cancel)
     _update_campaign_state(run.campaign_id)
-    return status
+    return None if cancel.claim_lost else status
 
 
 def remove_abandoned_checkouts(root: Path) -> list[str]:
@@ -174,8 +212,10 @@ def remove_abandoned_checkouts(root: Path) -> list[str]:
     return removed
 
 
-def _execute_claimed(run: Run, cancel: threading.Event) -> str:
+def _execute_claimed(run: Run, cancel: _Cancel) -> str:
     prompt = run.snapshot["prompt"]
+    test_files = prompt.get("test_files") or []
+    setup_left: frozenset[bytes] = frozenset()
     contestant = run.snapshot["contestant"]
     limit = contestant["limits"].get("time_limit") or prompt.get("time_limit") or DEFAULT_TIME_LIMIT
     deadline = time.monotonic() + limit
@@ -201,7 +241,7 @@ def _execute_claimed(run: Run, cancel: threading.Event) -> str:
                 result = box.run(
                     prompt["setup"], SETUP_TIMEOUT, network=bool(prompt.get("setup_network"))
                 )
-                run.save_artifact("setup_output.txt", result.output)
+                _save_artifact(run, cancel, "setup_output.txt", result.output)
                 if box.stop_reason:
                     return _end(run, Run.FAILED, reason=box.stop_reason, timings=timings)
                 if cancel.is_set():
@@ -210,13 +250,17 @@ def _execute_claimed(run: Run, cancel: threading.Event) -> str:
                     raise EnvironmentFault(
                         f"The setup command exited with {result.exit_code}: {result.output[-500:]}"
                     )
+                # What the setup made among the test files is the prompt's: restoring keeps it.
+                setup_left = workspace.untracked_test_files(checkout, test_files)
 
-        _set(run, status=Run.RUNNING)
+        _set(run, cancel, status=Run.RUNNING)
+        if cancel.is_set():
+            return _end(run, Run.CANCELLED, timings=timings)
         with _phase(timings, "agent"):
             outcome = _run_agent(run, box, deadline)
         if box.stop_reason:
             # A cap or a gateway limit ended the agent: the contestant's doing.
-            _capture(run, checkout, timings)
+            _capture(run, checkout, cancel, timings)
             return _end(run, Run.FAILED, reason=box.stop_reason, timings=timings)
         if outcome.end_status == base.MODEL_UNREACHABLE:
             raise EnvironmentFault(f"Could not reach the model: {outcome.error}")
@@ -225,13 +269,16 @@ def _execute_claimed(run: Run, cancel: threading.Event) -> str:
             # not start): not the contestant's fault.
             raise EnvironmentFault(outcome.error)
 
-        _capture(run, checkout, timings)
+        captured = _capture(run, checkout, cancel, timings)
         if outcome.end_status == base.CANCELLED or cancel.is_set():
             return _end(run, Run.CANCELLED, timings=timings)
 
         if prompt.get("test"):
-            _set(run, status=Run.TESTING)
+            _set(run, cancel, status=Run.TESTING)
+            if cancel.is_set():
+                return _end(run, Run.CANCELLED, timings=timings)
             with _phase(timings, "test"):
+                _protect_tests(run, checkout, captured, setup_left)
                 _run_tests(run, prompt["test"], box)
             if box.stop_reason:
                 return _end(run, Run.FAILED, reason=box.stop_reason, timings=timings)
@@ -264,11 +311,43 @@ def _execute_claimed(run: Run, cancel: threading.Event) -> str:
             workspace.cleanup(checkout)
 
 
-def _capture(run: Run, checkout: workspace.Checkout, timings: dict[str, float]) -> None:
+def _capture(
+    run: Run, checkout: workspace.Checkout, cancel: _Cancel, timings: dict[str, float]
+) -> workspace.CapturedDiff:
     with _phase(timings, "capture"):
         captured = workspace.capture_diff(checkout, text_cap=settings.MERGEABLE_ARTIFACT_TEXT_CAP)
-        save_capture_artifacts(run, captured)
-        _set(run, **capture_fields(captured))
+        # Per the captured diff, so what is flagged is what reviewers see changed.
+        protected = workspace.changed_test_files(
+            checkout, captured.tree, run.snapshot["prompt"].get("test_files") or []
+        )
+        if _set(run, cancel, **capture_fields(captured), test_files_modified=protected):
+            save_capture_artifacts(run, captured)
+    return captured
+
+
+def _protect_tests(
+    run: Run,
+    checkout: workspace.Checkout,
+    captured: workspace.CapturedDiff,
+    setup_left: frozenset[bytes],
+) -> None:
+    """Make the tests the prompt's: its test files as at its commit, then its hidden tests.
+
+    Only now, with the agent ended and its diff captured, and written by the worker's own git:
+    the agent never saw the hidden tests, and cannot have changed what grades it.
+    """
+    prompt = run.snapshot["prompt"]
+    owner = _run_uid(run)
+    workspace.restore_test_files(
+        checkout, prompt.get("test_files") or [], tree=captured.tree, keep=setup_left, owner=owner
+    )
+    hidden = prompt.get("hidden_tests")
+    if hidden:
+        # A commit the mirror lacks (pushed after the prompt was written) is fetched.
+        workspace.ensure_mirror(
+            prompt["repository_url"], Path(settings.MERGEABLE_WORKSPACE_ROOT), hidden["commit"]
+        )
+        workspace.add_hidden_tests(checkout, hidden["commit"], hidden["paths"], owner=owner)
 
 
 def _judge(run: Run, outcome: base.AgentOutcome) -> tuple[str, str]:
@@ -345,7 +424,7 @@ class _Box:
         self,
         run: Run,
         checkout: workspace.Checkout,
-        cancel: threading.Event,
+        cancel: _Cancel,
         caps: run_caps.RunCaps,
         uid: int | None,
     ) -> None:
@@ -363,7 +442,7 @@ class _Box:
         self._gateway_dir: Path | None = None
 
     @classmethod
-    def open(cls, run: Run, checkout: workspace.Checkout, cancel: threading.Event) -> _Box:
+    def open(cls, run: Run, checkout: workspace.Checkout, cancel: _Cancel) -> _Box:
         tmp, scratch = checkout.root / "tmp", checkout.root / "harness"
         for directory in (tmp / "home", scratch):
             directory.mkdir(parents=True, exist_ok=True)
@@ -375,7 +454,7 @@ class _Box:
             watch_paths=[checkout.work, tmp, scratch],
             uid=uid,
         ).open()
-        _set(run, caps=caps.enforcement)
+        _set(run, cancel, caps=caps.enforcement)
         log.info("run %s caps: %s", run.pk, json.dumps(caps.enforcement))
         missing = caps.unenforced()
         if missing and not settings.MERGEABLE_ALLOW_UNENFORCED_CAPS:
@@ -398,10 +477,10 @@ class _Box:
         extra_rw_paths=(),
         extra_ro_paths=(),
     ) -> sandbox.Result:
-        run_id = self.run_row.pk
-
         def remember(pgid: int) -> None:
-            Run.objects.filter(pk=run_id).update(process_group=pgid)
+            # A lost run's command is stopped at once: the cancel event kills its group.
+            if not _owned(self.run_row).update(process_group=pgid):
+                self.cancel.lose_claim()
 
         result = sandbox.run(
             command,
@@ -460,7 +539,7 @@ class _Box:
                 self.stop(self.gateway.limit_message())
             log_file = self.checkout.root / "gateway.jsonl"
             if log_file.is_file():
-                self.run_row.save_artifact("raw/gateway.jsonl", log_file.read_text())
+                _save_artifact(self.run_row, self.cancel, "raw/gateway.jsonl", log_file.read_text())
         if self._gateway_dir is not None:
             shutil.rmtree(self._gateway_dir, ignore_errors=True)
             self._gateway_dir = None
@@ -515,7 +594,7 @@ def _run_agent(run: Run, box: _Box, deadline: float) -> base.AgentOutcome:
     work, cancel = box.checkout.work, box.cancel
 
     def save(document: dict) -> None:
-        run.save_artifact("transcript.json", dumps(document))
+        _save_artifact(run, cancel, "transcript.json", dumps(document))
 
     try:
         config = model.provider_config(prompt.get("key"))
@@ -575,10 +654,11 @@ def _run_agent(run: Run, box: _Box, deadline: float) -> base.AgentOutcome:
 
     def on_usage(input_tokens: int, output_tokens: int, cost: float, steps: int) -> None:
         if box.gateway is not None:  # what the harness says is not the meter
-            _set(run, steps=steps, **box.metered())
+            _set(run, cancel, steps=steps, **box.metered())
         else:
             _set(
                 run,
+                cancel,
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
                 cost_usd=cost,
@@ -602,7 +682,7 @@ def _run_agent(run: Run, box: _Box, deadline: float) -> base.AgentOutcome:
         on_usage=on_usage,
         model=config,
         run_sandboxed=run_sandboxed,
-        save_raw_log=lambda name, content: run.save_artifact(f"raw/{name}", content),
+        save_raw_log=lambda name, content: _save_artifact(run, cancel, f"raw/{name}", content),
         scratch=box.scratch,
     )
     try:
@@ -634,11 +714,11 @@ def _run_agent(run: Run, box: _Box, deadline: float) -> base.AgentOutcome:
         scripted=model.is_scripted,
         harness=harness.NAME,
     )
-    _set(run, agent_status=outcome.end_status, **usage)
+    _set(run, cancel, agent_status=outcome.end_status, **usage)
     return outcome
 
 
-def ask_user(run: Run, question: str, cancel: threading.Event, deadline: float) -> str:
+def ask_user(run: Run, question: str, cancel: _Cancel, deadline: float) -> str:
     """A clarifying question: the prepared answer at once, else wait for a human, else a fallback."""
     prompt = run.snapshot["prompt"]
     question = column_text(redaction.scrub(question))
@@ -646,52 +726,53 @@ def ask_user(run: Run, question: str, cancel: threading.Event, deadline: float) 
     prepared = prompt.get("clarification_answer") or ""
     if prepared:
         entry.update(answer=prepared, source="prepared", answered_at=entry["asked_at"])
-        _set(run, questions=[*run.questions, entry])
+        _set(run, cancel, questions=[*run.questions, entry])
         return prepared
 
-    _set(run, questions=[*run.questions, entry], status=Run.AWAITING_ANSWER)
+    fallback = "No answer is available. Use your best judgement and say what you assumed."
+    if not _set(run, cancel, questions=[*run.questions, entry], status=Run.AWAITING_ANSWER):
+        return fallback  # the run is lost and stopping: nobody will answer here
     index = len(run.questions) - 1
     waited_until = time.monotonic() + settings.MERGEABLE_ANSWER_TIMEOUT_SECONDS
     while not cancel.is_set() and time.monotonic() < min(waited_until, deadline):
         questions = Run.objects.filter(pk=run.pk).values_list("questions", flat=True).first() or []
         if len(questions) > index and questions[index].get("answer") is not None:
             run.questions = questions
-            _set(run, status=Run.RUNNING)
+            _set(run, cancel, status=Run.RUNNING)
             return questions[index]["answer"]
         cancel.wait(1.0)
-    fallback = "No answer is available. Use your best judgement and say what you assumed."
     with transaction.atomic():
-        questions = list(
-            Run.objects.select_for_update()
-            .filter(pk=run.pk)
-            .values_list("questions", flat=True)
-            .first()
-            or []
-        )
+        stored = _owned(run).select_for_update().values_list("questions", flat=True).first()
+        if stored is None:
+            cancel.lose_claim()
+            return fallback
+        questions = list(stored)
         if len(questions) > index and questions[index].get("answer") is not None:
             fallback = questions[index]["answer"]
         elif len(questions) > index:
             questions[index].update(
                 answer=fallback, source="timeout", answered_at=timezone.now().isoformat()
             )
-        Run.objects.filter(pk=run.pk).update(questions=questions)
+        _owned(run).update(questions=questions)
     run.questions = questions
-    _set(run, status=Run.RUNNING)
+    _set(run, cancel, status=Run.RUNNING)
     return fallback
 
 
 def _run_tests(run: Run, command: str, box: _Box) -> None:
     result = box.run(command, TEST_TIMEOUT)
-    run.save_artifact("test_output.txt", result.output)
     passed, failed = parse_junit(box.checkout.work)
-    _set(
+    owned = _set(
         run,
+        box.cancel,
         test_exit_code=result.exit_code,
         tests_passed=passed,
         tests_failed=failed,
         # Scrubbed before it is cut, so a key split at the cut cannot leak its half.
         test_output_tail=column_text(redaction.scrub(result.output)[-4000:]),
     )
+    if owned:
+        run.save_artifact("test_output.txt", result.output)
 
 
 def parse_junit(work: Path) -> tuple[int | None, int | None]:

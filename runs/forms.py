@@ -16,6 +16,7 @@ from runs.models import (
     Prompt,
     PromptSet,
     Repository,
+    hidden_path_problem,
 )
 
 UPLOAD_LIMIT = 5 * 1024 * 1024
@@ -104,6 +105,15 @@ class PromptForm(forms.ModelForm):
     tags = TagsField(help_text="Comma separated, e.g. multi-file, ambiguous-spec")
     acceptance_criteria = LinesField(help_text="One per line; shown to scorers as a checklist")
     expected_files = LinesField(help_text="One path per line: the files a good change touches")
+    test_files = LinesField(
+        help_text="One glob per line, e.g. tests/**: put back as they are at the commit before "
+        "the test command runs; a run whose agent changed them is flagged"
+    )
+    hidden_tests_paths = LinesField(
+        label="Hidden test paths",
+        help_text="One file or directory per line, taken from the hidden tests commit and added "
+        "only after the agent has ended: the agent never sees them",
+    )
 
     class Meta:
         model = Prompt
@@ -119,6 +129,9 @@ class PromptForm(forms.ModelForm):
             "setup_command",
             "setup_network",
             "test_command",
+            "test_files",
+            "hidden_tests_commit",
+            "hidden_tests_paths",
             "clarification_expected",
             "clarification_answer",
             "reference_patch",
@@ -129,12 +142,15 @@ class PromptForm(forms.ModelForm):
             "clarification_expected": "The spec is ambiguous on purpose",
             "clarification_answer": "Prepared answer to a clarifying question",
             "time_limit": "Time limit (seconds)",
+            "hidden_tests_commit": "Hidden tests commit",
         }
         help_texts = {
             "commit": "A full or abbreviated sha, or a branch; stored as the full sha",
             "instructions": "Markdown",
             "setup_network": "For package installs. The agent and the tests never get the network.",
             "reference_patch": "Optional: a human's solution as a unified diff",
+            "hidden_tests_commit": "Another commit of the same repository, holding the hidden "
+            "tests; stored as the full sha",
         }
         widgets = {
             "instructions": forms.Textarea(attrs={"rows": 12}),
@@ -173,15 +189,30 @@ class PromptForm(forms.ModelForm):
         data = super().clean()
         repository, commit = data.get("repository"), data.get("commit")
         if repository and commit:
-            data["commit"] = self._resolved_commit(repository, commit.strip())
+            data["commit"] = self._resolved_commit(repository, commit.strip(), "commit")
+        hidden_commit = (data.get("hidden_tests_commit") or "").strip()
+        if repository and hidden_commit:
+            data["hidden_tests_commit"] = hidden_commit = self._resolved_commit(
+                repository, hidden_commit, "hidden_tests_commit"
+            )
+            paths = data.get("hidden_tests_paths") or []
+            unchanged = (
+                self.instance.pk
+                and self.instance.repository_id == repository.pk
+                and (self.instance.hidden_tests_commit, self.instance.hidden_tests_paths)
+                == (hidden_commit, paths)
+            )
+            checkable = [path for path in paths if not hidden_path_problem(path)]
+            if not unchanged and "hidden_tests_commit" not in self.errors and checkable:
+                self._check_hidden_paths(repository, hidden_commit, checkable)
         return data
 
-    def _resolved_commit(self, repository: Repository, commit: str) -> str:
+    def _resolved_commit(self, repository: Repository, commit: str, field: str) -> str:
         """The full sha of `commit`, fetched into the mirror; a form error if it cannot be."""
         unchanged = (
             self.instance.pk
             and self.instance.repository_id == repository.pk
-            and self.instance.commit == commit
+            and getattr(self.instance, field) == commit
         )
         if unchanged:  # resolved when it was stored; no need to reach the remote again
             return commit
@@ -193,11 +224,25 @@ class PromptForm(forms.ModelForm):
             return workspace.resolve_commit(mirror, commit)
         except workspace.WorkspaceError as exc:
             self.add_error(
-                "commit",
+                field,
                 f"Cannot resolve this commit in {repository.name}: "
                 f"{_without_url(str(exc), repository)}",
             )
             return commit
+
+    def _check_hidden_paths(self, repository: Repository, commit: str, paths: list[str]) -> None:
+        from runs import workspace
+
+        try:
+            root = Path(settings.MERGEABLE_WORKSPACE_ROOT)
+            mirror = workspace.ensure_mirror(repository.url, root, commit)
+            missing = workspace.missing_paths(mirror, commit, paths)
+        except workspace.WorkspaceError as exc:
+            problem = _without_url(str(exc), repository)
+            self.add_error("hidden_tests_paths", f"Cannot check these paths: {problem}")
+            return
+        for path in missing:
+            self.add_error("hidden_tests_paths", f"{path!r} is not in commit {commit[:12]}.")
 
 
 def _without_url(message: str, repository: Repository) -> str:

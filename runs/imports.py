@@ -85,6 +85,7 @@ class _Tested:
     test_exit_code: int | None = None
     tests_passed: int | None = None
     tests_failed: int | None = None
+    test_files_modified: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -377,6 +378,7 @@ def _apply_and_test(prompt: Prompt, *, patch: str | None, branch: str | None) ->
             )
 
         setup_output = None
+        setup_left: frozenset[bytes] = frozenset()
         if prompt.setup_command:
             setup = run_sandboxed(prompt.setup_command, SETUP_TIMEOUT, network=prompt.setup_network)
             setup_output = setup.output
@@ -385,6 +387,7 @@ def _apply_and_test(prompt: Prompt, *, patch: str | None, branch: str | None) ->
                     f"The prompt's setup command exited with {setup.exit_code}: "
                     f"{setup.output[-500:]}"
                 )
+            setup_left = workspace.untracked_test_files(checkout, prompt.test_files)
         _apply(checkout, patch, "the branch's diff" if branch else "the patch")
         timings["prepare"] = time.monotonic() - started
 
@@ -397,10 +400,22 @@ def _apply_and_test(prompt: Prompt, *, patch: str | None, branch: str | None) ->
             captured=captured,
             branch_commit=branch_commit,
             setup_output=setup_output,
+            test_files_modified=workspace.changed_test_files(
+                checkout, captured.tree, prompt.test_files
+            ),
             timings=timings,
         )
         if prompt.test_command:
             started = time.monotonic()
+            # As for executed runs: the prompt's own tests grade the change, not the change's.
+            workspace.restore_test_files(
+                checkout, prompt.test_files, tree=captured.tree, keep=setup_left, owner=owner
+            )
+            if prompt.hidden_tests:
+                workspace.ensure_mirror(url, root, prompt.hidden_tests_commit)
+                workspace.add_hidden_tests(
+                    checkout, prompt.hidden_tests_commit, prompt.hidden_tests_paths, owner=owner
+                )
             result = run_sandboxed(prompt.test_command, TEST_TIMEOUT)
             timings["test"] = time.monotonic() - started
             tested.test_output = result.output
@@ -671,6 +686,7 @@ def _store(
             test_exit_code=tested.test_exit_code,
             tests_passed=tested.tests_passed,
             tests_failed=tested.tests_failed,
+            test_files_modified=tested.test_files_modified,
             # Scrubbed before it is cut, so a secret the cut splits is redacted too.
             test_output_tail=column_text(redaction.scrub(tested.test_output or "")[-4000:]),
         )
@@ -1217,7 +1233,7 @@ def _roo_api_steps(writer, timestamps, filename: str, messages) -> None:
                 raise ImportProblem(f"{filename}: message {index} has a block without a type.")
             kind = block["type"]
             if kind == "text":
-                texts.append(str(block.get("text", "")))
+                texts.append(without_environment_details(str(block.get("text", ""))))
             elif kind == "tool_use":
                 arguments = block.get("input")
                 calls.append(
@@ -1267,7 +1283,23 @@ def _roo_result_text(block: dict) -> str:
         )
     else:
         text = ""
+    text = without_environment_details(text)
     return f"error: {text}" if block.get("is_error") else text
+
+
+# Roo Code and Cline append this block to user turns and tool results: the model id, the running
+# cost, open tabs, the time. Reviewers must not see it (it names the model), and it is noise.
+_ENVIRONMENT_DETAILS = re.compile(
+    r"<environment_details>.*?(?:</environment_details>|\Z)", re.DOTALL | re.IGNORECASE
+)
+
+
+def without_environment_details(text: str) -> str:
+    return (
+        _ENVIRONMENT_DETAILS.sub("", text).strip()
+        if "<environment_details" in text.lower()
+        else text
+    )
 
 
 def _roo_ui_messages(filename: str, messages) -> list[dict]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -92,6 +93,13 @@ class Prompt(models.Model):
     # Package installs need the network; the agent and the tests never get it.
     setup_network = models.BooleanField(default=False)
     test_command = models.TextField(blank=True, default="")
+    # Globs (git's glob pathspec: `*` stays within a directory, `**` crosses them): every path
+    # they match is put back as it is at `commit` before the test command runs.
+    test_files = models.JSONField(default=list, blank=True)
+    # Tests written into the workspace only after the agent has ended, from another commit of the
+    # same repository: the agent never sees them.
+    hidden_tests_commit = models.CharField(max_length=64, blank=True, default="")
+    hidden_tests_paths = models.JSONField(default=list, blank=True)
     clarification_expected = models.BooleanField(default=False)
     clarification_answer = models.TextField(blank=True, default="")
     reference_patch = models.TextField(blank=True, default="")
@@ -108,15 +116,34 @@ class Prompt(models.Model):
     def __str__(self) -> str:
         return f"{self.prompt_set.name}/{self.key}"
 
+    @property
+    def hidden_tests(self) -> dict | None:
+        """The file format's `hidden_tests`: {"commit", "paths"}, or None."""
+        if not self.hidden_tests_paths:
+            return None
+        return {"commit": self.hidden_tests_commit, "paths": list(self.hidden_tests_paths)}
+
     def clean(self) -> None:
         super().clean()
+        errors = {}
         if self.setup_network and not self.setup_command.strip():
-            raise ValidationError(
-                {
-                    "setup_network": "Needs a setup command: only the setup command runs with "
-                    "network access."
-                }
+            errors["setup_network"] = (
+                "Needs a setup command: only the setup command runs with network access."
             )
+        for glob in self.test_files:
+            if problem := test_glob_problem(glob):
+                errors["test_files"] = f"{glob[:100]!r} {problem}."
+                break
+        for path in self.hidden_tests_paths:
+            if problem := hidden_path_problem(path):
+                errors["hidden_tests_paths"] = f"{path[:100]!r} {problem}."
+                break
+        if self.hidden_tests_paths and not self.hidden_tests_commit:
+            errors["hidden_tests_commit"] = "Needed with hidden test paths: the commit they are in."
+        elif self.hidden_tests_commit and not self.hidden_tests_paths:
+            errors["hidden_tests_paths"] = "Needed with a hidden tests commit: the paths to add."
+        if errors:
+            raise ValidationError(errors)
 
     def snapshot(self) -> dict:
         """What a run keeps of its prompt, so later edits never change what the run shows."""
@@ -133,11 +160,36 @@ class Prompt(models.Model):
             "setup": self.setup_command,
             "setup_network": self.setup_network,
             "test": self.test_command,
+            "test_files": list(self.test_files),
+            "hidden_tests": self.hidden_tests,
             "clarification_expected": self.clarification_expected,
             "clarification_answer": self.clarification_answer,
             "reference_patch": self.reference_patch,
             "time_limit": self.time_limit,
         }
+
+
+def test_glob_problem(glob: str) -> str:
+    """Why `glob` cannot be a test_files glob, phrased to follow it; "" if it can."""
+    if glob.startswith("/"):
+        return "is absolute: globs are relative to the top of the repository"
+    if ".." in glob.split("/"):
+        return "leaves the repository (..)"
+    if glob.startswith(":"):
+        return "starts with ':', which git would read as pathspec magic"
+    return ""
+
+
+def hidden_path_problem(path: str) -> str:
+    """Why `path` cannot be a hidden test path, phrased to follow it; "" if it can."""
+    if path.startswith("/"):
+        return "is absolute: paths are relative to the top of the repository"
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return "is not a plain relative path (no empty, '.' or '..' parts, no trailing '/')"
+    if ".git" in parts:
+        return "is inside a .git directory"
+    return ""
 
 
 # A model's api_key_env names a variable of the worker's environment whose value is sent to the
@@ -410,7 +462,13 @@ class RunQuerySet(models.QuerySet):
 
     def reviewable(self):
         """Runs a human can judge: the agent ended and produced something to look at."""
-        return self.filter(status__in=[Run.FINISHED, Run.FAILED, Run.TIMED_OUT])
+        return self.filter(status__in=Run.REVIEWABLE_STATUSES)
+
+
+def new_review_key() -> str:
+    """An opaque, unguessable name for a run in review URLs: its sequential id would tell a blind
+    reviewer the order runs were made in, and with it which contestant made them."""
+    return secrets.token_urlsafe(12)
 
 
 class Run(models.Model):
@@ -439,6 +497,8 @@ class Run(models.Model):
     ACTIVE_STATUSES = (QUEUED, PREPARING, RUNNING, AWAITING_ANSWER, TESTING)
     CLAIMED_STATUSES = (PREPARING, RUNNING, AWAITING_ANSWER, TESTING)
     ENDED_STATUSES = (FINISHED, FAILED, ERRORED, CANCELLED, TIMED_OUT)
+    # The agent ended and produced something a human can judge.
+    REVIEWABLE_STATUSES = (FINISHED, FAILED, TIMED_OUT)
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="runs")
     prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="runs")
@@ -446,6 +506,11 @@ class Run(models.Model):
     repeat = models.PositiveIntegerField(default=0)
     snapshot = models.JSONField(default=dict)
     imported = models.BooleanField(default=False)
+    review_key = models.SlugField(
+        max_length=32, unique=True, default=new_review_key, editable=False
+    )
+    # Reviews a lead asked for beyond the campaign's reviews_wanted, for this run only.
+    extra_reviews_wanted = models.PositiveIntegerField(default=0)
 
     status = models.CharField(max_length=20, choices=STATUSES, default=QUEUED, db_index=True)
     status_reason = models.TextField(blank=True, default="")
@@ -482,6 +547,9 @@ class Run(models.Model):
     tests_passed = models.PositiveIntegerField(null=True, blank=True)
     tests_failed = models.PositiveIntegerField(null=True, blank=True)
     test_output_tail = models.TextField(blank=True, default="")
+    # The paths matching the prompt's test_files that the agent modified, deleted or added: it
+    # tried to change what grades it (they are put back before the tests run).
+    test_files_modified = models.JSONField(default=list, blank=True)
 
     questions = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True, default="")
@@ -502,6 +570,20 @@ class Run(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("runs:run", args=[self.pk])
+
+    def blind_url(self) -> str:
+        """Where a scorer looks at this run without learning who made it: the review page once
+        there is something to review, else a page with its status and any question it asks.
+
+        "scoring:review" is a URL name, not an import: `runs` still never imports `scoring`.
+        """
+        if self.status in Run.REVIEWABLE_STATUSES:
+            return reverse("scoring:review", kwargs={"review_key": self.review_key})
+        return reverse("runs:blind_run", kwargs={"review_key": self.review_key})
+
+    @property
+    def reviews_wanted(self) -> int:
+        return self.campaign.reviews_wanted + self.extra_reviews_wanted
 
     @property
     def is_active(self) -> bool:

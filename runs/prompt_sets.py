@@ -32,6 +32,7 @@ from runs.models import (
     PromptSet,
     Repository,
     api_key_env_problem,
+    hidden_path_problem,
 )
 
 _SLUG = re.compile(r"^[-a-zA-Z0-9_]+\Z")
@@ -328,13 +329,16 @@ def _model_rules(instance, entry: str, errors: _Errors, file_names: dict[str, st
     """Report what the model's own clean() refuses, under the file's names for its fields.
 
     Value rules live on the model, once, for the files and the forms alike; this layer only
-    checks types. `instance` holds just the fields those rules read.
+    checks types. `instance` holds just the fields those rules read. A field the type checks
+    already found fault with is not faulted again.
     """
     try:
         instance.clean()
     except ValidationError as exc:
         for name, messages in exc.message_dict.items():
             where = "(entry)" if name == NON_FIELD_ERRORS else file_names.get(name, name)
+            if any(m.startswith(f"{errors.filename}: {entry}: {where}: ") for m in errors.messages):
+                continue
             for message in messages:
                 # The forms' sentences, in the files' style: "field: must be …".
                 errors.add(entry, where, message[:1].lower() + message[1:].rstrip("."))
@@ -349,6 +353,8 @@ _FILE_NAMES = {
     "model_id": "model",
     "setup_command": "setup",
     "test_command": "test",
+    "hidden_tests_commit": "hidden_tests",
+    "hidden_tests_paths": "hidden_tests",
     "clarification_expected": "clarification",
     "clarification_answer": "clarification",
     "input_per_mtok": "price",
@@ -403,6 +409,13 @@ _PROMPT_FIELDS = {
     "setup": _Field(_string(blank=True)),
     "setup_network": _Field(_boolean),
     "test": _Field(_string(blank=True)),
+    "test_files": _Field(_string_list),
+    "hidden_tests": _Field(
+        nested={
+            "commit": _Field(_sha, required=True),
+            "paths": _Field(_string_list, required=True),
+        }
+    ),
     "clarification": _Field(
         nested={
             "expected": _Field(_boolean),
@@ -443,6 +456,9 @@ def _prompt_values(cleaned: dict) -> dict:
         "setup_command": cleaned.get("setup", ""),
         "setup_network": cleaned.get("setup_network", False),
         "test_command": cleaned.get("test", ""),
+        "test_files": cleaned.get("test_files", []),
+        "hidden_tests_commit": cleaned.get("hidden_tests", {}).get("commit", ""),
+        "hidden_tests_paths": cleaned.get("hidden_tests", {}).get("paths", []),
         "clarification_expected": clarification.get("expected", False),
         "clarification_answer": clarification.get("answer", ""),
         "reference_patch": cleaned.get("reference_patch", ""),
@@ -502,6 +518,56 @@ class _Unreachable(Exception):
     pass
 
 
+# The prompt's fields its clean() checks, as the file names them.
+_PROMPT_RULE_NAMES = {
+    "setup_command": "setup",
+    "hidden_tests_commit": "hidden_tests.commit",
+    "hidden_tests_paths": "hidden_tests.paths",
+}
+
+
+def _resolve_hidden_tests(
+    resolver: _CommitResolver,
+    url: str,
+    repository: str,
+    hidden: dict,
+    label: str,
+    errors: _Errors,
+    unreachable: set[str],
+) -> None:
+    """Resolve `hidden["commit"]` in place to its full sha, and check that it has every path."""
+    from runs import workspace
+
+    try:
+        hidden["commit"] = resolver.resolve(url, hidden["commit"])
+    except _Invalid:
+        errors.add(
+            label,
+            "hidden_tests.commit",
+            f"{_show(hidden['commit'])} not found in repository {_show(repository)}",
+        )
+        return
+    except _Unreachable as exc:
+        if repository not in unreachable:
+            unreachable.add(repository)
+            message = f"cannot fetch repository {_show(repository)}: {exc}"
+            errors.add(label, "hidden_tests.commit", message)
+        return
+    # Paths the prompt's own rules refuse are reported by them; git would refuse them too.
+    paths = [path for path in hidden["paths"] if not hidden_path_problem(path)]
+    try:
+        missing = workspace.missing_paths(
+            workspace.mirror_path(resolver.root, url), hidden["commit"], paths
+        )
+    except workspace.WorkspaceError as exc:
+        errors.add(label, "hidden_tests.paths", f"cannot be checked: {exc}")
+        return
+    for path in missing:
+        errors.add(
+            label, "hidden_tests.paths", f"{_show(path)} not in commit {hidden['commit'][:12]}"
+        )
+
+
 def _plan_prompt_set(data: Any, errors: _Errors) -> _PromptSetPlan | None:
     if not isinstance(data, dict):
         errors.add("top level", "(file)", f"must be a mapping, not {_type_name(data)}")
@@ -537,13 +603,19 @@ def _plan_prompt_set(data: Any, errors: _Errors) -> _PromptSetPlan | None:
         label = _label("prompts", index, item, "key")
         cleaned = _read(item, _PROMPT_FIELDS, label, errors)
         checked.append((label, cleaned))
-        if "setup" in cleaned or not isinstance(item, dict) or item.get("setup") is None:
-            # (A setup of the wrong type is reported once, as such, not again as missing.)
-            rules = Prompt(
-                setup_command=cleaned.get("setup", ""),
-                setup_network=cleaned.get("setup_network", False),
-            )
-            _model_rules(rules, label, errors, {"setup_command": "setup"})
+        hidden = cleaned.get("hidden_tests", {})
+        # (A setup of the wrong type is reported once, as such, not again as missing.)
+        setup_checked = (
+            "setup" in cleaned or not isinstance(item, dict) or item.get("setup") is None
+        )
+        rules = Prompt(
+            setup_command=cleaned.get("setup", ""),
+            setup_network=cleaned.get("setup_network", False) and setup_checked,
+            test_files=cleaned.get("test_files", []),
+            hidden_tests_commit=hidden.get("commit", ""),
+            hidden_tests_paths=hidden.get("paths", []),
+        )
+        _model_rules(rules, label, errors, _PROMPT_RULE_NAMES)
         repository = cleaned.get("repository")
         url = urls.get(repository) if repository else None
         if repository and url is None and not _repository_in_file(data, repository):
@@ -574,6 +646,8 @@ def _plan_prompt_set(data: Any, errors: _Errors) -> _PromptSetPlan | None:
                     else:
                         errors.add(where, "url", message)
                 del cleaned["commit"]
+        if url and "commit" in hidden and "paths" in hidden and repository not in unreachable:
+            _resolve_hidden_tests(resolver, url, repository, hidden, label, errors, unreachable)
         if all(name in cleaned for name, rule in _PROMPT_FIELDS.items() if rule.required):
             prompts.append(_prompt_values(cleaned))
     _no_duplicates(checked, "key", errors)
@@ -763,6 +837,8 @@ def _export_prompt(prompt: Prompt) -> dict:
             ("setup", prompt.setup_command),
             ("setup_network", prompt.setup_network),
             ("test", prompt.test_command),
+            ("test_files", list(prompt.test_files)),
+            ("hidden_tests", prompt.hidden_tests),
             ("clarification", clarification),
             ("reference_patch", prompt.reference_patch),
             ("time_limit", prompt.time_limit),

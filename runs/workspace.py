@@ -15,6 +15,7 @@ No Django imports at module level: settings are read lazily, and only as default
 from __future__ import annotations
 
 import atexit
+import errno
 import fcntl
 import hashlib
 import os
@@ -588,6 +589,268 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path, onexc=tolerate_vanished)
 
 
+# --- Protected and hidden tests ---------------------------------------------------------------
+#
+# After the agent has ended, the worker puts the prompt's test files back and adds its hidden
+# tests, so what grades a run is the prompt author's. Git decides which paths match (pathspecs
+# with glob magic) and writes the files, into a staging directory in the run directory; each is
+# then moved into the work tree through directory descriptors opened without following links.
+# Whatever the agent left at a path or in place of one of its directories (a file, a symlink, a
+# directory) is moved aside first, never followed. All of it goes through the worker's git dir;
+# the agent's `work/.git` is never read.
+
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass
+class _Entry:
+    mode: str
+    path: bytes
+
+
+def _test_file_pathspecs(globs: Sequence[str]) -> list[str]:
+    """git pathspecs for test_files globs: from the top; `*` within a directory, `**` across."""
+    return [f":(top,glob){glob}" for glob in globs]
+
+
+def changed_test_files(co: Checkout, tree: str, globs: Sequence[str]) -> list[str]:
+    """The paths matching `globs` that differ between the checkout's commit and `tree` (the
+    captured work tree): modified, deleted and added ones, both sides of a rename."""
+    return [_decode_path(path) for path in _changed(co, tree, globs)]
+
+
+def _changed(co: Checkout, tree: str, globs: Sequence[str], *, added_only: bool = False):
+    if not globs:
+        return []
+    only = ["--diff-filter=A"] if added_only else []
+    output = _git(
+        ["diff-tree", "-r", "-z", "--no-renames", "--name-only", *only, co.commit, tree, "--"]
+        + _test_file_pathspecs(globs),
+        git_dir=co.git_dir,
+    ).stdout
+    return _split_z(output)
+
+
+def untracked_test_files(co: Checkout, globs: Sequence[str]) -> frozenset[bytes]:
+    """The untracked paths of the work tree that match `globs`, ignored ones included (a nested
+    repository counts as one "dir/" path). Taken after the setup command: what restoring keeps."""
+    if not globs:
+        return frozenset()
+    output = _git(
+        ["ls-files", "-z", "--others", "--", *_test_file_pathspecs(globs)],
+        git_dir=co.git_dir,
+        work_tree=co.work,
+    ).stdout
+    return frozenset(_split_z(output))
+
+
+def restore_test_files(
+    co: Checkout,
+    globs: Sequence[str],
+    *,
+    tree: str,
+    keep: frozenset[bytes] = frozenset(),
+    owner: int | None = None,
+) -> None:
+    """Put every path matching `globs` back as it is at the checkout's commit.
+
+    Committed paths are written again, so the ones the agent deleted come back. Paths the commit
+    does not have are removed: what is untracked now (ignored files too) and what `tree`, the
+    captured work tree, added (which includes files of nested repositories), except those in
+    `keep`. `owner`: as for `checkout`, files that uid can use.
+    """
+    if not globs:
+        return
+    pathspecs = _test_file_pathspecs(globs)
+    with _commit_index(co.git_dir, co.commit) as index:
+        entries = _index_entries(co.git_dir, index, pathspecs)
+        committed = {entry.path for entry in entries}
+        added = _changed(co, tree, globs, added_only=True)
+        stray = {path.rstrip(b"/") for path in [*untracked_test_files(co, globs), *added]}
+        with _WorkTree(co, owner) as work:
+            for path in sorted(stray - committed - {path.rstrip(b"/") for path in keep}):
+                work.remove(path)
+            work.place(index, entries)
+
+
+def add_hidden_tests(
+    co: Checkout, commit: str, paths: Sequence[str], *, owner: int | None = None
+) -> None:
+    """Write `paths` (files or directories) as they are at `commit` into the work tree, in place
+    of whatever is there. `commit` is of the checkout's repository and must be in its mirror
+    (`ensure_mirror` with it), whose objects the worker's git dir borrows. A commit or a path
+    that is not there is a WorkspaceError naming it."""
+    if not commit_exists(co.git_dir, commit):
+        raise WorkspaceError(f"The hidden tests' commit {commit} is not in the repository.")
+    with _commit_index(co.git_dir, commit) as index:
+        entries = _index_entries(co.git_dir, index, _literal_pathspecs(paths))
+        if missing := _missing(paths, entries):
+            raise WorkspaceError(
+                f"Hidden test path {', '.join(map(repr, missing))} not in commit {commit}."
+            )
+        with _WorkTree(co, owner) as work:
+            for path in paths:
+                work.remove(os.fsencode(path))
+            work.place(index, entries)
+
+
+def missing_paths(git_dir: Path, commit: str, paths: Sequence[str]) -> list[str]:
+    """Those of `paths` (files or directories) that `commit` does not have."""
+    if not paths:
+        return []
+    with _commit_index(git_dir, commit) as index:
+        return _missing(paths, _index_entries(git_dir, index, _literal_pathspecs(paths)))
+
+
+def _literal_pathspecs(paths: Sequence[str]) -> list[str]:
+    return [f":(top,literal){path}" for path in paths]
+
+
+def _missing(paths: Sequence[str], entries: list[_Entry]) -> list[str]:
+    found = [entry.path for entry in entries]
+    missing = []
+    for path in paths:
+        wanted = os.fsencode(path)
+        if not any(p == wanted or p.startswith(wanted + b"/") for p in found):
+            missing.append(path)
+    return missing
+
+
+@contextmanager
+def _commit_index(git_dir: Path, commit: str) -> Iterator[Path]:
+    """A temporary index holding `commit`'s tree."""
+    with tempfile.TemporaryDirectory(prefix="mergeable-index-") as scratch:
+        index = Path(scratch) / "index"
+        _git(["read-tree", "--end-of-options", commit], git_dir=git_dir, index_file=index)
+        yield index
+
+
+def _index_entries(git_dir: Path, index: Path, pathspecs: Sequence[str]) -> list[_Entry]:
+    output = _git(
+        ["ls-files", "-z", "--stage", "--", *pathspecs], git_dir=git_dir, index_file=index
+    ).stdout
+    entries = []
+    for record in _split_z(output):
+        meta, path = record.split(b"\t", 1)
+        entries.append(_Entry(mode=meta.split(b" ", 1)[0].decode(), path=path))
+    return entries
+
+
+class _WorkTree:
+    """The agent's work tree, changed by the worker without following anything the agent left.
+
+    What is in the way goes to a directory of its own in the run directory (outside the work
+    tree, removed with the checkout): a rename never follows a link and costs the same for a
+    file as for a directory of any size.
+    """
+
+    def __init__(self, co: Checkout, owner: int | None) -> None:
+        self.co = co
+        self.owner = owner
+        self.moved = 0
+
+    def __enter__(self) -> _WorkTree:
+        self.top = os.open(self.co.work, _DIRECTORY_FLAGS)
+        aside = tempfile.mkdtemp(prefix="moved-aside-", dir=self.co.root)
+        self.aside = os.open(aside, _DIRECTORY_FLAGS)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.aside)
+        os.close(self.top)
+
+    def remove(self, path: bytes) -> None:
+        """Move whatever is at `path` aside; nothing when a directory on the way is not one."""
+        parent = self._parent(path, create=False)
+        if parent is not None:
+            try:
+                self._move_aside(parent, _parts(path)[-1])
+            finally:
+                os.close(parent)
+
+    def place(self, index: Path, entries: list[_Entry]) -> None:
+        """Write `entries` of `index` into the work tree, each in place of what is there."""
+        entries = [entry for entry in entries if entry.mode != _GITLINK_MODE]
+        if not entries:
+            return
+        staging = Path(tempfile.mkdtemp(prefix="staging-", dir=self.co.root))
+        _git(
+            ["checkout-index", "-z", "--stdin"],
+            git_dir=self.co.git_dir,
+            work_tree=staging,
+            index_file=index,
+            input=b"".join(entry.path + b"\0" for entry in entries),
+            # As the checkout wrote the work tree: files the sandbox's uid can use.
+            umask=-1 if self.owner is None else 0,
+        )
+        for entry in entries:
+            parent = self._parent(entry.path, create=True)
+            try:
+                name = _parts(entry.path)[-1]
+                self._move_aside(parent, name)
+                os.rename(os.fsencode(staging) + b"/" + entry.path, name, dst_dir_fd=parent)
+            finally:
+                os.close(parent)
+        shutil.rmtree(staging)
+
+    def _parent(self, path: bytes, *, create: bool) -> int | None:
+        """A descriptor of the real directory that holds `path`. Where a directory on the way is
+        missing or something else (a file, a link), `create` puts one there; else None."""
+        directory = os.dup(self.top)
+        try:
+            for name in _parts(path)[:-1]:
+                try:
+                    child = os.open(name, _DIRECTORY_FLAGS, dir_fd=directory)
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                        raise
+                    if not create:
+                        os.close(directory)
+                        return None
+                    self._move_aside(directory, name)
+                    os.mkdir(name, 0o777, dir_fd=directory)
+                    child = os.open(name, _DIRECTORY_FLAGS, dir_fd=directory)
+                    if self.owner is not None:
+                        os.fchmod(child, 0o777)  # as the checkout made directories: umask 0
+                os.close(directory)
+                directory = child
+        except BaseException:
+            os.close(directory)
+            raise
+        return directory
+
+    def _move_aside(self, parent: int, name: bytes) -> None:
+        self.moved += 1
+        target = str(self.moved).encode()
+        try:
+            os.rename(name, target, src_dir_fd=parent, dst_dir_fd=self.aside)
+        except FileNotFoundError:
+            pass
+        except PermissionError:
+            # A worker that is not root shares its uid with the agent, which may have made
+            # directories read-only. (Root is not stopped by modes.)
+            _make_writable(parent)
+            try:
+                moved = os.open(name, _DIRECTORY_FLAGS, dir_fd=parent)
+            except OSError:
+                pass  # not a directory: renaming it needs nothing of it
+            else:
+                _make_writable(moved)
+                os.close(moved)
+            os.rename(name, target, src_dir_fd=parent, dst_dir_fd=self.aside)
+
+
+def _make_writable(directory: int) -> None:
+    os.fchmod(directory, stat.S_IMODE(os.fstat(directory).st_mode) | stat.S_IRWXU)
+
+
+def _parts(path: bytes) -> list[bytes]:
+    parts = path.split(b"/")
+    if any(part in (b"", b".", b"..", b".git") for part in parts):
+        raise WorkspaceError(f"Refusing to write {_decode_path(path)!r} into the workspace.")
+    return parts
+
+
 # --- Diff capture -----------------------------------------------------------------------------
 
 
@@ -600,6 +863,7 @@ class CapturedDiff:
     binary_files: list[str]
     before: dict[str, str] = field(default_factory=dict)
     after: dict[str, str] = field(default_factory=dict)
+    tree: str = ""  # the captured work tree, in the checkout's git dir
 
 
 def capture_diff(
@@ -632,7 +896,16 @@ def capture_diff(
         else:
             git(["read-tree", co.commit])
             changed_only = False
-        paths = _paths_to_stage(git, co.work, exclude, changed_only=changed_only, commit=co.commit)
+        paths, deleted = _paths_to_stage(
+            git, co.work, exclude, changed_only=changed_only, commit=co.commit
+        )
+        if deleted:
+            # Apart, and forced: a file whose directory the agent replaced (say by a symlink) is
+            # deleted too, and `update-index --remove` refuses a path "beyond a symbolic link".
+            git(
+                ["update-index", "--force-remove", "-z", "--stdin"],
+                input=b"".join(path + b"\0" for path in deleted),
+            )
         if paths:
             git(
                 ["update-index", "--add", "--remove", "--replace", "-z", "--stdin"],
@@ -645,8 +918,9 @@ def capture_diff(
 
 def _paths_to_stage(
     git, work: Path, exclude: Sequence[str], *, changed_only: bool = False, commit: str = ""
-) -> list[bytes]:
-    """Every path `git add -A` would consider, without its failure on nested repositories.
+) -> tuple[list[bytes], list[bytes]]:
+    """Every path `git add -A` would consider, without its failure on nested repositories: the
+    paths to stage, and apart from them the tracked paths that are gone (to remove).
 
     With `changed_only` (the index holds valid stat data for the checkout), tracked paths are
     limited to those git sees as modified or deleted.
@@ -660,17 +934,22 @@ def _paths_to_stage(
     if changed_only and commit:
         # One call lists both, tagged: "? " untracked, "C " modified, "R " deleted.
         gitlinks = _gitlinks(git, commit)
-        tracked, others = [], []
+        tracked, others, gone = [], [], []
         listing = git(["ls-files", "-z", "-t", "-m", "-d", "--others", "--exclude-standard"])
         for record in _split_z(listing.stdout):
-            (others if record[:2] == b"? " else tracked).append(record[2:])
-        tracked = list(dict.fromkeys(tracked))
+            {b"? ": others, b"R ": gone}.get(record[:2], tracked).append(record[2:])
     else:
         gitlinks, tracked = _read_gitlinks(git, keep_tracked=not changed_only)
         if changed_only:
-            tracked = list(dict.fromkeys(_split_z(git(["ls-files", "-z", "-m", "-d"]).stdout)))
+            tracked = _split_z(git(["ls-files", "-z", "-m"]).stdout)
+        gone = _split_z(git(["ls-files", "-z", "-d"]).stdout)
         others = _split_z(git(["ls-files", "-z", "--others", "--exclude-standard"]).stdout)
-    paths += [p for p in tracked if p not in gitlinks and not _excluded(p, exclude)]
+    # A tracked file whose directory the agent replaced by a link is gone, whatever the link
+    # leads to (git may call it modified when the link's target has a file of that name).
+    gone += [p for p in tracked if _behind_a_link(work, p)]
+    deleted = [p for p in dict.fromkeys(gone) if p not in gitlinks and not _excluded(p, exclude)]
+    skipped = gitlinks | set(deleted)
+    paths += [p for p in dict.fromkeys(tracked) if p not in skipped and not _excluded(p, exclude)]
 
     nested: list[bytes] = []
     for path in others:
@@ -688,7 +967,20 @@ def _paths_to_stage(
         )
         ignored_paths = set(_split_z(ignored.stdout))
         paths += [path for path in nested if path not in ignored_paths]
-    return paths
+    return paths, deleted
+
+
+def _behind_a_link(work: Path, path: bytes) -> bool:
+    """Whether a directory on the way to `path` is not a real directory (a link, a file)."""
+    current = os.fsencode(work)
+    for part in path.split(b"/")[:-1]:
+        current = os.path.join(current, part)
+        try:
+            if not stat.S_ISDIR(os.lstat(current).st_mode):
+                return True
+        except OSError:
+            return True
+    return False
 
 
 def _read_gitlinks(git, *, keep_tracked: bool) -> tuple[set[bytes], list[bytes]]:
@@ -807,6 +1099,7 @@ def _diff(git_dir: Path, commit: str, tree: str, text_cap: int) -> CapturedDiff:
         binary_files=binary_files,
         before=before,
         after=after,
+        tree=tree,
     )
 
 

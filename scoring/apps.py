@@ -6,5 +6,6 @@ class ScoringConfig(AppConfig):
     verbose_name = "Scoring"
 
     def ready(self) -> None:
-        # Connects the receivers that refresh cached leaderboards when a review or vote arrives.
-        from scoring import leaderboard  # noqa: F401
+        # Connects the receivers that tell cached leaderboards when a review, vote,
+        # adjudication or rubric changes.
+        from scoring.leaderboard import cache  # noqa: F401

@@ -11,21 +11,22 @@ from django.db.models import Prefetch
 from runs import redaction
 from runs.models import Campaign, Run
 from scoring import leaderboard
-from scoring.models import VERDICTS, Comparison, Review
+from scoring.models import DEFAULT_SMALL_CHANGES_VALUE, VERDICTS, Comparison, Review, Rubric
 
 CSV_COLUMNS = [
     "run_id", "prompt", "contestant", "repeat", "status", "agent_status", "duration_s",
     "input_tokens", "output_tokens", "cost_usd", "steps", "clarifying_questions",
     "files_changed", "additions", "deletions", "expected_files_recall", "tests_command",
-    "tests_exit_code", "tests_passed", "tests_passed_count", "tests_failed_count", "reviews",
-    *(f"verdict_{value}" for value, _ in VERDICTS),
+    "tests_exit_code", "tests_passed", "tests_passed_count", "tests_failed_count",
+    "test_files_modified", "reviews",
+    *(f"verdict_{value}" for value, _ in VERDICTS), "would_merge", "adjudicated",
 ]  # fmt: skip
 
 
 def _runs(campaign: Campaign):
     submitted = Review.objects.submitted().select_related("reviewer").order_by("id")
     return (
-        campaign.runs.select_related("prompt", "contestant__model")
+        campaign.runs.select_related("prompt", "contestant__model", "adjudication__decided_by")
         .prefetch_related(Prefetch("reviews", queryset=submitted, to_attr="submitted_reviews"))
         .order_by("id")
     )
@@ -51,7 +52,29 @@ def _clarifying_questions(run: Run) -> list[str]:
     return [entry["question"] for entry in run.questions if isinstance(entry, dict)]
 
 
-def _run_entry(run: Run, *, transcripts: bool) -> dict:
+def _small_changes_value(campaign: Campaign) -> float:
+    rubric = Rubric.for_campaign(campaign)
+    return rubric.small_changes_value if rubric else DEFAULT_SMALL_CHANGES_VALUE
+
+
+def _adjudication(run: Run):
+    return getattr(run, "adjudication", None)
+
+
+def _would_merge(run: Run, small_changes_value: float) -> float | None:
+    """The run's value as the leaderboard reads it by default: the mean of its reviews'
+    verdicts, or the lead's verdict where one adjudicated it; null when neither exists."""
+    adjudication = _adjudication(run)
+    value = leaderboard.would_merge(
+        [review.verdict for review in run.submitted_reviews],
+        small_changes_value,
+        adjudicated=adjudication.verdict if adjudication else None,
+    )
+    return None if value is None else round(value, 3)
+
+
+def _run_entry(run: Run, *, transcripts: bool, small_changes_value: float) -> dict:
+    adjudication = _adjudication(run)
     entry = {
         "id": run.pk,
         "prompt": _prompt_key(run),
@@ -74,15 +97,28 @@ def _run_entry(run: Run, *, transcripts: bool) -> dict:
         "deletions": run.deletions,
         "expected_files_recall": run.expected_files_recall,
         "tests": _tests(run),
+        # Protected test files the agent changed (put back before its tests ran).
+        "test_files_modified": list(run.test_files_modified),
         "reviews": [
             {
                 "reviewer": review.reviewer.username,
                 "verdict": review.verdict,
                 "answers": review.answers,
                 "notes": review.notes,
+                "acceptance_met": list(review.acceptance_met),
             }
             for review in run.submitted_reviews
         ],
+        "would_merge": _would_merge(run, small_changes_value),
+        "adjudicated": adjudication.verdict if adjudication else None,
+        "adjudication": {
+            "verdict": adjudication.verdict,
+            "note": adjudication.note,
+            "by": adjudication.decided_by.username if adjudication.decided_by else None,
+            "at": adjudication.decided_at.isoformat(),
+        }
+        if adjudication
+        else None,
     }
     if transcripts:
         entry["transcript"] = run.transcript
@@ -92,11 +128,14 @@ def _run_entry(run: Run, *, transcripts: bool) -> dict:
 def results(campaign: Campaign, *, transcripts: bool = False) -> dict:
     """The campaign, every run with its submitted reviews, decided comparisons, leaderboard.
 
-    Runs of every status are listed (a reader may want the errored ones too); the leaderboard
-    counts only reviewable runs, as the leaderboard page does. Transcripts can be large, so they
+    Runs of every status are listed (a reader may want the errored ones too), each with its
+    `would_merge` value and the lead's `adjudicated` verdict (null where there is none); the
+    leaderboard is the page's default reading (the mean of the verdicts, errored runs counted as
+    would not merge, cancelled runs left out). Transcripts can be large, so they
     are included only when asked for. Every string is scrubbed of secrets, so runs stored before
     artifacts were scrubbed export clean too.
     """
+    small_changes_value = _small_changes_value(campaign)
     comparisons = (
         Comparison.objects.filter(run_a__campaign=campaign, decided_at__isnull=False)
         .exclude(outcome="")
@@ -110,7 +149,10 @@ def results(campaign: Campaign, *, transcripts: bool = False) -> dict:
             "prompt_set": campaign.prompt_set.name,
             "created_at": campaign.created_at.isoformat(),
         },
-        "runs": [_run_entry(run, transcripts=transcripts) for run in _runs(campaign)],
+        "runs": [
+            _run_entry(run, transcripts=transcripts, small_changes_value=small_changes_value)
+            for run in _runs(campaign)
+        ],
         "comparisons": [
             {
                 "prompt": comparison.prompt.key,
@@ -132,6 +174,7 @@ def results_csv(campaign: Campaign) -> str:
     output = io.StringIO()
     writer = csv.writer(output)
     writer.writerow(CSV_COLUMNS)
+    small_changes_value = _small_changes_value(campaign)
     for run in _runs(campaign):
         tests = _tests(run)
         verdicts = Counter(review.verdict for review in run.submitted_reviews)
@@ -157,8 +200,11 @@ def results_csv(campaign: Campaign) -> str:
             tests["passed"],
             tests["passed_count"],
             tests["failed_count"],
+            len(run.test_files_modified),
             len(run.submitted_reviews),
             *(verdicts.get(value, 0) for value, _ in VERDICTS),
+            _would_merge(run, small_changes_value),
+            run.adjudication.verdict if _adjudication(run) else None,
         ]
         writer.writerow(["" if value is None else redaction.scrub_data(value) for value in values])
     return output.getvalue()

@@ -1,41 +1,226 @@
-"""The review queue: which finished run a scorer should review next."""
+"""The review queue: which finished run a scorer reviews next, and who holds a place on which run.
+
+A run wants its campaign's ``reviews_wanted`` reviews, plus any a lead asked for since
+(``Run.extra_reviews_wanted``). A scorer who opens a run takes one of those places (a
+``ReviewHold``) and keeps it while they use it; the place lapses after ``ReviewHold.LAPSES_AFTER``
+unused. The queue offers a run only while its submitted reviews and the other scorers' live holds
+leave a place, and a review that would go beyond what the run wants is refused.
+
+Each scorer walks the runs in an order of their own (``personal_order``), so that two scorers do
+not judge the same runs in the same sequence and no scorer sees one contestant's runs in a row.
+"""
 
 from __future__ import annotations
 
-from django.db.models import Count, Exists, F, OuterRef, Q
+import hashlib
+import hmac
+import random
+from collections import defaultdict
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from runs.models import Run
-from scoring.models import Review
+from scoring.models import Review, ReviewHold
 
 
-def needing_review(user, campaign_id: int | None = None):
-    mine = Review.objects.filter(run=OuterRef("pk"), reviewer=user)
-    runs = (
-        Run.objects.reviewable()
-        .annotate(
-            submitted=Count("reviews", filter=Q(reviews__submitted_at__isnull=False)),
-            reviewed_by_me=Exists(mine.filter(submitted_at__isnull=False)),
+class NoPlaceLeft(Exception):
+    """The run has all the reviews it wants (submitted or in progress by others)."""
+
+    def __init__(self, wanted: int) -> None:
+        super().__init__(
+            f"This run already has the {wanted} review{'s' if wanted != 1 else ''} it wants "
+            "(submitted or in progress), so another one is not taken. A lead can ask for "
+            "another review of it."
         )
-        .filter(reviewed_by_me=False)
+        self.wanted = wanted
+
+
+def _count(queryset: QuerySet) -> Coalesce:
+    """The number of rows of ``queryset`` (filtered on ``run=OuterRef("pk")``) as a subquery.
+
+    A subquery rather than Count() over a join, so that two counts never multiply each other.
+    """
+    counted = queryset.order_by().values("run").annotate(n=Count("pk")).values("n")
+    return Coalesce(Subquery(counted, output_field=IntegerField()), 0)
+
+
+def with_places(runs: QuerySet, user, now=None) -> QuerySet:
+    """Annotate runs with how their places stand, as seen by ``user``.
+
+    ``submitted`` (reviews), ``wanted``, ``held_by_others`` (live holds of other scorers),
+    ``held_by_me``, ``reviewed_by_me``, ``skipped_by_me`` and ``has_draft``.
+    """
+    now = now or timezone.now()
+    reviews = Review.objects.filter(run=OuterRef("pk"))
+    holds = ReviewHold.objects.filter(run=OuterRef("pk"))
+    live = holds.live(now)
+    return runs.annotate(
+        submitted=_count(reviews.filter(submitted_at__isnull=False)),
+        wanted=F("campaign__reviews_wanted") + F("extra_reviews_wanted"),
+        held_by_others=_count(live.exclude(reviewer=user)),
+        held_by_me=Exists(live.filter(reviewer=user)),
+        reviewed_by_me=Exists(reviews.filter(reviewer=user, submitted_at__isnull=False)),
+        skipped_by_me=Exists(holds.filter(reviewer=user, skipped_at__isnull=False)),
+        has_draft=Exists(reviews.filter(reviewer=user, submitted_at__isnull=True)),
     )
+
+
+def needing_review(user, campaign_id: int | None = None) -> QuerySet:
+    """Reviewable runs this user may review now: not reviewed or skipped by them, and either
+    held by them or with a place left after submitted reviews and others' live holds."""
+    runs = with_places(Run.objects.reviewable(), user)
     if campaign_id is not None:
         runs = runs.filter(campaign_id=campaign_id)
-    return runs.filter(submitted__lt=F("campaign__reviews_wanted"))
+    runs = runs.filter(reviewed_by_me=False, skipped_by_me=False, submitted__lt=F("wanted"))
+    return runs.filter(Q(held_by_me=True) | Q(wanted__gt=F("submitted") + F("held_by_others")))
 
 
 def pending_reviews_for(user, campaign_id: int | None = None) -> int:
     return needing_review(user, campaign_id).count()
 
 
-def next_run_for(user, campaign_id: int | None = None) -> Run | None:
-    """Fewest reviews first, then oldest; never one the user already submitted.
+def _seed(user, campaign_id: int) -> bytes:
+    # Keyed with the site's secret: the order cannot be worked out from a user id and run ids.
+    message = f"review-order:{user.pk}:{campaign_id}".encode()
+    return hmac.new(settings.SECRET_KEY.encode(), message, hashlib.sha256).digest()
 
-    A run the user has a draft for comes first, so an interrupted review is picked up again.
+
+def personal_order(user, campaign_ids) -> dict[int, int]:
+    """run id -> position in ``user``'s own order of each campaign's runs.
+
+    Per campaign, each contestant's runs are shuffled, then dealt out in rounds of one run per
+    contestant, the contestants in a shuffled order each round. So a scorer who reviews only a
+    few runs has seen the contestants about equally often, and never can tell the next run's
+    contestant from the last one's. The shuffles are seeded by the user and the campaign: the
+    order is the same on every visit, and different for every scorer.
     """
-    drafts = Review.objects.filter(run=OuterRef("pk"), reviewer=user, submitted_at__isnull=True)
-    return (
-        needing_review(user, campaign_id)
-        .annotate(has_draft=Exists(drafts))
-        .order_by("-has_draft", "submitted", "id")
-        .first()
+    runs_by_campaign: dict[int, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
+    rows = (
+        Run.objects.filter(campaign_id__in=set(campaign_ids))
+        .order_by("id")
+        .values_list("id", "campaign_id", "contestant_id")
     )
+    for run_id, campaign_id, contestant_id in rows:
+        runs_by_campaign[campaign_id][contestant_id].append(run_id)
+    order: dict[int, int] = {}
+    for campaign_id, by_contestant in runs_by_campaign.items():
+        rng = random.Random(_seed(user, campaign_id))
+        contestants = sorted(by_contestant)
+        for contestant_id in contestants:
+            rng.shuffle(by_contestant[contestant_id])
+        rounds = max(len(run_ids) for run_ids in by_contestant.values())
+        position = 0
+        for index in range(rounds):
+            dealt = [c for c in contestants if index < len(by_contestant[c])]
+            rng.shuffle(dealt)
+            for contestant_id in dealt:
+                order[by_contestant[contestant_id][index]] = position
+                position += 1
+    return order
+
+
+def in_order_for(user, runs: QuerySet) -> list[Run]:
+    """``runs`` (annotated by ``with_places``) in the order this user should take them up.
+
+    First the runs the user is in the middle of (held, or with a draft); then the runs with the
+    fewest reviews, submitted or under way, so every run gets its first review before any gets
+    its second; within that, the user's own order.
+    """
+    runs = list(runs)
+    order = personal_order(user, {run.campaign_id for run in runs})
+
+    def key(run: Run) -> tuple:
+        started = run.held_by_me or run.has_draft
+        return (not started, run.submitted + run.held_by_others, order.get(run.pk, 0), run.pk)
+
+    return sorted(runs, key=key)
+
+
+def next_run_for(user, campaign_id: int | None = None) -> Run | None:
+    runs = in_order_for(user, needing_review(user, campaign_id))
+    return runs[0] if runs else None
+
+
+def progress(user, campaign_id: int) -> dict:
+    """For "3 of 12 left": runs of the campaign still waiting for this user's review, of all its
+    reviewable runs."""
+    waiting = needing_review(user, campaign_id).values("pk")
+    return (
+        Run.objects.reviewable()
+        .filter(campaign_id=campaign_id)
+        .aggregate(left=Count("pk", filter=Q(pk__in=waiting)), total=Count("pk"))
+    )
+
+
+# --- holds -----------------------------------------------------------------------------------------
+
+
+def hold(run: Run, user) -> bool:
+    """Take up (or keep) a place on ``run`` for ``user``; False when no place is left.
+
+    A submitted reviewer needs no place: they may always come back to their review. Taking a
+    place locks the run's row, so two scorers cannot both take its last place.
+    """
+    now = timezone.now()
+    kept = ReviewHold.objects.live(now).filter(run=run, reviewer=user).update(held_at=now)
+    if kept:
+        return True
+    with transaction.atomic():
+        locked = (
+            Run.objects.select_for_update(of=("self",)).select_related("campaign").get(pk=run.pk)
+        )
+        reviews = Review.objects.filter(run=locked, submitted_at__isnull=False)
+        if reviews.filter(reviewer=user).exists():
+            return True
+        others = ReviewHold.objects.live(now).filter(run=locked).exclude(reviewer=user).count()
+        if reviews.count() + others >= locked.reviews_wanted:
+            return False
+        ReviewHold.objects.update_or_create(
+            run=locked, reviewer=user, defaults={"held_at": now, "skipped_at": None}
+        )
+    return True
+
+
+def check_place(run: Run, user) -> None:
+    """Raise NoPlaceLeft unless ``user`` may submit a (first) review of ``run`` now.
+
+    Call inside the transaction that saves the review, after locking the run's row.
+    """
+    now = timezone.now()
+    taken = (
+        Review.objects.filter(run=run, submitted_at__isnull=False).exclude(reviewer=user).count()
+    )
+    if ReviewHold.objects.live(now).filter(run=run, reviewer=user).exists():
+        # The hold kept this place: others were counted against it when they took theirs.
+        if taken < run.reviews_wanted:
+            return
+        raise NoPlaceLeft(run.reviews_wanted)
+    taken += ReviewHold.objects.live(now).filter(run=run).exclude(reviewer=user).count()
+    if taken >= run.reviews_wanted:
+        raise NoPlaceLeft(run.reviews_wanted)
+
+
+def release(run: Run, user) -> None:
+    """The user submitted: their place is now a review, not a hold."""
+    ReviewHold.objects.filter(run=run, reviewer=user).delete()
+
+
+def skip(run: Run, user) -> bool:
+    """Stop offering ``run`` to ``user`` and free their place; False if they already reviewed it."""
+    if Review.objects.filter(run=run, reviewer=user, submitted_at__isnull=False).exists():
+        return False
+    ReviewHold.objects.update_or_create(
+        run=run, reviewer=user, defaults={"skipped_at": timezone.now()}
+    )
+    return True
+
+
+def ask_for_another_review(run: Run) -> int:
+    """A lead wants one more review of ``run`` than it wants now; returns the new number."""
+    Run.objects.filter(pk=run.pk).update(extra_reviews_wanted=F("extra_reviews_wanted") + 1)
+    run.refresh_from_db(fields=["extra_reviews_wanted"])
+    return run.reviews_wanted

@@ -1,13 +1,13 @@
 """Reviewing one run: what the review page shows, drafts, and submitting a review.
 
-The page is blind until the reviewer has submitted: no contestant, model, harness or cost, and no
-other reviewer's opinion, so that a verdict is about the change and not about who made it.
+The page is blind until the reviewer has submitted: no contestant, model, harness, provider or
+cost, and no other reviewer's opinion, so that a verdict is about the change and not about who
+made it. Who made the run is revealed on its own page once the review is in.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections import OrderedDict
 from typing import Any
 
@@ -19,13 +19,15 @@ from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 
 from runs import diffs
+from runs.identity import identity_terms, redactor
 from runs.models import Run
+from scoring import queue
 from scoring.models import VERDICTS, Criterion, Review, ReviewVersion, Rubric
 
 MERGE_KEY = "merge"
 VERDICT_VALUES = {value for value, _ in VERDICTS}
 # Bump when the cached shape of a rendered diff changes, so stale caches are re-rendered.
-RENDER_VERSION = 1
+RENDER_VERSION = 2  # 2: hidden and bidirectional Unicode shown as marks
 RENDERED_DIFF_ARTIFACT = "rendered_diff.json"
 RENDERED_REFERENCE_ARTIFACT = "rendered_reference.json"
 # A transcript entry longer than this is cut for the page; the raw transcript stays downloadable.
@@ -34,7 +36,6 @@ MAX_LINE_COMMENTS = 500
 MAX_COMMENT_CHARS = 5_000
 MAX_NOTES_CHARS = 50_000
 MAX_TIME_SPENT_S = 7 * 24 * 3600
-HIDDEN = "[hidden]"
 
 _MARKDOWN_TAGS = {
     "a", "abbr", "b", "blockquote", "br", "code", "del", "em", "h1", "h2", "h3", "h4", "h5",
@@ -139,7 +140,8 @@ def _stamped(run: Run, kind: str, rendered: dict) -> dict:
     """Name this rendering for the template fragment cache: the HTML of each file's rows is
     rendered once and then served from the cache (a 10,000-line diff is ~100k template lookups)."""
     ended = run.finished_at.timestamp() if run.finished_at else 0
-    return {**rendered, "stamp": f"{kind}-{run.pk}-{ended}"}
+    # The cached rows hold links named by the run's review key, so the key is in the name.
+    return {**rendered, "stamp": f"{kind}-{run.review_key}-{ended}"}
 
 
 def context_for_range(run: Run, file_index: int, start: int, end: int, delta: int) -> list[dict]:
@@ -170,29 +172,6 @@ def has_submitted(run: Run, user) -> bool:
     return Review.objects.submitted().filter(run=run, reviewer=user).exists()
 
 
-def identity_terms(run: Run) -> list[str]:
-    """Words that would give away who made a run: contestant and model names, the model id."""
-    contestant = run.contestant
-    snapshot = run.snapshot.get("contestant") or {}
-    terms = {
-        contestant.name,
-        contestant.model.name,
-        contestant.model.model_id,
-        snapshot.get("name"),
-        snapshot.get("model"),
-        snapshot.get("model_id"),
-    }
-    # Very short terms ("a", "gp") would shred ordinary words; they identify nobody anyway.
-    return sorted((t for t in terms if t and len(t) >= 3), key=len, reverse=True)
-
-
-def _redactor(terms: list[str]):
-    if not terms:
-        return lambda text: text
-    pattern = re.compile("|".join(re.escape(t) for t in terms), re.IGNORECASE)
-    return lambda text: pattern.sub(HIDDEN, text)
-
-
 def _text(value: Any) -> str:
     if value is None:
         return ""
@@ -216,7 +195,7 @@ def _call_summary(name: str, arguments: Any) -> str:
     return ""
 
 
-def transcript_timeline(transcript: dict | None, *, blind: bool, terms: list[str]) -> dict:
+def transcript_timeline(transcript: dict | None, *, blind: bool, terms: dict | None) -> dict:
     """An ATIF transcript as display rows. Blind: no model name, no cost, identity terms hidden.
 
     Each step: {"id", "source", "message", "message_cut", "calls": [{"id", "name", "summary",
@@ -225,7 +204,7 @@ def transcript_timeline(transcript: dict | None, *, blind: bool, terms: list[str
     """
     if not isinstance(transcript, dict):
         return {"steps": [], "agent": None, "final": {}}
-    redact = _redactor(terms) if blind else (lambda text: text)
+    redact = redactor(terms) if blind else (lambda text: text)
 
     def clean(value: Any) -> tuple[str, int]:
         return _cut(redact(_text(value)))
@@ -304,8 +283,8 @@ def transcript_timeline(transcript: dict | None, *, blind: bool, terms: list[str
     return {"steps": steps, "agent": agent_view, "final": final}
 
 
-def question_rows(run: Run, *, blind: bool, terms: list[str]) -> list[dict]:
-    redact = _redactor(terms) if blind else (lambda text: text)
+def question_rows(run: Run, *, blind: bool, terms: dict | None) -> list[dict]:
+    redact = redactor(terms) if blind else (lambda text: text)
     rows = []
     for entry in run.questions or []:
         if isinstance(entry, dict):
@@ -373,8 +352,10 @@ def review_page_data(run: Run, user) -> dict:
     mine = Review.objects.filter(run=run, reviewer=user).first()
     blind = not (mine and mine.is_submitted)
     terms = identity_terms(run)
+    redact = redactor(terms) if blind else (lambda text: text)
     criteria = criteria_for_run(run)
     prompt = run.snapshot.get("prompt") or {}
+    met = set(mine.acceptance_met) if mine else set()
     answers = dict(mine.answers) if mine else {}
     if mine and mine.verdict and MERGE_KEY not in answers:
         answers[MERGE_KEY] = mine.verdict
@@ -409,6 +390,7 @@ def review_page_data(run: Run, user) -> dict:
             "harness": contestant.get_harness_display(),
             "model": contestant.model.name,
             "model_id": contestant.model.model_id,
+            "provider": contestant.model.get_provider_display(),
             "cost_usd": run.cost_usd,
         }
 
@@ -424,7 +406,10 @@ def review_page_data(run: Run, user) -> dict:
             "commit": prompt.get("commit", ""),
             "repository": prompt.get("repository", ""),
             "instructions_html": render_markdown(prompt.get("instructions", "")),
-            "acceptance_criteria": [_text(c) for c in prompt.get("acceptance_criteria") or []],
+            "acceptance_criteria": [
+                {"index": index, "text": _text(text), "met": str(text) in met}
+                for index, text in enumerate(prompt.get("acceptance_criteria") or [], start=1)
+            ],
             "expected_files": prompt.get("expected_files") or [],
             "test_command": prompt.get("test", ""),
         },
@@ -437,7 +422,8 @@ def review_page_data(run: Run, user) -> dict:
             "ok": run.tests_ok,
             "passed": run.tests_passed,
             "failed": run.tests_failed,
-            "output_tail": _text(run.test_output_tail),
+            "output_tail": redact(_text(run.test_output_tail)),
+            "test_files_modified": list(run.test_files_modified),
         },
         "stats": {
             "status": run.status,
@@ -505,6 +491,21 @@ def _valid_answers(criteria: list[Criterion], answers: dict) -> dict[str, str]:
     }
 
 
+def clean_acceptance(run: Run, value: Any) -> list[str]:
+    """The acceptance criteria ticked, from their 1-based positions in the run's prompt, as the
+    criteria's own text (so the list still reads right if the prompt set is edited later)."""
+    criteria = [str(c) for c in (run.snapshot.get("prompt") or {}).get("acceptance_criteria") or []]
+    if isinstance(value, str | int):
+        value = [value]
+    ticked = set()
+    for item in value if isinstance(value, list | tuple) else []:
+        try:
+            ticked.add(int(item))
+        except (TypeError, ValueError):
+            continue
+    return [text for index, text in enumerate(criteria, start=1) if index in ticked]
+
+
 def save_draft(run: Run, user, data: dict) -> Review:
     """Keep what the reviewer has entered so far. A submitted review is never overwritten by a
     draft: changing it goes through ``submit_review``, which keeps a version."""
@@ -514,12 +515,12 @@ def save_draft(run: Run, user, data: dict) -> Review:
         review, _ = Review.objects.select_for_update().get_or_create(run=run, reviewer=user)
         if review.is_submitted:
             return review
-        _apply_draft(review, criteria, data)
+        _apply_draft(run, review, criteria, data)
         review.save()
     return review
 
 
-def _apply_draft(review: Review, criteria, data: dict) -> None:
+def _apply_draft(run: Run, review: Review, criteria, data: dict) -> None:
     answers = _valid_answers(criteria, data.get("answers") or {})
     verdict = str(data.get("verdict") or answers.get(MERGE_KEY) or "")
     try:
@@ -530,6 +531,7 @@ def _apply_draft(review: Review, criteria, data: dict) -> None:
     review.verdict = verdict if verdict in VERDICT_VALUES else ""
     review.notes = diffs.strip_control(str(data.get("notes") or ""))[:MAX_NOTES_CHARS]
     review.line_comments = comments
+    review.acceptance_met = clean_acceptance(run, data.get("acceptance", []))
     review.time_spent_s = max(review.time_spent_s, _clean_time(data.get("time_spent_s")))
 
 
@@ -541,12 +543,16 @@ def submit_review(
     notes: str,
     line_comments: Any,
     time_spent_s: Any,
+    acceptance: Any = (),
 ) -> Review:
     """Validate a review against the run's rubric and submit it.
 
-    Every applicable criterion needs an answer among its options. The "merge" criterion's answer
-    is the verdict (either may be given; if both, they must agree). Resubmitting a changed review
-    keeps the previous submitted state as a ReviewVersion. Raises ``ReviewInvalid``.
+    Every applicable criterion needs an answer among its options (N/A where the criterion may
+    not apply). The "merge" criterion's answer is the verdict (either may be given; if both,
+    they must agree). ``acceptance`` lists the 1-based positions of the acceptance criteria the
+    reviewer ticked. Resubmitting a changed review keeps the previous submitted state as a
+    ReviewVersion. Raises ``ReviewInvalid``, or ``queue.NoPlaceLeft`` for a first review of a
+    run that has all the reviews it wants.
     """
     criteria = criteria_for_run(run)
     answers = {k: str(v) for k, v in (answers or {}).items() if v not in (None, "")}
@@ -579,15 +585,21 @@ def submit_review(
         raise ReviewInvalid(errors)
 
     notes = diffs.strip_control(str(notes or ""))[:MAX_NOTES_CHARS]
+    met = clean_acceptance(run, acceptance or [])
     with transaction.atomic():
+        # The run's row is the lock that keeps two last-place submissions from both getting in.
+        locked_run = (
+            Run.objects.select_for_update(of=("self",)).select_related("campaign").get(pk=run.pk)
+        )
         review, _ = Review.objects.select_for_update().get_or_create(run=run, reviewer=user)
         if review.is_submitted:
-            changed = (review.answers, review.verdict, review.notes, review.line_comments) != (
-                answers,
-                verdict,
-                notes,
-                comments,
-            )
+            changed = (
+                review.answers,
+                review.verdict,
+                review.notes,
+                review.line_comments,
+                review.acceptance_met,
+            ) != (answers, verdict, notes, comments, met)
             if not changed:
                 return review
             ReviewVersion.objects.create(
@@ -596,13 +608,18 @@ def submit_review(
                 verdict=review.verdict,
                 notes=review.notes,
                 line_comments=review.line_comments,
+                acceptance_met=review.acceptance_met,
                 submitted_at=review.submitted_at,
             )
+        else:
+            queue.check_place(locked_run, user)
         review.answers = answers
         review.verdict = verdict
         review.notes = notes
         review.line_comments = comments
+        review.acceptance_met = met
         review.time_spent_s = max(review.time_spent_s, _clean_time(time_spent_s))
         review.submitted_at = timezone.now()
         review.save()
+        queue.release(run, user)
     return review

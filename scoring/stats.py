@@ -125,6 +125,46 @@ def bootstrap_mean_ci(
     return (float(low), float(high))
 
 
+def _wilson_bounds(mean: float, n: int, confidence: float) -> tuple[float, float]:
+    """The Wilson score formula for an observed share `mean` of `n` trials (any share, not
+    only k/n), so that it also applies to averages of values between 0 and 1."""
+    z = float(scipy_stats.norm.ppf(0.5 + confidence / 2.0))
+    z2 = z * z
+    centre = (mean + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(max(mean * (1 - mean), 0.0) / n + z2 / (4 * n * n))
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def rate_interval(
+    values: Sequence[float],
+    clusters: Sequence[Hashable],
+    confidence: float = 0.95,
+    rounds: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Interval for a rate whose units are each worth between 0 and 1, such as a contestant's
+    merge rate over runs that are each "would merge" 1, 0 or in between.
+
+    The interval is the percentile bootstrap of `bootstrap_mean_ci` resampling whole
+    `clusters` (the prompt of each run: runs of one prompt are correlated), widened where
+    needed to the Wilson interval for the same mean over the same number of units. The
+    percentile bootstrap alone collapses to a point when every unit has the same value (three
+    runs all merged: 100% to 100%) and is too narrow with a handful of clusters; the Wilson
+    bound keeps a small sample from looking certain, and the bootstrap widens it when prompts
+    make the runs move together.
+
+    Empty input gives (nan, nan).
+    """
+    data = np.asarray(values, dtype=float).ravel()
+    if data.size and (np.any(data < 0.0) or np.any(data > 1.0)):
+        raise ValueError("rate values must lie between 0 and 1")
+    low, high = bootstrap_mean_ci(data, clusters, confidence, rounds, seed)
+    if data.size == 0:
+        return (math.nan, math.nan)
+    wilson_low, wilson_high = _wilson_bounds(float(data.mean()), int(data.size), confidence)
+    return (min(low, wilson_low), max(high, wilson_high))
+
+
 # --- Bradley-Terry -------------------------------------------------------------------------
 
 

@@ -75,6 +75,7 @@ def build_world(owner) -> dict:
 
 
 # URL keyword argument -> the world object whose primary key fills it.
+# (review_key is the one that is not a primary key: see kwarg_value.)
 KWARG_OBJECTS = {
     "repository_id": "repository",
     "prompt_set_id": "prompt_set",
@@ -89,3 +90,10 @@ KWARG_OBJECTS = {
     "rubric_id": "rubric",
     "user_id": "user",
 }
+
+
+def kwarg_value(world: dict, name: str):
+    """The value of URL keyword argument ``name`` for the world's objects."""
+    if name == "review_key":
+        return world["run"].review_key
+    return world[KWARG_OBJECTS[name]].pk

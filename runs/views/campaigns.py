@@ -10,9 +10,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path
 from django.views.decorators.http import require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
+from django_htmx.http import HttpResponseClientRedirect
 
 from evalsite.roles import LEAD, SCORER, has_role, role_required
 from runs import campaigns as workflows
+from runs.identity import hide_identity
 from runs.models import Campaign, Contestant, PromptSet, Run
 
 
@@ -44,9 +46,14 @@ def _get_campaign(campaign_id: int) -> Campaign:
 
 
 def _get_run(run_id: int) -> Run:
-    # Any scorer may open any run page (to answer its question); identity is hidden in the view.
     return get_object_or_404(
         Run.objects.select_related("campaign", "prompt", "contestant__model"), pk=run_id
+    )
+
+
+def _get_run_by_review_key(review_key: str) -> Run:
+    return get_object_or_404(
+        Run.objects.select_related("campaign", "contestant__model"), review_key=review_key
     )
 
 
@@ -125,13 +132,31 @@ def campaign_detail(request: HttpRequest, campaign_id: int) -> HttpResponse:
     return render(request, template, context)
 
 
+def _runs(count: int) -> str:
+    return f"{count} run{'s' if count != 1 else ''}"
+
+
 @role_required(LEAD)
-@require_POST
+@require_http_methods(["GET", "POST"])
+@vary_on_headers("HX-Request")
 def campaign_cancel(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    """GET: what cancelling would do, and a button to confirm (a fragment under the campaign's
+    heading with htmx, a page of its own without). POST: cancel, and say what was done."""
     campaign = _get_campaign(campaign_id)
-    count = workflows.cancel_campaign(campaign)
-    messages.success(request, f"Cancelled {count} run{'s' if count != 1 else ''}.")
-    return redirect(campaign)
+    if request.method == "POST":
+        done = workflows.cancel_campaign(campaign)
+        if not done.total:
+            messages.info(request, "Nothing to cancel: every run of this campaign had ended.")
+        else:
+            text = f"Cancelled {_runs(done.cancelled)} that had not started"
+            if done.stopping:
+                verb = "is" if done.stopping == 1 else "are"
+                text += f"; {_runs(done.stopping)} under way {verb} being stopped"
+            messages.success(request, text + ". Runs that had ended are kept as they were.")
+        return redirect(campaign)
+    context = {"campaign": campaign, "counts": workflows.cancel_preview(campaign)}
+    template = "runs/campaign_cancel.html#confirm" if request.htmx else "runs/campaign_cancel.html"
+    return render(request, template, context)
 
 
 @role_required(LEAD)
@@ -146,24 +171,24 @@ def campaign_retry_errored(request: HttpRequest, campaign_id: int) -> HttpRespon
 @role_required(SCORER)
 @vary_on_headers("HX-Request")
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
-    """The live run page. Scorers may answer questions here, but only leads see who ran it:
-    the review stays blind."""
+    """The live run page, for leads and admins: it names the contestant, the model and the cost.
+    A scorer is sent to the run's blind page instead (the review page, or its question)."""
     run = _get_run(run_id)
+    if not has_role(request.user, LEAD):
+        return redirect(run.blind_url())
     context = {
         "run": run,
         "prompt": run.snapshot.get("prompt", {}),
-        "show_identity": has_role(request.user, LEAD),
+        "show_identity": True,
         "transcript": run.transcript or {},
         "live": run.is_active,
+        "reviewable_statuses": Run.REVIEWABLE_STATUSES,
     }
     template = "runs/run.html#live" if request.htmx else "runs/run.html"
     return render(request, template, context)
 
 
-@role_required(SCORER)
-@require_POST
-def run_answer(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = _get_run(run_id)
+def _answer(request: HttpRequest, run: Run) -> None:
     try:
         answered = workflows.answer_question(run, request.POST.get("answer", ""), request.user)
     except ValueError as exc:
@@ -173,7 +198,40 @@ def run_answer(request: HttpRequest, run_id: int) -> HttpResponse:
             messages.success(request, "Answer sent: the agent continues.")
         else:
             messages.error(request, "This run is not waiting for an answer any more.")
+
+
+@role_required(LEAD)
+@require_POST
+def run_answer(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = _get_run(run_id)
+    _answer(request, run)
     return redirect(run)
+
+
+@role_required(SCORER)
+@require_http_methods(["GET", "POST"])
+@vary_on_headers("HX-Request")
+def blind_run(request: HttpRequest, review_key: str) -> HttpResponse:
+    """A run as a scorer may see it before it can be reviewed: its task, its status and any
+    question the agent asks (which any scorer may answer), but not who is running it."""
+    run = _get_run_by_review_key(review_key)
+    if request.method == "POST":
+        _answer(request, run)
+        return redirect("runs:blind_run", review_key=run.review_key)
+    if run.status in Run.REVIEWABLE_STATUSES:
+        if request.htmx:  # the live fragment polled: leave the page rather than nest one
+            return HttpResponseClientRedirect(run.blind_url())
+        return redirect(run.blind_url())
+    pending = run.pending_question if run.status == Run.AWAITING_ANSWER else None
+    context = {
+        "run": run,
+        "prompt": run.snapshot.get("prompt", {}),
+        "live": run.is_active,
+        # The agent may name itself in its question: hidden like everything else it wrote.
+        "question": hide_identity(run, str(pending.get("question") or "")) if pending else None,
+    }
+    template = "runs/blind_run.html#blind-live" if request.htmx else "runs/blind_run.html"
+    return render(request, template, context)
 
 
 @role_required(LEAD)
@@ -223,4 +281,5 @@ urlpatterns = [
     path("runs/<int:run_id>/cancel/", run_cancel, name="run_cancel"),
     path("runs/<int:run_id>/retry/", run_retry, name="run_retry"),
     path("runs/<int:run_id>/artifact/", run_artifact, name="run_artifact"),
+    path("runs/blind/<slug:review_key>/", blind_run, name="blind_run"),
 ]

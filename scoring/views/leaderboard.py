@@ -1,4 +1,9 @@
-"""Leaderboard pages for leads: the board, its export, reviewer agreement and history."""
+"""Leaderboard pages for leads: the board, its export, reviewer agreement, history, and the
+disputed runs a lead adjudicates.
+
+Every page takes the same GET parameters (LeaderboardFilterForm), shows them in its header,
+and carries them into every link it makes to the others and to the exports.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,21 @@ import json
 from urllib.parse import urlencode
 
 from django import forms
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
-from django.urls import path
-from django.views.decorators.http import require_GET
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import path, reverse
+from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from evalsite.roles import LEAD, role_required
-from runs.models import Campaign, PromptSet
-from scoring import leaderboard
+from runs.models import Campaign, PromptSet, Run
+from scoring import adjudications, leaderboard
 from scoring.leaderboard import Filters
+from scoring.leaderboard import filters as readings
+from scoring.leaderboard.disagreements import side_by_side
+from scoring.models import Adjudication
 
 EXPORT_FORMATS = ("csv", "json")
 # The merge-rate chart: one row per contestant, the x axis from 0% to 100%.
@@ -27,6 +37,8 @@ CHART_ROW = 28
 CHART_TOP = 30
 HISTOGRAM_BAR = 40
 HISTOGRAM_HEIGHT = 120
+DISPUTES_PER_PAGE = 20
+MAX_ADJUDICATION_NOTE_CHARS = 5_000
 
 
 class CampaignChoiceField(forms.ModelChoiceField):
@@ -50,6 +62,10 @@ class LeaderboardFilterForm(forms.Form):
     date_to = forms.DateField(
         required=False, label="Finished until", widget=forms.DateInput(attrs={"type": "date"})
     )
+    verdict = forms.ChoiceField(choices=readings.READINGS, required=False, label="A run's verdict")
+    errored = forms.ChoiceField(
+        choices=readings.ERRORED_POLICIES, required=False, label="Errored runs"
+    )
 
     def clean(self) -> dict:
         data = super().clean()
@@ -66,6 +82,8 @@ class LeaderboardFilterForm(forms.Form):
             tag=(data.get("tag") or "").strip(),
             date_from=data.get("date_from"),
             date_to=data.get("date_to"),
+            verdict=data.get("verdict") or readings.MEAN,
+            errored=data.get("errored") or readings.COUNT,
         )
 
 
@@ -135,16 +153,53 @@ def _histogram_chart(histogram: list[dict]) -> dict:
     }
 
 
-def _page_context(form: LeaderboardFilterForm) -> dict:
+def _describe(form: LeaderboardFilterForm, *, across_campaigns: bool = False) -> list[str]:
+    """The active filters and readings in words, for the page header."""
+    data, filters = form.cleaned_data, form.filters()
+    parts = []
+    if not across_campaigns:
+        campaign = data.get("campaign")
+        parts.append(
+            f"Campaign {campaign.name} · prompt set {campaign.prompt_set.name}"
+            if campaign
+            else "All campaigns"
+        )
+    if data.get("prompt_set"):
+        parts.append(f"Prompt set {data['prompt_set'].name}")
+    if filters.tag and not across_campaigns:
+        parts.append(f"Tagged {filters.tag}")
+    if filters.date_from:
+        parts.append(f"Finished from {filters.date_from:%Y-%m-%d}")
+    if filters.date_to:
+        parts.append(f"Finished until {filters.date_to:%Y-%m-%d}")
+    parts.append(
+        "A run's verdict: the mean of its reviews"
+        if filters.verdict == readings.MEAN
+        else "A run's verdict: yes when a strict majority of its reviews said yes"
+    )
+    parts.append(
+        "Errored runs count as would not merge"
+        if filters.counts_errored
+        else "Errored runs left out"
+    )
+    return parts
+
+
+def _page_context(form: LeaderboardFilterForm, *, across_campaigns: bool = False) -> dict:
     filters = form.filters()
     campaign = form.cleaned_data.get("campaign")
     # An explicit empty campaign means "all campaigns"; without it the pages pick the latest.
     query = {"campaign": "", **filters.query()}
+    other_reading = readings.MAJORITY if filters.verdict == readings.MEAN else readings.MEAN
+    other_policy = readings.EXCLUDE if filters.counts_errored else readings.COUNT
     return {
         "form": form,
         "filters": filters,
         "campaign": campaign,
+        "header": _describe(form, across_campaigns=across_campaigns),
         "querystring": urlencode(query),
+        "flip_verdict_querystring": urlencode({**query, "verdict": other_reading}),
+        "flip_errored_querystring": urlencode({**query, "errored": other_policy}),
     }
 
 
@@ -166,7 +221,8 @@ def leaderboard_page(request: HttpRequest) -> HttpResponse:
             for row in board["rows"]
         ],
     )
-    template = "scoring/leaderboard.html#board" if request.htmx else "scoring/leaderboard.html"
+    # A filter change swaps the board and the header, whose links carry the filters.
+    template = "scoring/leaderboard.html#swap" if request.htmx else "scoring/leaderboard.html"
     return render(request, template, context)
 
 
@@ -186,8 +242,10 @@ def leaderboard_export(request: HttpRequest) -> HttpResponse:
     if export_format == "json":
         payload = {
             "filters": filters.query(),
+            "reading": board["reading"],
             "rank_basis": board["rank_basis"],
             "totals": board["totals"],
+            "verdict_agreement": board["verdict_agreement"],
             "leaderboard": board["rows"],
             "tags": board["tags"],
             "predictors": board["predictors"],
@@ -203,8 +261,10 @@ def leaderboard_export(request: HttpRequest) -> HttpResponse:
 
 
 _CSV_COLUMNS = [
-    "rank", "contestant", "label", "model", "runs", "reviewed_runs", "reviews", "votes",
-    "merges", "merge_rate", "merge_rate_low", "merge_rate_high",
+    "rank", "contestant", "label", "model", "runs", "counted_runs", "reviewed_runs", "reviews",
+    "votes", "merges", "merge_rate", "merge_rate_low", "merge_rate_high", "adjudicated_runs",
+    "errored_runs", "timed_out_runs", "completed_runs",
+    "completion_rate", "completion_rate_low", "completion_rate_high",
     "acceptable", "acceptable_rate", "acceptable_rate_low", "acceptable_rate_high",
     "strength", "strength_low", "strength_high", "win_chance",
     "tests_run", "tests_passed", "tests_pass_rate", "expected_files_recall",
@@ -221,7 +281,7 @@ def _board_csv(board: dict) -> str:
     writer.writerow(_CSV_COLUMNS + [f"{key}_mean" for key in criteria])
     for row in board["rows"]:
         flat = dict(row)
-        for name in ("merge_rate", "acceptable_rate", "strength"):
+        for name in ("merge_rate", "completion_rate", "acceptable_rate", "strength"):
             interval = row[f"{name}_ci"] or [None, None]
             flat[f"{name}_low"], flat[f"{name}_high"] = interval
         values = [flat.get(column) for column in _CSV_COLUMNS]
@@ -248,7 +308,7 @@ def leaderboard_history(request: HttpRequest) -> HttpResponse:
     form = LeaderboardFilterForm(request.GET)
     if not form.is_valid():
         return render(request, "scoring/leaderboard_history.html", {"form": form}, status=400)
-    context = _page_context(form)
+    context = _page_context(form, across_campaigns=True)
     result = leaderboard.history(context["filters"])
     context.update(
         history=result,
@@ -257,9 +317,79 @@ def leaderboard_history(request: HttpRequest) -> HttpResponse:
     return render(request, "scoring/leaderboard_history.html", context)
 
 
+class DisputePageForm(forms.Form):
+    page = forms.IntegerField(min_value=1, required=False)
+
+
+class AdjudicationForm(forms.ModelForm):
+    note = forms.CharField(max_length=MAX_ADJUDICATION_NOTE_CHARS, widget=forms.Textarea)
+
+    class Meta:
+        model = Adjudication
+        fields = ["verdict", "note"]
+
+
+@role_required(LEAD)
+@require_GET
+def leaderboard_disagreements(request: HttpRequest) -> HttpResponse:
+    form = _filter_form(request)
+    paging = DisputePageForm(request.GET)
+    if not form.is_valid() or not paging.is_valid():
+        context = {"form": form, "paging_errors": paging.errors}
+        return render(request, "scoring/leaderboard_disagreements.html", context, status=400)
+    context = _page_context(form)
+    result = leaderboard.disagreements(context["filters"])
+    page = Paginator(result["runs"], DISPUTES_PER_PAGE).get_page(paging.cleaned_data["page"])
+    context.update(
+        disagreements=result,
+        page=page,
+        disputes=side_by_side(list(page.object_list), result["criteria"]),
+        adjudication_form=AdjudicationForm(),
+    )
+    return render(request, "scoring/leaderboard_disagreements.html", context)
+
+
+def _get_run_for_adjudication(run_id: int) -> Run:
+    """A run a lead can adjudicate: one that could be reviewed, or 404."""
+    return get_object_or_404(Run.objects.reviewable().select_related("campaign"), pk=run_id)
+
+
+@role_required(LEAD)
+@require_POST
+def leaderboard_adjudicate(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = _get_run_for_adjudication(run_id)
+    # Back to the same page of the same filters; the query is validated like any other.
+    back = LeaderboardFilterForm(QueryDict(request.POST.get("query", "")))
+    query = {"campaign": "", **back.filters().query()} if back.is_valid() else {}
+    paging = DisputePageForm(QueryDict(request.POST.get("query", "")))
+    if paging.is_valid() and paging.cleaned_data["page"]:
+        query["page"] = paging.cleaned_data["page"]
+    form = AdjudicationForm(request.POST)
+    if form.is_valid():
+        adjudications.adjudicate(
+            run, request.user, form.cleaned_data["verdict"], form.cleaned_data["note"]
+        )
+        messages.success(request, f"Run {run.pk} adjudicated: the leaderboard now uses it.")
+    else:
+        errors = "; ".join(f"{field}: {' '.join(e)}" for field, e in form.errors.items())
+        messages.error(request, f"Run {run.pk} was not adjudicated ({errors}).")
+    url = reverse("scoring:leaderboard_disagreements")
+    return redirect(f"{url}?{urlencode(query)}#run-{run.pk}")
+
+
 urlpatterns = [
     path("leaderboard/", leaderboard_page, name="leaderboard"),
     path("leaderboard/export/", leaderboard_export, name="leaderboard_export"),
     path("leaderboard/agreement/", leaderboard_agreement, name="leaderboard_agreement"),
     path("leaderboard/history/", leaderboard_history, name="leaderboard_history"),
+    path(
+        "leaderboard/disagreements/",
+        leaderboard_disagreements,
+        name="leaderboard_disagreements",
+    ),
+    path(
+        "leaderboard/disagreements/<int:run_id>/adjudicate/",
+        leaderboard_adjudicate,
+        name="leaderboard_adjudicate",
+    ),
 ]

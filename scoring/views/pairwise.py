@@ -59,7 +59,12 @@ def pairwise_next(request: HttpRequest) -> HttpResponse:
     campaign = form.cleaned_data["campaign"] if form.is_valid() else None
     comparison = pairing.next_comparison_for(request.user, campaign.pk if campaign else None)
     if comparison is None:
-        return render(request, "scoring/pairwise.html", {"comparison": None, "campaign": campaign})
+        context = {
+            "comparison": None,
+            "campaign": campaign,
+            "progress": pairing.progress(campaign.pk if campaign else None),
+        }
+        return render(request, "scoring/pairwise.html", context)
     url = reverse("scoring:pairwise", kwargs={"comparison_id": comparison.pk})
     return redirect(f"{url}?{urlencode({'campaign': campaign.pk})}" if campaign else url)
 
@@ -74,6 +79,8 @@ def pairwise(request: HttpRequest, comparison_id: int) -> HttpResponse:
     b = _side(comparison.run_b, reveal)
     left, right = (a, b) if comparison.a_shown_left else (b, a)
     prompt = comparison.run_a.snapshot.get("prompt") or {}
+    campaign = request.GET.get("campaign", "")
+    next_url = reverse("scoring:pairwise_next")
     context = {
         "comparison": comparison,
         "own": own,
@@ -86,7 +93,11 @@ def pairwise(request: HttpRequest, comparison_id: int) -> HttpResponse:
             "instructions_html": reviews.render_markdown(prompt.get("instructions", "")),
             "acceptance_criteria": prompt.get("acceptance_criteria") or [],
         },
-        "campaign_filter": request.GET.get("campaign", ""),
+        "campaign_filter": campaign if campaign.isdigit() else "",
+        "next_url": f"{next_url}?{urlencode({'campaign': campaign})}"
+        if campaign.isdigit()
+        else next_url,
+        "progress": pairing.progress(comparison.run_a.campaign_id),
         "view": "unified",
         "expand": set(),
     }
@@ -104,15 +115,9 @@ def pairwise_vote(request: HttpRequest, comparison_id: int) -> HttpResponse:
     except ValueError as exc:
         messages.error(request, str(exc))
         return redirect("scoring:pairwise", comparison_id=comparison.pk)
-    left = comparison.run_a if comparison.a_shown_left else comparison.run_b
-    right = comparison.run_b if comparison.a_shown_left else comparison.run_a
-    messages.success(
-        request,
-        f"Vote saved. Left was {left.contestant.label}, right was {right.contestant.label}.",
-    )
-    if request.POST.get("then") == "stay":
-        return redirect("scoring:pairwise", comparison_id=comparison.pk)
-    url = reverse("scoring:pairwise_next")
+    # Who made which is revealed on this pair's own page, never on the next (blind) one.
+    messages.success(request, "Vote saved.")
+    url = reverse("scoring:pairwise", kwargs={"comparison_id": comparison.pk})
     campaign = request.POST.get("campaign", "")
     return redirect(f"{url}?{urlencode({'campaign': campaign})}" if campaign.isdigit() else url)
 

@@ -13,14 +13,15 @@ from django.db.models import Prefetch
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from evalsite.roles import LEAD, SCORER, role_required
 from runs.models import Campaign, Run
+from scoring import queue as review_queue
 from scoring import reviews
-from scoring.models import Comparison, Review, ReviewVersion
-from scoring.queue import needing_review, next_run_for
+from scoring.models import Comparison, Review, ReviewHold, ReviewVersion
 
 VIEWS = ("split", "unified")
 MAX_CONTEXT_LINES = 5_000
@@ -45,12 +46,26 @@ class FileQuery(forms.Form):
     view = forms.ChoiceField(choices=[(v, v) for v in VIEWS], required=False)
 
 
-def _get_run_for_review(run_id: int) -> Run:
-    """A run that can be reviewed, or 404: nobody reviews a run that is still going or errored."""
+def _get_run_for_review(review_key: str) -> Run:
+    """A run that can be reviewed, or 404: nobody reviews a run that is still going or errored.
+
+    Runs are named by their opaque review key, never their id: ids follow the order runs were
+    made in, which could tell a blind reviewer who made one.
+    """
     return get_object_or_404(
         Run.objects.reviewable().select_related("campaign", "prompt", "contestant__model"),
-        pk=run_id,
+        review_key=review_key,
     )
+
+
+def _review_url(run: Run, campaign: str | int | None = None) -> str:
+    url = reverse("scoring:review", kwargs={"review_key": run.review_key})
+    return f"{url}?{urlencode({'campaign': campaign})}" if str(campaign or "").isdigit() else url
+
+
+def _next_url(campaign: str | int | None = None) -> str:
+    url = reverse("scoring:review_next")
+    return f"{url}?{urlencode({'campaign': campaign})}" if str(campaign or "").isdigit() else url
 
 
 def _campaign_id(request: HttpRequest) -> int | None:
@@ -82,6 +97,7 @@ def _posted_review(request: HttpRequest) -> dict:
         "notes": request.POST.get("notes", ""),
         "line_comments": request.POST.get("line_comments", "[]"),
         "time_spent_s": request.POST.get("time_spent_s", "0"),
+        "acceptance": request.POST.getlist("acceptance"),
     }
 
 
@@ -91,35 +107,34 @@ def _posted_review(request: HttpRequest) -> dict:
 @role_required(SCORER)
 def queue(request: HttpRequest) -> HttpResponse:
     campaign_id = _campaign_id(request)
-    pending_by_campaign = Counter(
-        needing_review(request.user).values_list("campaign_id", flat=True).order_by()
+    user = request.user
+    # Every run waiting for this user, once: the counts per campaign come from the same rows.
+    available = review_queue.in_order_for(
+        user, review_queue.needing_review(user).select_related("campaign", "prompt")
     )
+    pending_by_campaign = Counter(run.campaign_id for run in available)
     campaigns = [
         {"campaign": c, "pending": pending_by_campaign.get(c.pk, 0)}
         for c in Campaign.objects.filter(runs__in=Run.objects.reviewable()).distinct()
     ]
-    waiting = list(
-        needing_review(request.user, campaign_id)
-        .select_related("campaign", "prompt")
-        .order_by("submitted", "id")[:50]
+    waiting = [r for r in available if campaign_id is None or r.campaign_id == campaign_id]
+    skipped = (
+        ReviewHold.objects.filter(reviewer=user, skipped_at__isnull=False)
+        .select_related("run__prompt", "run__campaign")
+        .order_by("-skipped_at")
     )
-    drafts = set(
-        Review.objects.filter(
-            reviewer=request.user, submitted_at__isnull=True, run__in=[r.pk for r in waiting]
-        ).values_list("run_id", flat=True)
-    )
-    mine = Review.objects.filter(reviewer=request.user, submitted_at__isnull=False).select_related(
+    mine = Review.objects.filter(reviewer=user, submitted_at__isnull=False).select_related(
         "run__prompt", "run__campaign", "run__contestant__model"
     )
     if campaign_id is not None:
+        skipped = skipped.filter(run__campaign_id=campaign_id)
         mine = mine.filter(run__campaign_id=campaign_id)
     context = {
         "campaigns": campaigns,
         "campaign_id": campaign_id,
-        "pending": sum(pending_by_campaign.values())
-        if campaign_id is None
-        else pending_by_campaign.get(campaign_id, 0),
-        "waiting": [{"run": r, "has_draft": r.pk in drafts} for r in waiting],
+        "pending": len(waiting),
+        "waiting": waiting[:50],
+        "skipped": list(skipped[:50]),
         "mine": list(mine.order_by("-submitted_at")[:20]),
         "submitted_count": mine.count(),
     }
@@ -129,26 +144,39 @@ def queue(request: HttpRequest) -> HttpResponse:
 @role_required(SCORER)
 def review_next(request: HttpRequest) -> HttpResponse:
     campaign_id = _campaign_id(request)
-    run = next_run_for(request.user, campaign_id)
+    run = review_queue.next_run_for(request.user, campaign_id)
     if run is None:
         messages.info(request, "Nothing left to review here. Thank you!")
         url = reverse("scoring:queue")
         return redirect(f"{url}?{urlencode({'campaign': campaign_id})}" if campaign_id else url)
-    url = reverse("scoring:review", kwargs={"run_id": run.pk})
-    return redirect(f"{url}?{urlencode({'campaign': campaign_id})}" if campaign_id else url)
+    return redirect(_review_url(run, campaign_id))
 
 
 # --- the review page -----------------------------------------------------------------------------
 
 
-def _render_review(request: HttpRequest, run: Run, errors: dict | None = None, posted=None):
+def _render_review(
+    request: HttpRequest,
+    run: Run,
+    errors: dict | None = None,
+    posted=None,
+    *,
+    has_place: bool | None = None,
+    status: int | None = None,
+):
     data = reviews.review_page_data(run, request.user)
+    if has_place is None:
+        # Opening a run to review it takes a place on it; a submitted reviewer needs none.
+        has_place = not data["blind"] or review_queue.hold(run, request.user)
     if posted is not None:  # show what the reviewer entered, not the stored state
         answers = dict(posted["answers"])
         for row in data["criteria"]:
             row["answer"] = str(answers.get(row["key"], ""))
         data["notes"] = posted["notes"]
         data["verdict"] = posted["verdict"] or answers.get(reviews.MERGE_KEY, "")
+        ticked = set(posted["acceptance"])
+        for item in data["prompt"]["acceptance_criteria"]:
+            item["met"] = str(item["index"]) in ticked
     for row in data["criteria"]:
         row["error"] = (errors or {}).get(row["key"], "")
     data["line_comments_json"] = json.dumps(data["line_comments"])
@@ -156,42 +184,48 @@ def _render_review(request: HttpRequest, run: Run, errors: dict | None = None, p
     for value in request.GET.getlist("expand"):
         if value.isdigit():
             expand.add(int(value))
+    campaign = request.POST.get("campaign") or request.GET.get("campaign", "")
     data.update(
         {
             "view": _diff_view(request),
             "expand": expand,
             "errors": errors or {},
-            "campaign_filter": request.GET.get("campaign", ""),
+            "campaign_filter": campaign if campaign.isdigit() else "",
+            "next_url": _next_url(campaign),
+            "progress": review_queue.progress(request.user, run.campaign_id),
+            # A blind reviewer who could not take a place may read the run, not review it.
+            "has_place": has_place,
+            "reviews_wanted": run.reviews_wanted,
         }
     )
-    return render(request, "scoring/review.html", data, status=400 if errors else 200)
+    if status is None:
+        status = 400 if errors else 200
+    return render(request, "scoring/review.html", data, status=status)
 
 
 @role_required(SCORER)
-def review_page(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = _get_run_for_review(run_id)
-    return _render_review(request, run)
+def review_page(request: HttpRequest, review_key: str) -> HttpResponse:
+    return _render_review(request, _get_run_for_review(review_key))
 
 
 @role_required(SCORER)
 @vary_on_headers("HX-Request")
-def review_file(request: HttpRequest, run_id: int) -> HttpResponse:
+def review_file(request: HttpRequest, review_key: str) -> HttpResponse:
     """One collapsed file's diff, loaded on demand; without htmx, the page with it expanded."""
-    run = _get_run_for_review(run_id)
+    run = _get_run_for_review(review_key)
     form = FileQuery(request.GET)
     if not form.is_valid():
-        return redirect("scoring:review", run_id=run.pk)
+        return redirect(_review_url(run))
     index = form.cleaned_data["file"]
     files = reviews.rendered_diff(run)["files"]
     if index > len(files):
         raise Http404("No such file")
     if not request.htmx:
-        url = reverse("scoring:review", kwargs={"run_id": run.pk})
-        return redirect(f"{url}?expand={index}#{files[index - 1]['anchor']}")
+        return redirect(f"{_review_url(run)}?expand={index}#{files[index - 1]['anchor']}")
     context = {
         "file": files[index - 1],
         "index": index,
-        "run_id": run.pk,
+        "run_key": run.review_key,
         "pane": form.cleaned_data["pane"] or "",
         "view": form.cleaned_data["view"] or _diff_view(request),
         "expand": {index},
@@ -202,12 +236,12 @@ def review_file(request: HttpRequest, run_id: int) -> HttpResponse:
 
 @role_required(SCORER)
 @vary_on_headers("HX-Request")
-def review_context(request: HttpRequest, run_id: int) -> HttpResponse:
+def review_context(request: HttpRequest, review_key: str) -> HttpResponse:
     """Unchanged lines around a hunk, from the stored before/after text of the file."""
-    run = _get_run_for_review(run_id)
+    run = _get_run_for_review(review_key)
     form = ContextQuery(request.GET)
     if not form.is_valid():
-        return redirect("scoring:review", run_id=run.pk)
+        return redirect(_review_url(run))
     data = form.cleaned_data
     start, end = data["start"], min(data["end"], data["start"] + MAX_CONTEXT_LINES - 1)
     rows = reviews.context_for_range(run, data["file"], start, end, data["delta"] or 0)
@@ -219,33 +253,59 @@ def review_context(request: HttpRequest, run_id: int) -> HttpResponse:
 
 @role_required(SCORER)
 @require_POST
-def review_draft(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = _get_run_for_review(run_id)
+def review_draft(request: HttpRequest, review_key: str) -> HttpResponse:
+    run = _get_run_for_review(review_key)
+    review_queue.hold(run, request.user)  # working on it keeps the place
     review = reviews.save_draft(run, request.user, _posted_review(request))
     if request.headers.get("X-Mergeable-Autosave") or request.htmx:
         return JsonResponse(
             {"saved": not review.is_submitted, "updated_at": review.updated_at.isoformat()}
         )
     messages.success(request, "Draft saved.")
-    return redirect("scoring:review", run_id=run.pk)
+    return redirect(_review_url(run, request.POST.get("campaign")))
 
 
 @role_required(SCORER)
 @require_POST
-def review_submit(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = _get_run_for_review(run_id)
+def review_submit(request: HttpRequest, review_key: str) -> HttpResponse:
+    """Submit, then show the same run again, now revealed: who made it appears on the page of
+    the run just judged, never on the next blind page."""
+    run = _get_run_for_review(review_key)
     posted = _posted_review(request)
     try:
         reviews.submit_review(run, request.user, **posted)
     except reviews.ReviewInvalid as exc:
         messages.error(request, "The review is not complete: see the marked questions.")
         return _render_review(request, run, errors=exc.errors, posted=posted)
-    messages.success(request, f"Review submitted. That run was by {run.contestant.label}.")
-    if request.POST.get("then") == "next":
-        url = reverse("scoring:review_next")
-        campaign = request.POST.get("campaign", "")
-        return redirect(f"{url}?{urlencode({'campaign': campaign})}" if campaign.isdigit() else url)
-    return redirect("scoring:review", run_id=run.pk)
+    except review_queue.NoPlaceLeft as exc:
+        messages.error(request, str(exc))
+        return _render_review(request, run, posted=posted, has_place=False, status=409)
+    messages.success(request, "Review submitted.")
+    return redirect(_review_url(run, request.POST.get("campaign")))
+
+
+@role_required(SCORER)
+@require_POST
+def review_skip(request: HttpRequest, review_key: str) -> HttpResponse:
+    run = _get_run_for_review(review_key)
+    if review_queue.skip(run, request.user):
+        messages.info(request, "Skipped: the queue will not offer you that run again.")
+    return redirect(_next_url(request.POST.get("campaign")))
+
+
+@role_required(LEAD)
+@require_POST
+def review_ask_another(request: HttpRequest, review_key: str) -> HttpResponse:
+    """A lead wants one more review of this run than it wants now (a disputed run, say)."""
+    run = _get_run_for_review(review_key)
+    wanted = review_queue.ask_for_another_review(run)
+    messages.success(request, f"This run now wants {wanted} reviews.")
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        target = _review_url(run)
+    return redirect(target)
 
 
 # --- history (leads) -----------------------------------------------------------------------------
@@ -284,9 +344,15 @@ urlpatterns = [
     path("review/", queue, name="queue"),
     path("review/next/", review_next, name="review_next"),
     path("review/history/", review_history, name="review_history"),
-    path("review/runs/<int:run_id>/", review_page, name="review"),
-    path("review/runs/<int:run_id>/file/", review_file, name="review_file"),
-    path("review/runs/<int:run_id>/context/", review_context, name="review_context"),
-    path("review/runs/<int:run_id>/draft/", review_draft, name="review_draft"),
-    path("review/runs/<int:run_id>/submit/", review_submit, name="review_submit"),
+    path("review/runs/<slug:review_key>/", review_page, name="review"),
+    path("review/runs/<slug:review_key>/file/", review_file, name="review_file"),
+    path("review/runs/<slug:review_key>/context/", review_context, name="review_context"),
+    path("review/runs/<slug:review_key>/draft/", review_draft, name="review_draft"),
+    path("review/runs/<slug:review_key>/submit/", review_submit, name="review_submit"),
+    path("review/runs/<slug:review_key>/skip/", review_skip, name="review_skip"),
+    path(
+        "review/runs/<slug:review_key>/ask-another/",
+        review_ask_another,
+        name="review_ask_another",
+    ),
 ]

@@ -1,4 +1,8 @@
-"""Rubrics (admins): the questions a reviewer answers about a run."""
+"""Rubrics: the questions a reviewer answers about a run.
+
+Admins curate rubrics. Leads may open the editor too, to mark which questions may not apply to
+every run (reviewers may then answer N/A); everything else is read-only for them.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path
 
-from evalsite.roles import ADMIN, role_required
-from scoring.models import VERDICTS, Criterion, Rubric
+from evalsite.roles import ADMIN, LEAD, has_role, role_required
+from scoring.models import DEFAULT_SMALL_CHANGES_VALUE, VERDICTS, Criterion, Rubric
 
 VERDICT_VALUES = {value for value, _ in VERDICTS}
 
@@ -19,7 +23,16 @@ VERDICT_VALUES = {value for value, _ in VERDICTS}
 class RubricForm(forms.ModelForm):
     class Meta:
         model = Rubric
-        fields = ["name", "description", "is_default"]
+        fields = ["name", "description", "is_default", "small_changes_value"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Left empty, it keeps the usual half a merge.
+        self.fields["small_changes_value"].required = False
+
+    def clean_small_changes_value(self) -> float:
+        value = self.cleaned_data.get("small_changes_value")
+        return DEFAULT_SMALL_CHANGES_VALUE if value is None else value
 
 
 class RubricCreateForm(RubricForm):
@@ -38,8 +51,15 @@ class CriterionForm(forms.ModelForm):
 
     class Meta:
         model = Criterion
-        fields = ["key", "label", "help", "scale", "only_for_tag", "position"]
-        labels = {"position": "Order", "only_for_tag": "Only for prompts tagged"}
+        fields = ["key", "label", "help", "scale", "only_for_tag", "may_not_apply", "position"]
+        labels = {
+            "position": "Order",
+            "only_for_tag": "Only for prompts tagged",
+            "may_not_apply": "May not apply (reviewers may answer N/A)",
+        }
+        help_texts = {
+            "may_not_apply": "N/A answers are stored as such and left out of means.",
+        }
         widgets = {"help": forms.Textarea(attrs={"rows": 2})}
 
     def __init__(self, *args, **kwargs) -> None:
@@ -65,6 +85,8 @@ class CriterionForm(forms.ModelForm):
                 self.add_error("choices_text", "Named choices need at least two lines.")
             if len({value for value, _ in choices}) != len(choices):
                 self.add_error("choices_text", "Each value may appear once.")
+        if data.get("key") == "merge" and data.get("may_not_apply"):
+            self.add_error("may_not_apply", "Every review needs a verdict: it always applies.")
         if data.get("key") == "merge":
             # The merge answer is the review's verdict, so it must use the verdict values.
             if data.get("scale") != Criterion.CHOICES or not {v for v, _ in choices} <= (
@@ -88,7 +110,29 @@ CriterionFormSet = forms.inlineformset_factory(
 )
 
 
-@role_required(ADMIN)
+class MayNotApplyForm(CriterionForm):
+    """A lead's view of a question: only "may not apply" can change."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for name, field in self.fields.items():
+            # Disabled fields keep their stored value whatever is posted.
+            field.disabled = name != "may_not_apply"
+
+
+MayNotApplyFormSet = forms.inlineformset_factory(
+    Rubric, Criterion, form=MayNotApplyForm, extra=0, can_delete=False
+)
+
+
+class ReadOnlyRubricForm(RubricForm):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            field.disabled = True
+
+
+@role_required(LEAD)
 def rubric_list(request: HttpRequest) -> HttpResponse:
     rubrics = Rubric.objects.annotate(
         criteria_count=Count("criteria", distinct=True),
@@ -120,11 +164,15 @@ def rubric_create(request: HttpRequest) -> HttpResponse:
     return render(request, "scoring/rubric_form.html", {"form": form, "formset": None})
 
 
-@role_required(ADMIN)
+@role_required(LEAD)
 def rubric_edit(request: HttpRequest, rubric_id: int) -> HttpResponse:
     rubric = get_object_or_404(Rubric, pk=rubric_id)
-    form = RubricForm(request.POST or None, instance=rubric)
-    formset = CriterionFormSet(request.POST or None, instance=rubric)
+    curator = has_role(request.user, ADMIN)
+    form_class, formset_class = (
+        (RubricForm, CriterionFormSet) if curator else (ReadOnlyRubricForm, MayNotApplyFormSet)
+    )
+    form = form_class(request.POST or None, instance=rubric)
+    formset = formset_class(request.POST or None, instance=rubric)
     if request.method == "POST" and form.is_valid() and formset.is_valid():
         with transaction.atomic():
             form.save()
@@ -136,7 +184,13 @@ def rubric_edit(request: HttpRequest, rubric_id: int) -> HttpResponse:
     return render(
         request,
         "scoring/rubric_form.html",
-        {"form": form, "formset": formset, "rubric": rubric, "in_use": in_use},
+        {
+            "form": form,
+            "formset": formset,
+            "rubric": rubric,
+            "in_use": in_use,
+            "curator": curator,
+        },
     )
 
 

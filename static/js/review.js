@@ -62,6 +62,10 @@
   }
   if (form) {
     form.addEventListener("change", () => { dirty = true; saveDraft(); });
+    // Fields that live elsewhere on the page (the acceptance checklist) but belong to the form.
+    document.addEventListener("change", (event) => {
+      if (event.target.form === form && !form.contains(event.target)) { dirty = true; saveDraft(); }
+    });
     form.addEventListener("input", () => { dirty = true; });
     setInterval(() => { if (dirty) saveDraft(); }, 5000);
     form.addEventListener("submit", (event) => {
@@ -104,6 +108,14 @@
   }
 
   // --- line comments ----------------------------------------------------------------------------
+  // A path as the page shows it: invisible characters as marks (rendered by the server, which
+  // owns that rule), while the comment itself keeps the exact path.
+  function pathLabel(path) {
+    for (const section of document.querySelectorAll("section.diff[data-path]")) {
+      if (section.dataset.path === path) return section.dataset.pathLabel || path;
+    }
+    return path;
+  }
   function storeComments() {
     if (!commentsInput) return;
     commentsInput.value = JSON.stringify(comments);
@@ -115,7 +127,7 @@
       }
       comments.forEach((c, i) => {
         const li = document.createElement("li");
-        const code = document.createElement("code"); code.textContent = c.path + ":" + c.line;
+        const code = document.createElement("code"); code.textContent = pathLabel(c.path) + ":" + c.line;
         const remove = document.createElement("button");
         remove.type = "button"; remove.className = "linkbutton-dark"; remove.textContent = "remove";
         remove.addEventListener("click", () => { comments.splice(i, 1); storeComments(); dirty = true; saveDraft(); });
@@ -163,7 +175,8 @@
   }
 
   document.addEventListener("keydown", (event) => {
-    const submit = document.getElementById("submit-next");
+    // Submit (or vote); once submitted, go on to the next run (or pair).
+    const submit = document.querySelector("[data-ctrl-enter]");
     if ((event.ctrlKey || event.metaKey) && event.key === "Enter" && submit) {
       event.preventDefault();
       updateTime();

@@ -1,8 +1,9 @@
-"""Reviewing with the keyboard only, blind, then a pairwise vote, in a real browser.
+"""Reviewing blind in a real browser: with the keyboard only, then a pairwise vote.
 
 The shortcuts are the ones the `?` overlay documents (static/js/review.js): y / n / 1-5 answer the
-current question and move on, Shift+Y / S / N set the verdict, Ctrl+Enter submits and opens the
-next run; on the compare page a / b / t / x vote and Ctrl+Enter saves the vote.
+current question and move on, Shift+Y / S / N set the verdict, Ctrl+Enter submits and, once the
+run is revealed on its own page, opens the next run; on the compare page a / b / t / x vote and
+Ctrl+Enter saves the vote, then opens the next pair.
 """
 
 from __future__ import annotations
@@ -23,8 +24,16 @@ from tests.conftest import PASSWORD, git
 pytestmark = pytest.mark.browser
 
 CONTESTANTS = {"alpha-model": "alpha-llm-v1", "beta-model": "beta-llm-v2"}
-# Everything that would tell a blind reviewer who made a run.
-IDENTITY_WORDS = ["alpha-model", "beta-model", "alpha-llm", "beta-llm"]
+BASE_URLS = {
+    "alpha-model": "https://alpha-inference.example/serve/alpha-pool",
+    "beta-model": "https://beta-inference.example/serve/beta-pool",
+}
+# Everything that would tell a blind reviewer who made a run: the contestants' names (and
+# labels), the models' names and ids, the provider, the endpoints' hosts and paths.
+IDENTITY_WORDS = [
+    "alpha-model", "beta-model", "alpha-llm", "beta-llm", "openai",
+    "alpha-inference", "beta-inference", "alpha-pool", "beta-pool",
+]  # fmt: skip
 
 CART = "def total(prices):\n    result = 0\n    for price in prices:\n        result += price\n"
 CART += "    return result\n"
@@ -69,7 +78,7 @@ def build_campaign(make_repo) -> list[Run]:
     for name, model_id in CONTESTANTS.items():
         model = LanguageModel.objects.create(
             name=model_id.rsplit("-", 1)[0], provider="openai", model_id=model_id,
-            base_url="http://127.0.0.1:1",
+            base_url=BASE_URLS[name],
         )  # fmt: skip
         contestants.append(Contestant.objects.create(name=name, model=model))
     campaign = Campaign.objects.create(name="Spring eval", prompt_set=prompt_set)
@@ -101,6 +110,14 @@ def build_campaign(make_repo) -> list[Run]:
                 "steps": [
                     {"step_id": 1, "source": "user", "message": title},
                     {"step_id": 2, "source": "agent", "message": f"{contestant.name} here, done."},
+                    {
+                        "step_id": 3,
+                        "source": "agent",
+                        "message": (
+                            f"Served by {contestant.model.name} ({contestant.model.model_id}) on "
+                            f"OpenAI at {contestant.model.base_url}/v1."
+                        ),
+                    },
                 ],
             }
             run.save_artifact("transcript.json", json.dumps(transcript))
@@ -108,27 +125,22 @@ def build_campaign(make_repo) -> list[Run]:
     return runs
 
 
-def page_html_without_messages(page: Page) -> str:
-    """The whole page (text and attributes) minus the flash messages, lower-cased."""
-    return page.evaluate(
-        """() => {
-            const copy = document.documentElement.cloneNode(true);
-            copy.querySelectorAll('.messages').forEach((el) => el.remove());
-            return copy.outerHTML.toLowerCase();
-        }"""
-    )
+def page_html(page: Page) -> str:
+    """The whole page as the browser has it (text, attributes, messages), lower-cased."""
+    return page.content().lower()
 
 
 def assert_blind(page: Page) -> None:
-    html = page_html_without_messages(page)
-    leaked = [word for word in IDENTITY_WORDS if word in html]
+    html = page_html(page)
+    text = page.locator("body").inner_text().lower()
+    leaked = [word for word in IDENTITY_WORDS if word in html or word in text]
     assert leaked == [], f"identity visible before submitting: {leaked}"
 
 
 def run_on_page(page: Page) -> Run:
-    match = re.search(r"/review/runs/(\d+)/", page.url)
+    match = re.search(r"/review/runs/([A-Za-z0-9_-]+)/", page.url)
     assert match, page.url
-    return Run.objects.select_related("contestant").get(pk=int(match.group(1)))
+    return Run.objects.select_related("contestant").get(review_key=match.group(1))
 
 
 def review_with_keys(page: Page, verdict_key: str) -> None:
@@ -146,21 +158,74 @@ def review_with_keys(page: Page, verdict_key: str) -> None:
     page.keyboard.press("Control+Enter")
 
 
-def test_it_reviews_two_runs_blind_and_votes_pairwise_with_the_keyboard_only(
+def expect_revealed(page: Page, run: Run) -> None:
+    """The page of ``run`` itself, now naming who made it."""
+    page.wait_for_load_state("load")
+    assert run_on_page(page) == run
+    expect(page.locator("#reveal")).to_contain_text(f"This run was by {run.contestant.label}")
+    expect(page.locator(".pagehead")).to_contain_text(f"By {run.contestant.label}")
+
+
+def scorer_named(username: str):
+    user = get_user_model().objects.create_user(username=username, password=PASSWORD)
+    set_role(user, SCORER)
+    return user
+
+
+def test_it_shows_who_made_a_run_only_after_the_review_is_in(
     transactional_db, live_server, page, login, console_errors, make_repo
 ):
     runs = build_campaign(make_repo)
-    scorer = get_user_model().objects.create_user(username="sam", password=PASSWORD)
-    set_role(scorer, SCORER)
+    scorer = scorer_named("sam")
+    login(page, live_server, scorer)
+
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Review").click()
+    page.wait_for_url(f"{live_server.url}/review/")
+    assert_blind(page)
+    expect(page.get_by_role("heading", name="Waiting for review")).to_be_visible()
+    page.get_by_role("link", name="Review next").click()
+    page.wait_for_url(re.compile(r"/review/runs/[A-Za-z0-9_-]+/$"))
+    reviewed = run_on_page(page)
+    assert reviewed in runs
+    segment = page.url.split("/review/runs/")[1].strip("/")
+    assert segment == reviewed.review_key and not segment.isdigit()  # never the run's id
+    expect(page.locator("#progress")).to_have_text("4 of 4 left")
+    expect(page.get_by_text("[hidden] here, done.")).to_be_attached()
+    expect(page.get_by_text("Served by [hidden] ([hidden]) on [hidden] at")).to_be_attached()
+    assert_blind(page)
+
+    for question, answer in (("right_files", "yes"), ("conventions", "3"), ("recovered", "yes")):
+        page.locator(f"#review-form input[name=answer-{question}][value='{answer}']").check()
+    page.locator("#review-form input[name=answer-merge][value=no]").check()
+    page.get_by_role("button", name="Submit").click()
+
+    # Only now, and on the page of the run just reviewed, the contestant is named.
+    page.wait_for_url(re.compile(rf"/review/runs/{reviewed.review_key}/"))
+    expect_revealed(page, reviewed)
+    expect(page.locator("#reveal")).to_contain_text(reviewed.contestant.model.model_id)
+    expect(page.get_by_text(f"{reviewed.contestant.name} here, done.")).to_be_attached()
+    expect(page.locator("#progress")).to_have_text("3 of 4 left")
+    assert Review.objects.get(run=reviewed, reviewer=scorer).verdict == "no"
+
+    page.get_by_role("link", name="Next run").click()
+    page.wait_for_url(lambda url: reviewed.review_key not in url)
+    assert_blind(page)  # the next run's page, messages and all, names nobody
+    assert console_errors == []
+
+
+def test_it_reviews_two_runs_blind_and_votes_pairwise_with_the_keyboard_only(
+    transactional_db, live_server, page, login, console_errors, make_repo
+):
+    build_campaign(make_repo)
+    scorer = scorer_named("sam")
     login(page, live_server, scorer)
 
     page.goto(f"{live_server.url}/review/")
     page.get_by_role("link", name="Review next").focus()
     page.keyboard.press("Enter")
-    page.wait_for_url(re.compile(r"/review/runs/\d+/"))
+    page.wait_for_url(re.compile(r"/review/runs/[A-Za-z0-9_-]+/"))
     first = run_on_page(page)
-    assert first.pk == runs[0].pk  # fewest reviews, then oldest
-    expect(page.locator(".diff").first).to_contain_text("round(result, 2)")
+    expect(page.locator(".diff").first).to_be_attached()
     expect(page.get_by_text("[hidden] here, done.")).to_be_attached()
     assert_blind(page)
 
@@ -171,20 +236,16 @@ def test_it_reviews_two_runs_blind_and_votes_pairwise_with_the_keyboard_only(
     expect(page.locator("#shortcuts")).to_be_hidden()
 
     review_with_keys(page, "Y")
-    page.wait_for_url(lambda url: f"/review/runs/{first.pk}/" not in url)
-    expect(page.locator(".messages")).to_contain_text(
-        f"Review submitted. That run was by {first.contestant.label}."
-    )
+    expect_revealed(page, first)
+    page.keyboard.press("Control+Enter")  # on to the next run
+    page.wait_for_url(lambda url: first.review_key not in url)
     second = run_on_page(page)
-    assert second.pk == runs[1].pk
+    # Each scorer's order deals the contestants out in turn.
     assert second.contestant != first.contestant
     assert_blind(page)
 
     review_with_keys(page, "S")
-    page.wait_for_url(lambda url: f"/review/runs/{second.pk}/" not in url)
-    expect(page.locator(".messages")).to_contain_text(
-        f"Review submitted. That run was by {second.contestant.label}."
-    )
+    expect_revealed(page, second)
 
     reviews = {r.run_id: r for r in Review.objects.submitted().filter(reviewer=scorer)}
     assert set(reviews) == {first.pk, second.pk}
@@ -194,20 +255,17 @@ def test_it_reviews_two_runs_blind_and_votes_pairwise_with_the_keyboard_only(
         "right_files": "yes", "conventions": "4", "recovered": "no", "merge": "yes"
     }  # fmt: skip
 
-    # Once submitted, the run's own page says who made it.
-    page.goto(f"{live_server.url}/review/runs/{first.pk}/")
-    expect(page.locator(".pagehead")).to_contain_text(f"By {first.contestant.label}")
-    expect(page.get_by_text("alpha-model here, done.")).to_be_attached()
-
-    # Pairwise: blind until the vote, then revealed.
+    # Pairwise: blind until the vote, then revealed on the same page.
     page.goto(f"{live_server.url}/compare/")
     page.wait_for_url(re.compile(r"/compare/\d+/"))
     assert_blind(page)
     comparison = Comparison.objects.get(reviewer=scorer, outcome="")
+    page.wait_for_load_state("load")
     page.keyboard.press("b")
     expect(page.locator("#vote-form input[name=choice][value=right]")).to_be_checked()
     page.keyboard.press("Control+Enter")
-    page.wait_for_url(lambda url: f"/compare/{comparison.pk}/" not in url)
+    expect(page.locator("#reveal")).to_be_visible()
+    assert f"/compare/{comparison.pk}/" in page.url
 
     comparison.refresh_from_db()
     right_won = Comparison.A if not comparison.a_shown_left else Comparison.B
@@ -218,8 +276,11 @@ def test_it_reviews_two_runs_blind_and_votes_pairwise_with_the_keyboard_only(
         if comparison.a_shown_left
         else (comparison.run_b, comparison.run_a)
     )
-    expect(page.locator(".messages")).to_contain_text(
-        f"Left was {left_run.contestant.label}, right was {right_run.contestant.label}."
+    expect(page.locator("#reveal")).to_contain_text(
+        f"Left (A) was {left_run.contestant.label}; right (B) was {right_run.contestant.label}"
     )
+    page.keyboard.press("Control+Enter")  # on to the next pair, blind again
+    page.wait_for_url(lambda url: f"/compare/{comparison.pk}/" not in url)
+    assert_blind(page)
     # The scripts ran under the real Content-Security-Policy, and every autosave succeeded.
     assert console_errors == []

@@ -15,6 +15,7 @@ from django.core.cache import cache
 from django.utils.safestring import SafeString, mark_safe
 
 from scoring import leaderboard
+from scoring.leaderboard import cache as leaderboard_cache
 
 
 class _Planted:
@@ -72,9 +73,8 @@ def _raw_redis(redis_url: str):
 
 
 def _board_key() -> str:
-    """The Redis key under which the leaderboard page caches its board (generation 0)."""
-    filters = leaderboard.Filters()
-    return cache.make_key(f"leaderboard:board:0.0:{filters.key()}")
+    """The Redis key under which the leaderboard page caches its board, as things stand."""
+    return cache.make_key(leaderboard_cache.cache_key("board", leaderboard.Filters()))
 
 
 @pytest.mark.django_db

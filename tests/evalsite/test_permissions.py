@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from tests.world import KWARG_OBJECTS, build_world
+from tests.world import build_world, kwarg_value
 
 MATRIX: dict[str, str] = {
     "login": "public",
@@ -60,7 +60,7 @@ def test_it_gives_each_role_what_the_matrix_says(client, admin_user, lead, score
     ranks = {"anonymous": -1, "outsider": 0, "scorer": 1, "lead": 2, "admin": 3}
     failures = []
     for name, kwarg_names in all_url_names():
-        kwargs = {k: world[KWARG_OBJECTS[k]].pk for k in kwarg_names}
+        kwargs = {k: kwarg_value(world, k) for k in kwarg_names}
         url = reverse(name, kwargs=kwargs)
         needed = RANK[MATRIX[name]]
         for who, user in people.items():

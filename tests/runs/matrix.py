@@ -4,8 +4,10 @@ MATRIX: dict[str, str] = {
     "runs:campaign": "lead",
     "runs:campaign_cancel": "lead",
     "runs:campaign_retry": "lead",
+    # Scorers are sent on to the run's blind page (its review page, or its question).
     "runs:run": "scorer",
-    "runs:run_answer": "scorer",
+    "runs:run_answer": "lead",
+    "runs:blind_run": "scorer",
     "runs:run_cancel": "lead",
     "runs:run_retry": "lead",
     "runs:run_artifact": "scorer",

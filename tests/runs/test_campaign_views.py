@@ -97,15 +97,17 @@ def test_it_shows_a_live_grid_that_stops_polling_when_done(client_for, lead, cur
     assert fragment["Vary"] and "HX-Request" in fragment["Vary"]
 
 
-def test_it_keeps_the_run_page_blind_for_scorers(client_for, scorer, lead, curated):
+def test_it_sends_scorers_from_the_run_page_to_the_blind_review(client_for, scorer, lead, curated):
     from runs import campaigns
 
     prompt_set, contestants = curated
     campaign = campaigns.launch(prompt_set=prompt_set, contestants=contestants[:1])
     run = campaign.runs.first()
     execution.execute(run.pk)
-    for_scorer = client_for(scorer).get(reverse("runs:run", args=[run.pk])).content.decode()
-    assert "alpha" not in for_scorer and "contestant hidden" in for_scorer
+    response = client_for(scorer).get(reverse("runs:run", args=[run.pk]), follow=True)
+    assert response.redirect_chain == [(f"/review/runs/{run.review_key}/", 302)]
+    for_scorer = response.content.decode()
+    assert "alpha" not in for_scorer and "Blind review" in for_scorer
     assert "hello.txt" in for_scorer
     for_lead = client_for(lead).get(reverse("runs:run", args=[run.pk])).content.decode()
     assert "alpha" in for_lead
@@ -133,7 +135,7 @@ def test_it_shows_gateway_usage_beside_what_the_harness_reported(client_for, sco
     url = reverse("runs:run", args=[run.pk])
 
     for_lead = client_for(lead).get(url).content.decode()
-    for_scorer = client_for(scorer).get(url).content.decode()
+    for_scorer = client_for(scorer).get(url, follow=True).content.decode()
 
     assert "7 through the run's model gateway" in for_lead
     assert "800 read from cache · 150 written to cache" in for_lead
@@ -142,8 +144,8 @@ def test_it_shows_gateway_usage_beside_what_the_harness_reported(client_for, sco
     assert "memory_mb 4096 (&lt;script&gt;alert(1)&lt;/script&gt;)" in for_lead
     assert "<script>alert(1)" not in for_lead
     # Cost can give a blind review away: scorers see the tokens, never the dollars.
-    assert "the harness reported 1250 tokens" in for_scorer
-    assert "$0.1875" not in for_scorer
+    assert "1200 in / 300 out" in for_scorer
+    assert "0.1875" not in for_scorer and "0.25" not in for_scorer
 
 
 def test_it_leaves_out_usage_a_run_does_not_have(client_for, lead, curated):
@@ -158,6 +160,24 @@ def test_it_leaves_out_usage_a_run_does_not_have(client_for, lead, curated):
     assert "harness reported" not in page and "Sandbox caps" not in page
 
 
+def test_it_warns_when_the_agent_changed_the_files_that_grade_it(client_for, lead, curated):
+    from runs import campaigns
+
+    prompt_set, contestants = curated
+    run = campaigns.launch(prompt_set=prompt_set, contestants=contestants[:1]).runs.first()
+    url = reverse("runs:run", args=[run.pk])
+    client = client_for(lead)
+    assert "changed files that grade it" not in client.get(url).content.decode()
+    Run.objects.filter(pk=run.pk).update(
+        status=Run.FAILED, test_files_modified=["tests/test_<b>x</b>.py", "conftest.py"]
+    )
+
+    page = client.get(url).content.decode()
+
+    assert "The agent changed files that grade it" in page
+    assert "tests/test_&lt;b&gt;x&lt;/b&gt;.py, conftest.py" in page
+
+
 def test_it_lets_a_scorer_answer_a_waiting_question(client_for, scorer, curated):
     from runs import campaigns
 
@@ -168,13 +188,34 @@ def test_it_lets_a_scorer_answer_a_waiting_question(client_for, scorer, curated)
         questions=[{"question": "Which <b>file</b>?", "answer": None}],
     )
     client = client_for(scorer)
-    page = client.get(reverse("runs:run", args=[run.pk])).content.decode()
-    assert "Which &lt;b&gt;file&lt;/b&gt;?" in page
-    response = client.post(reverse("runs:run_answer", args=[run.pk]), {"answer": "README.md"})
+    response = client.get(reverse("runs:run", args=[run.pk]), follow=True)
+    blind_url = reverse("runs:blind_run", args=[run.review_key])
+    assert response.redirect_chain == [(blind_url, 302)]
+    page = response.content.decode()
+    assert "Which &lt;b&gt;file&lt;/b&gt;?" in page and "alpha" not in page
+    assert (
+        client.post(reverse("runs:run_answer", args=[run.pk]), {"answer": "x"}).status_code == 403
+    )
+    response = client.post(blind_url, {"answer": "README.md"})
     assert response.status_code == 302
     run.refresh_from_db()
     assert run.questions[0]["answer"] == "README.md"
     assert run.questions[0]["answered_by"] == "sam"
+
+
+def test_it_hides_who_asks_in_a_waiting_question(client_for, scorer, curated):
+    from runs import campaigns
+
+    prompt_set, contestants = curated
+    run = campaigns.launch(prompt_set=prompt_set, contestants=contestants[:1]).runs.first()
+    question = "I am alpha on scripted-model: which file?"
+    Run.objects.filter(pk=run.pk).update(
+        status=Run.AWAITING_ANSWER, questions=[{"question": question, "answer": None}]
+    )
+    page = client_for(scorer).get(reverse("runs:blind_run", args=[run.review_key]))
+    body = page.content.decode()
+    assert "I am [hidden] on [hidden]: which file?" in body
+    assert "alpha" not in body and "scripted-model" not in body
 
 
 def test_it_cancels_queued_runs_and_retries_errored_ones(client_for, lead, curated):
@@ -196,6 +237,90 @@ def test_it_cancels_queued_runs_and_retries_errored_ones(client_for, lead, curat
     client.post(reverse("runs:campaign_cancel", args=[campaign.pk]))
     assert not campaign.runs.active().exists()
     assert Campaign.objects.get(pk=campaign.pk).state == Campaign.CANCELLED
+
+
+def test_it_asks_before_cancelling_a_campaign(client_for, lead, curated):
+    from runs import campaigns
+
+    prompt_set, contestants = curated
+    campaign = campaigns.launch(prompt_set=prompt_set, contestants=contestants)
+    client = client_for(lead)
+    url = reverse("runs:campaign_cancel", args=[campaign.pk])
+    detail = client.get(reverse("runs:campaign", args=[campaign.pk])).content.decode()
+    assert f'href="{url}"' in detail and f'hx-get="{url}"' in detail
+
+    page = client.get(url)
+    fragment = client.get(url, headers={"HX-Request": "true"}).content.decode()
+
+    assert page.status_code == 200 and "Yes, cancel 4 runs" in page.content.decode()
+    assert fragment.lstrip().startswith('<section id="cancel-confirm"') and "<html" not in fragment
+    assert set(campaign.runs.values_list("status", flat=True)) == {Run.QUEUED}  # asked, not done
+
+
+def test_it_cancels_only_runs_that_have_not_ended_and_says_how_many(client_for, lead, curated):
+    from runs import campaigns
+
+    prompt_set, contestants = curated
+    campaign = campaigns.launch(prompt_set=prompt_set, contestants=contestants)
+    finished, running, *queued = campaign.runs.order_by("id")
+    Run.objects.filter(pk=finished.pk).update(status=Run.FINISHED, finished_at=timezone.now())
+    Run.objects.filter(pk=running.pk).update(status=Run.RUNNING, worker="elsewhere:1")
+
+    response = client_for(lead).post(
+        reverse("runs:campaign_cancel", args=[campaign.pk]), follow=True
+    )
+
+    text = response.content.decode()
+    assert "Cancelled 2 runs that had not started; 1 run under way is being stopped." in text
+    statuses = dict(campaign.runs.values_list("pk", "status"))
+    assert statuses[finished.pk] == Run.FINISHED
+    assert statuses[running.pk] == Run.RUNNING  # its worker ends it
+    assert Run.objects.get(pk=running.pk).cancel_requested
+    assert {statuses[run.pk] for run in queued} == {Run.CANCELLED}
+    assert Campaign.objects.get(pk=campaign.pk).state == Campaign.CANCELLED
+    again = campaigns.cancel_campaign(campaign)
+    assert (again.cancelled, again.stopping) == (0, 0)  # nothing is counted twice
+
+
+def test_it_never_relabels_a_finished_campaign_cancelled(client_for, lead, curated):
+    from runs import campaigns
+
+    prompt_set, contestants = curated
+    campaign = campaigns.launch(prompt_set=prompt_set, contestants=contestants)
+    campaign.runs.update(status=Run.FINISHED, finished_at=timezone.now())
+    Campaign.objects.filter(pk=campaign.pk).update(state=Campaign.FINISHED)
+    client = client_for(lead)
+    url = reverse("runs:campaign_cancel", args=[campaign.pk])
+    assert "Nothing to cancel" in client.get(url).content.decode()
+
+    response = client.post(url, follow=True)
+
+    assert "Nothing to cancel" in response.content.decode()
+    assert Campaign.objects.get(pk=campaign.pk).state == Campaign.FINISHED
+    assert set(campaign.runs.values_list("status", flat=True)) == {Run.FINISHED}
+
+
+def test_it_makes_runs_in_a_shuffled_order_each_with_its_own_review_key(db, make_repo):
+    from runs import campaigns
+
+    path, sha = make_repo({"README.md": "hello\n"})
+    repo = Repository.objects.create(name="r", url=str(path))
+    prompt_set = PromptSet.objects.create(name="many")
+    for n in range(4):
+        Prompt.objects.create(prompt_set=prompt_set, key=f"p{n}", title=f"P{n}",
+                              instructions="x", repository=repo, commit=sha, position=n)  # fmt: skip
+    model = LanguageModel.objects.create(name="m", provider="scripted", script=SCRIPT)
+    contestants = [Contestant.objects.create(name=f"c{n}", model=model) for n in range(4)]
+
+    campaign = campaigns.launch(prompt_set=prompt_set, contestants=contestants, repeats=2)
+
+    runs = list(campaign.runs.order_by("id").select_related("prompt", "contestant"))
+    made = [(run.repeat, run.prompt.position, run.contestant.name) for run in runs]
+    # In order, the 32 runs would be made repeat by repeat, prompt by prompt, contestant by
+    # contestant; shuffled, that order comes up once in 32! launches.
+    assert made != sorted(made) and len(set(made)) == 32
+    keys = {run.review_key for run in runs}
+    assert len(keys) == 32 and all(len(key) >= 16 for key in keys)
 
 
 def test_it_serves_raw_artifacts_as_plain_text(client_for, scorer, curated):

@@ -179,6 +179,79 @@ def test_it_creates_a_prompt_pinned_to_the_full_sha(admin, local_repo):
     assert prompt.clarification_expected and prompt.time_limit == 1800
 
 
+def _commit_hidden_test(repository: Repository) -> str:
+    from pathlib import Path
+
+    from tests.conftest import git
+
+    path = Path(repository.url)
+    (path / "tests").mkdir()
+    (path / "tests" / "test_hidden.py").write_text("def test_hidden(): pass\n")
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "hidden")
+    return git(path, "rev-parse", "HEAD")
+
+
+def test_it_saves_protected_and_hidden_tests(admin, local_repo):
+    repository, sha = local_repo
+    hidden = _commit_hidden_test(repository)
+    prompt_set = PromptSet.objects.create(name="set")
+    url = reverse("runs:prompt_create", kwargs={"prompt_set_id": prompt_set.pk})
+    form = admin.get(url).content.decode()
+    assert 'name="test_files"' in form and 'name="hidden_tests_paths"' in form
+    data = _prompt_data(
+        repository,
+        commit=sha,
+        test_files="tests/**\n\n**/conftest.py\n",
+        hidden_tests_commit=hidden[:8],
+        hidden_tests_paths="tests/test_hidden.py",
+    )
+
+    response = admin.post(url, data)
+
+    assert response.status_code == 302, response.content.decode()
+    prompt = Prompt.objects.get(key="refunds")
+    assert prompt.test_files == ["tests/**", "**/conftest.py"]
+    assert prompt.hidden_tests == {"commit": hidden, "paths": ["tests/test_hidden.py"]}
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"test_files": "/etc/**"}, "test_files", "'/etc/**' is absolute"),
+        ({"hidden_tests_paths": "tests"}, "hidden_tests_commit", "Needed with hidden test"),
+        ({"hidden_tests_commit": "HIDDEN"}, "hidden_tests_paths", "Needed with a hidden tests"),
+        (
+            {"hidden_tests_commit": "HIDDEN", "hidden_tests_paths": "tests/nope.py"},
+            "hidden_tests_paths",
+            "'tests/nope.py' is not in commit",
+        ),
+        (
+            {"hidden_tests_commit": "HIDDEN", "hidden_tests_paths": "../tests"},
+            "hidden_tests_paths",
+            "'../tests' is not a plain relative path",
+        ),
+        (
+            {"hidden_tests_commit": "deadbeef", "hidden_tests_paths": "tests"},
+            "hidden_tests_commit",
+            "Cannot resolve this commit",
+        ),
+    ],
+)
+def test_it_refuses_tests_it_cannot_protect_or_find(admin, local_repo, fields, field, message):
+    repository, sha = local_repo
+    hidden = _commit_hidden_test(repository)
+    fields = {name: value.replace("HIDDEN", hidden) for name, value in fields.items()}
+    prompt_set = PromptSet.objects.create(name="set")
+    url = reverse("runs:prompt_create", kwargs={"prompt_set_id": prompt_set.pk})
+
+    response = admin.post(url, _prompt_data(repository, commit=sha, **fields))
+
+    assert response.status_code == 200
+    assert response.context["form"].errors[field][0].startswith(message)
+    assert not Prompt.objects.exists()
+
+
 def test_it_lets_only_the_setup_use_the_network_and_says_so(admin, local_repo):
     repository, sha = local_repo
     prompt_set = PromptSet.objects.create(name="set")

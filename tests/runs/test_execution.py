@@ -397,3 +397,191 @@ def test_it_ignores_junit_files_it_cannot_trust(tmp_path, planted):
     else:
         target.write_text(planted)
     assert execution.parse_junit(work) == (None, None)
+
+
+# -- Tests that cannot be gamed ------------------------------------------------------------------
+
+GAMING_REPLIES = [
+    {
+        "tool_calls": [
+            call("write_file", path="test_calc.py", content="def test_add():\n    pass\n")
+        ]
+    },
+    {
+        "tool_calls": [
+            call("write_file", path="test_extra.py", content="def test_ok():\n    pass\n")
+        ]
+    },
+    {"tool_calls": [call("finish", summary="The tests pass.")]},
+]
+
+
+def test_it_runs_the_tests_against_the_prompts_own_test_files(world):
+    with FakeLLM(GAMING_REPLIES) as llm:
+        prompt_set, _, contestant = world(llm.base_url_openai, test_files=["test_*.py"])
+        run = launch_one(prompt_set, contestant)
+        assert execution.execute(run.pk) == Run.FAILED
+    run.refresh_from_db()
+    # add() is still wrong: the prompt's test fails, and the agent's own test never ran.
+    assert (run.test_exit_code, run.tests_passed, run.tests_failed) == (1, 0, 1)
+    assert run.test_files_modified == ["test_calc.py", "test_extra.py"]
+    assert "+    pass" in run.diff  # reviewers still see what the agent did to the tests
+
+
+def test_it_flags_no_test_files_when_the_agent_left_them_alone(world):
+    with FakeLLM(FIXING_REPLIES) as llm:
+        prompt_set, _, contestant = world(llm.base_url_openai, test_files=["test_*.py"])
+        run = launch_one(prompt_set, contestant)
+        assert execution.execute(run.pk) == Run.FINISHED
+    run.refresh_from_db()
+    assert run.test_files_modified == [] and run.tests_passed == 1
+
+
+HIDDEN_TEST = (
+    "from calc import add\n\n\n"
+    "def test_negatives():  # HIDDEN-MARKER\n    assert add(-1, -2) == -3\n"
+)
+
+
+def _commit_hidden_test(prompt: Prompt) -> str:
+    """A later commit of the prompt's repository that adds test_hidden.py; its sha."""
+    from pathlib import Path
+
+    from tests.conftest import git
+
+    repo = Path(prompt.repository.url)
+    (repo / "test_hidden.py").write_text(HIDDEN_TEST)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "hidden test")
+    return git(repo, "rev-parse", "HEAD")
+
+
+def test_it_adds_hidden_tests_only_after_the_agent_has_ended(world):
+    looking = "test -e test_hidden.py && echo VISIBLE || echo ABSENT; " + (
+        "git cat-file --batch-all-objects --batch | grep -c HIDDEN-MARKER"
+    )
+    replies = [*FIXING_REPLIES[:2], {"tool_calls": [call("run_command", command=looking)]}]
+    replies.append(FIXING_REPLIES[-1])
+    with FakeLLM(replies) as llm:
+        prompt_set, prompt, contestant = world(llm.base_url_openai)
+        hidden = _commit_hidden_test(prompt)
+        Prompt.objects.filter(pk=prompt.pk).update(
+            hidden_tests_commit=hidden, hidden_tests_paths=["test_hidden.py"]
+        )
+        run = launch_one(prompt_set, contestant)
+        assert execution.execute(run.pk) == Run.FINISHED
+    run.refresh_from_db()
+    seen = [
+        result["content"]
+        for step in run.transcript["steps"]
+        for result in (step.get("observation") or {}).get("results", [])
+    ][2]
+    assert "ABSENT" in seen and "VISIBLE" not in seen
+    assert "\n0" in seen  # not one object of the agent's repository holds the hidden test
+    assert (run.tests_passed, run.tests_failed) == (2, 0)
+    assert run.files_changed == ["calc.py"]
+
+
+@pytest.mark.parametrize(
+    ("missing", "named"),
+    [("commit", "0123456789abcdef"), ("path", "'tests/test_nowhere.py'")],
+)
+def test_it_errors_naming_a_hidden_commit_or_path_that_is_not_there(world, missing, named):
+    with FakeLLM(FIXING_REPLIES) as llm:
+        prompt_set, prompt, contestant = world(llm.base_url_openai)
+        Prompt.objects.filter(pk=prompt.pk).update(
+            hidden_tests_commit="0123456789abcdef" * 2 + "01234567"
+            if missing == "commit"
+            else prompt.commit,
+            hidden_tests_paths=["tests/test_nowhere.py"],
+        )
+        run = launch_one(prompt_set, contestant)
+        assert execution.execute(run.pk) == Run.ERRORED
+    run.refresh_from_db()
+    assert named in run.status_reason
+    assert run.test_exit_code is None  # the tests never ran without them
+
+
+# -- A lost claim writes nothing -----------------------------------------------------------------
+
+
+def _hand_over(run: Run, worker: str) -> None:
+    """The reaper finds the run's heartbeat stale and requeues it; `worker` claims it."""
+    stale = timezone.now() - timezone.timedelta(hours=1)
+    Run.objects.filter(pk=run.pk).update(heartbeat_at=stale)
+    assert execution.reap_stale_runs() == [run.pk]
+    assert execution.claim(run.pk, worker)
+
+
+def test_it_writes_nothing_to_a_run_another_worker_has_taken(world):
+    prompt_set, _, contestant = world("http://127.0.0.1:9/v1")
+    run = launch_one(prompt_set, contestant)
+    assert execution.claim(run.pk, "old-worker")
+    old = Run.objects.get(pk=run.pk)
+    _hand_over(run, "new-worker")
+    taken = Run.objects.filter(pk=run.pk).values().get()
+
+    cancel = execution._Cancel()
+    assert not execution._set(old, cancel, status=Run.TESTING, steps=7, test_exit_code=0)
+    assert cancel.is_set() and cancel.claim_lost
+    asked = execution._Cancel()
+    started = time.monotonic()
+    execution.ask_user(old, "Which sign?", asked, deadline=time.monotonic() + 60)
+    assert asked.claim_lost and time.monotonic() - started < 5  # no waiting for an answer
+    execution._end(old, Run.FINISHED, reason="Finished by the old worker", timings={"agent": 1})
+
+    assert Run.objects.filter(pk=run.pk).values().get() == taken
+    assert taken["worker"] == "new-worker" and taken["status"] == Run.PREPARING
+
+
+def test_it_stops_a_command_of_a_run_it_has_lost(world, settings, tmp_path):
+    from runs import workspace
+
+    prompt_set, prompt, contestant = world("http://127.0.0.1:9/v1")
+    run = launch_one(prompt_set, contestant)
+    assert execution.claim(run.pk, "old-worker")
+    old = Run.objects.get(pk=run.pk)
+    cancel = execution._Cancel()
+    checkout = workspace.checkout_commit(
+        prompt.repository.url,
+        settings.MERGEABLE_WORKSPACE_ROOT,
+        prompt.commit,
+        tmp_path / "run",
+        owner=execution._run_uid(old),
+    )
+    box = execution._Box.open(old, checkout, cancel)
+    try:
+        _hand_over(run, "new-worker")
+        started = time.monotonic()
+        result = box.run("sleep 60", 120)
+    finally:
+        box.close()
+        workspace.cleanup(checkout)
+    assert result.cancelled and time.monotonic() - started < 30
+    assert cancel.claim_lost
+    row = Run.objects.get(pk=run.pk)
+    assert (row.worker, row.process_group) == ("new-worker", None)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_stops_and_reports_nothing_when_its_run_is_taken_midway(world):
+    from django.db import connection
+
+    taken = {}
+
+    class TakenAtFirstCall(FakeLLM):
+        def _next(self):
+            if "run" in taken and "row" not in taken:
+                _hand_over(taken["run"], "new-worker")
+                taken["row"] = Run.objects.filter(pk=taken["run"].pk).values().get()
+                connection.close()  # this server thread's own connection
+            return super()._next()
+
+    with TakenAtFirstCall(FIXING_REPLIES) as llm:
+        prompt_set, _, contestant = world(llm.base_url_openai)
+        run = taken["run"] = launch_one(prompt_set, contestant)
+        assert execution.execute(run.pk, worker="old-worker") is None
+        assert len(llm.requests) == 1
+    assert Run.objects.filter(pk=run.pk).values().get() == taken["row"]
+    assert taken["row"]["steps"] == 0 and taken["row"]["worker"] == "new-worker"
+    assert Run.objects.get(pk=run.pk).diff == ""  # the old worker's capture was not stored

@@ -136,6 +136,42 @@ def test_it_marks_a_patch_whose_tests_fail_as_failed(prompt):
     assert run.tests_failed == 1 and run.files_changed == ["NOTES.md"]
 
 
+NEUTERED_TEST = """\
+diff --git a/test_calc.py b/test_calc.py
+--- a/test_calc.py
++++ b/test_calc.py
+@@ -4,2 +4,2 @@ from calc import add
+ def test_add():
+-    assert add(2, 3) == 5
++    assert True
+"""
+
+
+def test_it_tests_an_import_with_the_prompts_own_and_hidden_tests(prompt):
+    from pathlib import Path
+
+    repo = Path(prompt.repository.url)
+    (repo / "test_hidden.py").write_text(
+        "from calc import add\n\n\ndef test_negatives():\n    assert add(-1, -2) == -3\n"
+    )
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "hidden test")
+    Prompt.objects.filter(pk=prompt.pk).update(
+        test_files=["test_*.py"],
+        hidden_tests_commit=git(repo, "rev-parse", "HEAD"),
+        hidden_tests_paths=["test_hidden.py"],
+    )
+    prompt.refresh_from_db()
+
+    gamed = importing(prompt, patch=NEUTERED_TEST)
+    fixed = importing(prompt, patch=FIX)
+
+    assert gamed.status == Run.FAILED and gamed.test_files_modified == ["test_calc.py"]
+    assert (gamed.tests_passed, gamed.tests_failed) == (0, 2)
+    assert fixed.status == Run.FINISHED and fixed.test_files_modified == []
+    assert (fixed.tests_passed, fixed.tests_failed) == (2, 0)
+
+
 def test_it_adds_repeated_imports_to_the_named_campaign_as_repeats(prompt):
     first = importing(prompt, patch=FIX, campaign_name="Laptop runs")
     second = importing(prompt, patch=NOTES_ONLY, campaign_name="Laptop runs")
@@ -729,3 +765,26 @@ def test_it_reports_a_refused_import_on_the_command_line(prompt, tmp_path):
             str(patch),
         )
     assert Run.objects.count() == 0
+
+
+ENVIRONMENT = (
+    "<environment_details>\n# Current Mode\ncode\n# Current Cost\n$0.42\n"
+    "# Model\nclaude-secret-model-id\n</environment_details>"
+)
+
+
+def test_it_drops_roo_codes_environment_details_which_name_the_model(prompt):
+    api = json.loads(json.dumps(ROO_API))
+    api[0]["content"].append({"type": "text", "text": ENVIRONMENT})
+    api[2]["content"][0]["content"].append({"type": "text", "text": ENVIRONMENT})
+    run = importing(
+        prompt,
+        patch=FIX,
+        transcript_text=json.dumps(api),
+        transcript_filename="api_conversation_history.json",
+    )
+    shown = json.dumps(run.transcript)
+    assert "claude-secret-model-id" not in shown and "environment_details" not in shown
+    steps = run.transcript["steps"]
+    assert steps[0]["message"] == "<task>\nFix add\n</task>"
+    assert "return a - b" in steps[1]["observation"]["results"][0]["content"]

@@ -33,6 +33,12 @@ prompts:
     expected_files: [shop/payments/refunds.py]  # optional; "did it find the right files?"
     setup: pip install -e .                     # optional; runs before the agent
     test: pytest -q tests/payments              # optional; runs after the agent
+    test_files: ["tests/**"]                    # optional globs: restored to this commit's version
+                                                # before `test` runs; a run whose agent changed
+                                                # them is flagged (it cannot grade itself)
+    hidden_tests:                               # optional: added only after the agent has ended,
+      commit: {hidden}                          # never visible to it; taken from another commit
+      paths: [tests/payments/test_refund_limits.py]   # of the same repository
     clarification:                              # optional
       expected: true                            # the spec is ambiguous on purpose
       answer: Partial refunds apply to card payments only.
@@ -49,9 +55,12 @@ prompts:
 
 @pytest.fixture
 def shop(make_repo):
-    """A real repository with two commits: (path, first sha, second sha)."""
+    """A real repository with two commits: (path, first sha, second sha). The second adds a
+    README and a test."""
     path, first = make_repo({"shop/payments/refunds.py": "def refund(): pass\n"}, name="shop")
     (path / "README.md").write_text("# Shop\n")
+    (path / "tests" / "payments").mkdir(parents=True)
+    (path / "tests" / "payments" / "test_refund_limits.py").write_text("def test_limit(): pass\n")
     git(path, "add", "-A")
     git(path, "commit", "-q", "-m", "readme")
     return path, first, git(path, "rev-parse", "HEAD")
@@ -59,8 +68,8 @@ def shop(make_repo):
 
 @pytest.fixture
 def example(shop) -> str:
-    path, first, _second = shop
-    return EXAMPLE.format(url=path, commit=first)
+    path, first, second = shop
+    return EXAMPLE.format(url=path, commit=first, hidden=second[:9])
 
 
 def _document(shop) -> dict:
@@ -96,8 +105,17 @@ def _database_state() -> dict:
         "prompt_sets": list(PromptSet.objects.values_list("name", "description", "archived")),
         "repositories": list(Repository.objects.values_list("name", "url", "default_branch")),
         "prompts": list(
-            Prompt.objects.values_list("key", "title", "commit", "position", "archived")
-        ),
+            Prompt.objects.values_list(
+                "key",
+                "title",
+                "commit",
+                "position",
+                "archived",
+                "test_files",
+                "hidden_tests_commit",
+                "hidden_tests_paths",
+            )
+        ),  # fmt: skip
     }
 
 
@@ -126,6 +144,9 @@ def test_it_imports_the_formats_example(example, shop):
     assert prompt.clarification_answer == "Partial refunds apply to card payments only."
     assert "+def partial_refund(): pass" in prompt.reference_patch
     assert prompt.time_limit == 1800
+    assert prompt.test_files == ["tests/**"]
+    assert prompt.hidden_tests_commit == shop[2]  # resolved to the full sha
+    assert prompt.hidden_tests_paths == ["tests/payments/test_refund_limits.py"]
 
 
 @pytest.mark.django_db
@@ -210,6 +231,7 @@ def test_it_exports_what_it_imported(example, shop):
 
     expected = yaml.safe_load(example)
     expected["prompts"][0]["commit"] = shop[1]
+    expected["prompts"][0]["hidden_tests"]["commit"] = shop[2]
     assert yaml.safe_load(exported) == expected
     assert list(yaml.safe_load(exported)["prompts"][0]) == list(expected["prompts"][0])
     # Multi-line text reads as block literals, not one quoted line full of "\n".
@@ -237,6 +259,8 @@ def test_it_reimports_an_export_without_changing_anything(example, shop):
         test="pytest -q\n",
         setup="pip install -e .",
         setup_network=True,
+        test_files=["tests/**", "**/conftest.py", "*"],
+        hidden_tests={"commit": shop[2][:7], "paths": ["tests/payments", "README.md"]},
     )
     document["prompts"][1]["title"] = "null"
     _import(document)
@@ -315,6 +339,48 @@ MISTAKES = {
     "setup_network with a blank setup": (
         lambda d: d["prompts"][1].update(setup="  ", setup_network=True),
         "tasks.yaml: prompts[1] (key 'readme'): setup_network: needs a setup command",
+    ),
+    "test_files not a list": (
+        lambda d: d["prompts"][1].update(test_files="tests/**"),
+        "tasks.yaml: prompts[1] (key 'readme'): test_files: must be a list of strings",
+    ),
+    "absolute test glob": (
+        lambda d: d["prompts"][1].update(test_files=["tests/**", "/etc/**"]),
+        "tasks.yaml: prompts[1] (key 'readme'): test_files: '/etc/**' is absolute",
+    ),
+    "test glob out of the repository": (
+        lambda d: d["prompts"][1].update(test_files=["tests/../../x"]),
+        "tasks.yaml: prompts[1] (key 'readme'): test_files: 'tests/../../x' leaves the repository",
+    ),
+    "unknown hidden_tests key": (
+        lambda d: d["prompts"][1].update(
+            hidden_tests={"commit": d["prompts"][1]["commit"], "paths": ["README.md"], "pth": 1}
+        ),
+        "tasks.yaml: prompts[1] (key 'readme'): hidden_tests.pth: unknown key",
+    ),
+    "hidden_tests without a commit": (
+        lambda d: d["prompts"][1].update(hidden_tests={"paths": ["README.md"]}),
+        "tasks.yaml: prompts[1] (key 'readme'): hidden_tests.commit: is required",
+    ),
+    "hidden commit not in the repository": (
+        lambda d: d["prompts"][1].update(
+            hidden_tests={"commit": "deadbeef", "paths": ["README.md"]}
+        ),
+        "tasks.yaml: prompts[1] (key 'readme'): hidden_tests.commit: 'deadbeef' not found in "
+        "repository 'shop'",
+    ),
+    "hidden path not in the commit": (
+        lambda d: d["prompts"][1].update(
+            hidden_tests={"commit": d["prompts"][0]["commit"], "paths": ["README.md"]}
+        ),
+        "tasks.yaml: prompts[1] (key 'readme'): hidden_tests.paths: 'README.md' not in commit ",
+    ),
+    "hidden path out of the repository": (
+        lambda d: d["prompts"][1].update(
+            hidden_tests={"commit": d["prompts"][1]["commit"], "paths": ["tests/../../etc"]}
+        ),
+        "tasks.yaml: prompts[1] (key 'readme'): hidden_tests.paths: 'tests/../../etc' is not a "
+        "plain relative path",
     ),
     "prompts not a list": (
         lambda d: d.update(prompts={"readme": {}}),
@@ -458,6 +524,71 @@ def test_it_reports_a_setup_of_the_wrong_type_once(shop):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("hidden_tests", "expected"),
+    [
+        ({"paths": ["README.md"]}, ["hidden_tests.commit: is required"]),
+        ({"commit": "main"}, ["hidden_tests.commit: 'main' is not", "hidden_tests.paths: is req"]),
+        (
+            {"commit": "main", "paths": ["../x"]},
+            ["hidden_tests.commit: 'main' is not", "hidden_tests.paths: '../x' is not a plain"],
+        ),
+        ("tests/", ["hidden_tests: must be a mapping, not a string"]),
+    ],
+)
+def test_it_reports_each_problem_of_hidden_tests_once(shop, hidden_tests, expected):
+    document = _document(shop)
+    document["prompts"][0]["hidden_tests"] = hidden_tests
+
+    with pytest.raises(FormatError) as raised:
+        _import(document)
+
+    prefix = "tasks.yaml: prompts[0] (key 'partial-refunds'): "
+    assert len(raised.value.errors) == len(expected), raised.value.errors
+    for error, start in zip(raised.value.errors, expected, strict=True):
+        assert error.startswith(prefix + start), raised.value.errors
+
+
+@pytest.mark.django_db
+def test_it_names_protected_and_hidden_tests_in_an_update(shop):
+    document = _document(shop)
+    _import(document)
+    document["prompts"][1].update(
+        test_files=["tests/**"], hidden_tests={"commit": shop[2], "paths": ["tests"]}
+    )
+
+    report = _import(document)
+
+    assert "updated prompt readme (test_files, hidden_tests)" in report.lines()
+
+
+@pytest.mark.django_db
+def test_it_keeps_protected_and_hidden_tests_in_the_run_snapshot(shop):
+    from runs import campaigns
+    from runs.models import Contestant, LanguageModel
+
+    document = _document(shop)
+    document["prompts"][1].update(
+        test_files=["tests/**"], hidden_tests={"commit": shop[2][:8], "paths": ["tests"]}
+    )
+    _import(document)
+    model = LanguageModel.objects.create(name="m", provider="scripted", script="- text: hi\n")
+    contestant = Contestant.objects.create(name="c", model=model)
+
+    campaign = campaigns.launch(
+        prompt_set=PromptSet.objects.get(name="backend"), contestants=[contestant]
+    )
+
+    snapshots = {run.prompt.key: run.snapshot["prompt"] for run in campaign.runs.all()}
+    assert snapshots["readme"]["test_files"] == ["tests/**"]
+    assert snapshots["readme"]["hidden_tests"] == {"commit": shop[2], "paths": ["tests"]}
+    assert (
+        snapshots["partial-refunds"]["test_files"],
+        snapshots["partial-refunds"]["hidden_tests"],
+    ) == ([], None)
+
+
+@pytest.mark.django_db
 def test_it_keeps_the_setups_network_in_the_run_snapshot(shop):
     from runs import campaigns
     from runs.models import Contestant, LanguageModel
@@ -500,7 +631,7 @@ _field_names = st.sampled_from(
     ["name", "description", "repositories", "prompts", "key", "title", "repository", "commit",
      "instructions", "tags", "clarification", "expected", "answer", "time_limit", "url",
      "setup", "setup_network", "test", "acceptance_criteria", "expected_files",
-     "reference_patch", "typo"]
+     "reference_patch", "test_files", "hidden_tests", "paths", "typo"]
 )  # fmt: skip
 
 

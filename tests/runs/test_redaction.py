@@ -132,7 +132,7 @@ def test_it_shows_redacted_on_the_run_page(printed_run, client_for, lead):
 
 
 def test_it_shows_redacted_on_the_review_page(printed_run, client_for, scorer):
-    url = reverse("scoring:review", kwargs={"run_id": printed_run.pk})
+    url = reverse("scoring:review", kwargs={"review_key": printed_run.review_key})
     body = client_for(scorer).get(url).content.decode()
     assert "key=[redacted]" in body
     assert not _leaks(body)

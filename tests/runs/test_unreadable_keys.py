@@ -13,7 +13,7 @@ from django.urls import reverse
 from runs import campaigns, curation, execution
 from runs.models import Contestant, LanguageModel, Prompt, PromptSet, Repository, Run
 from tests.evalsite.test_permissions import all_url_names
-from tests.world import KWARG_OBJECTS, build_world
+from tests.world import build_world, kwarg_value
 
 SECRET = "sk-unreadable-0123456789abcdef"
 OLD = Fernet.generate_key().decode()
@@ -62,7 +62,7 @@ def test_it_breaks_no_other_page(client, admin_user, lost_key):
     client.force_login(admin_user)
     failures = []
     for name, kwarg_names in all_url_names():
-        url = reverse(name, kwargs={k: world[KWARG_OBJECTS[k]].pk for k in kwarg_names})
+        url = reverse(name, kwargs={k: kwarg_value(world, k) for k in kwarg_names})
         code = client.get(url).status_code
         if code >= 500:
             failures.append(f"GET {url} ({name}) -> {code}")

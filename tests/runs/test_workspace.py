@@ -15,7 +15,9 @@ from runs.workspace import (
     DEFAULT_EXCLUDES,
     Checkout,
     WorkspaceError,
+    add_hidden_tests,
     capture_diff,
+    changed_test_files,
     checkout,
     cleanup,
     commit_exists,
@@ -23,8 +25,11 @@ from runs.workspace import (
     ensure_mirror,
     history_path,
     mirror_path,
+    missing_paths,
     redact_url,
     resolve_commit,
+    restore_test_files,
+    untracked_test_files,
     validate_repository_url,
 )
 
@@ -705,3 +710,251 @@ def test_it_captures_edits_to_many_untouched_files_only_where_they_changed(co):
     (co.work / "docs" / "guide.md").write_text("rewritten\n")
     captured = capture_diff(co)
     assert captured.files == ["docs/guide.md"]
+
+
+# --- Protected and hidden tests -----------------------------------------------------------------
+
+SUITE = {
+    "calc.py": "def add(a, b):\n    return a - b\n",
+    "tests/test_calc.py": "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n",
+    "tests/data/cases.txt": "2 3 5\n",
+    "tests/run.sh": "#!/bin/sh\npytest -q\n",
+}
+TESTS = ["tests/**"]
+
+
+@pytest.fixture
+def suite(roots: list[Path], home: Path, tmp_path: Path):
+    """A checkout of a repository whose tests live in tests/, and the sha of a later commit that
+    adds hidden tests (and changes a visible one)."""
+    repo = roots[0] / "suite"
+    repo.mkdir()
+    git(repo, "init", "--quiet", home=home)
+    for name, text in SUITE.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    (repo / "tests" / "run.sh").chmod(0o755)
+    (repo / "tests" / "cases").symlink_to("data/cases.txt")
+    (repo / ".gitignore").write_text("*.log\n")
+    git(repo, "add", "-A", home=home)
+    git(repo, "commit", "--quiet", "-m", "tests", home=home)
+    first = git(repo, "rev-parse", "HEAD", home=home)
+    (repo / "tests" / "hidden").mkdir()
+    (repo / "tests" / "hidden" / "test_limits.py").write_text("def test_limits():\n    pass\n")
+    (repo / "tests" / "hidden" / "limits.txt").write_text("9\n")
+    (repo / "tests" / "test_calc.py").write_text("def test_add():\n    pass  # later\n")
+    git(repo, "add", "-A", home=home)
+    git(repo, "commit", "--quiet", "-m", "hidden tests", home=home)
+    second = git(repo, "rev-parse", "HEAD", home=home)
+    mirror = ensure_mirror(str(repo), tmp_path / "cache")
+    checked_out = checkout(mirror, first, tmp_path / "run")
+    yield checked_out, second
+    cleanup(checked_out)
+
+
+def tree_of(top: Path) -> dict[str, object]:
+    """Everything under `top`, links not followed: path -> text, ("link", target) or "dir"."""
+    found: dict[str, object] = {}
+    for directory, subdirectories, files in os.walk(top):
+        for name in [*subdirectories, *files]:
+            path = Path(directory, name)
+            key = str(path.relative_to(top))
+            if path.is_symlink():
+                found[key] = ("link", os.readlink(path))
+            elif path.is_dir():
+                found[key] = "dir"
+            else:
+                found[key] = path.read_text()
+    return found
+
+
+def test_it_puts_back_test_files_the_agent_changed_deleted_or_added(suite):
+    co, _hidden = suite
+    original = tree_of(co.work / "tests")
+    (co.work / "tests" / "test_calc.py").write_text("def test_add():\n    assert True\n")
+    (co.work / "tests" / "data" / "cases.txt").unlink()
+    (co.work / "tests" / "run.sh").chmod(0o644)
+    (co.work / "tests" / "test_planted.py").write_text("def test_ok():\n    pass\n")
+    (co.work / "tests" / "conftest.log").write_text("ignored, yet it would be in the way")
+    (co.work / "tests" / "data" / "stale.pyc").write_bytes(b"\0")  # never in a diff
+    (co.work / "calc.py").write_text("def add(a, b):\n    return a + b\n")
+    captured = capture_diff(co)
+
+    changed = changed_test_files(co, captured.tree, TESTS)
+    restore_test_files(co, TESTS, tree=captured.tree)
+
+    assert changed == [
+        "tests/data/cases.txt",
+        "tests/run.sh",
+        "tests/test_calc.py",
+        "tests/test_planted.py",
+    ]
+    assert tree_of(co.work / "tests") == original
+    assert os.access(co.work / "tests" / "run.sh", os.X_OK)
+    assert "a + b" in (co.work / "calc.py").read_text()  # the agent's work is not a test file
+
+
+def test_it_matches_test_files_with_gits_glob_rules(suite):
+    co, _hidden = suite
+    (co.work / "tests" / "test_calc.py").write_text("changed\n")
+    (co.work / "tests" / "data" / "test_deep.py").write_text("new\n")
+    (co.work / "tests" / "data" / "cases.txt").write_text("changed\n")
+    tree = capture_diff(co).tree
+
+    assert changed_test_files(co, tree, ["tests/*.py"]) == ["tests/test_calc.py"]
+    assert changed_test_files(co, tree, ["**/test_*.py"]) == [
+        "tests/data/test_deep.py",
+        "tests/test_calc.py",
+    ]
+    assert changed_test_files(co, tree, ["tests/data"]) == [
+        "tests/data/cases.txt",
+        "tests/data/test_deep.py",
+    ]
+    assert changed_test_files(co, tree, []) == []
+
+
+def test_it_moves_renamed_test_files_back_and_flags_both_sides(suite):
+    co, _hidden = suite
+    (co.work / "tests" / "test_calc.py").rename(co.work / "check_calc.py")
+    captured = capture_diff(co)
+    assert captured.files == ["check_calc.py"]  # a rename shows only its new path
+
+    assert changed_test_files(co, captured.tree, TESTS) == ["tests/test_calc.py"]
+    assert changed_test_files(co, captured.tree, [*TESTS, "check_*.py"]) == [
+        "check_calc.py",
+        "tests/test_calc.py",
+    ]
+    restore_test_files(co, TESTS, tree=captured.tree)
+    assert (co.work / "tests" / "test_calc.py").read_text() == SUITE["tests/test_calc.py"]
+
+
+def _replace_tests_dir_with_link(work: Path, outside: Path) -> None:
+    shutil.rmtree(work / "tests")
+    (work / "tests").symlink_to(outside)
+
+
+def _replace_data_dir_with_link(work: Path, outside: Path) -> None:
+    shutil.rmtree(work / "tests" / "data")
+    (work / "tests" / "data").symlink_to(outside)
+
+
+def _replace_test_with_link(work: Path, outside: Path) -> None:
+    (work / "tests" / "test_calc.py").unlink()
+    (work / "tests" / "test_calc.py").symlink_to(outside / "host.txt")
+
+
+def _replace_test_with_directory(work: Path, outside: Path) -> None:
+    (work / "tests" / "test_calc.py").unlink()
+    (work / "tests" / "test_calc.py").mkdir()
+    (work / "tests" / "test_calc.py" / "inner.py").write_text("x = 1\n")
+
+
+def _replace_data_dir_with_file(work: Path, outside: Path) -> None:
+    shutil.rmtree(work / "tests" / "data")
+    (work / "tests" / "data").write_text("not a directory")
+
+
+def _plant_nested_repository(work: Path, outside: Path) -> None:
+    nested = work / "tests" / "vendored"
+    nested.mkdir()
+    subprocess.run(["git", "init", "--quiet", str(nested)], check=True)
+    (nested / "test_planted.py").write_text("def test_ok():\n    pass\n")
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        _replace_tests_dir_with_link,
+        _replace_data_dir_with_link,
+        _replace_test_with_link,
+        _replace_test_with_directory,
+        _replace_data_dir_with_file,
+        _plant_nested_repository,
+    ],
+)
+def test_it_never_follows_what_the_agent_left_in_place_of_test_files(suite, tmp_path, hostile):
+    co, _hidden = suite
+    original = tree_of(co.work / "tests")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "host.txt").write_text("the host's")
+    (outside / "cases.txt").write_text("the host's too")
+    hostile(co.work, outside)
+    captured = capture_diff(co)
+
+    restore_test_files(co, TESTS, tree=captured.tree)
+
+    assert tree_of(co.work / "tests") == original
+    assert tree_of(outside) == {"host.txt": "the host's", "cases.txt": "the host's too"}
+
+
+def test_it_keeps_what_the_setup_left_among_test_files(suite):
+    co, _hidden = suite
+    (co.work / "tests" / "data" / "generated.txt").write_text("made by the setup command\n")
+    setup_left = untracked_test_files(co, TESTS)
+    (co.work / "tests" / "data" / "planted.txt").write_text("made by the agent\n")
+    captured = capture_diff(co)
+
+    restore_test_files(co, TESTS, tree=captured.tree, keep=setup_left)
+
+    assert setup_left == {b"tests/data/generated.txt"}
+    assert (co.work / "tests" / "data" / "generated.txt").exists()
+    assert not (co.work / "tests" / "data" / "planted.txt").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="handing files to another uid needs root")
+def test_it_writes_test_files_the_sandbox_uid_can_use(suite, roots, tmp_path):
+    co, _hidden = suite
+    mirror = mirror_path(tmp_path / "cache", str(roots[0] / "suite"))
+    owned = checkout(mirror, co.commit, tmp_path / "owned", owner=65534)
+    try:
+        shutil.rmtree(owned.work / "tests")
+        restore_test_files(owned, TESTS, tree=capture_diff(owned).tree, owner=65534)
+        modes = {
+            path: stat.S_IMODE((owned.work / path).lstat().st_mode)
+            for path in ("tests", "tests/data", "tests/test_calc.py", "tests/run.sh")
+        }
+    finally:
+        cleanup(owned)
+    assert modes == {
+        "tests": 0o777,
+        "tests/data": 0o777,
+        "tests/test_calc.py": 0o666,
+        "tests/run.sh": 0o777,
+    }
+
+
+def test_it_adds_hidden_tests_in_place_of_whatever_is_there(suite, tmp_path):
+    co, hidden = suite
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    # The agent guessed where hidden tests go and left a conftest.py and a link there.
+    (co.work / "tests" / "hidden").mkdir()
+    (co.work / "tests" / "hidden" / "conftest.py").write_text("import pytest  # rigged\n")
+    (co.work / "tests" / "hidden" / "limits.txt").symlink_to(outside / "limits.txt")
+
+    add_hidden_tests(co, hidden, ["tests/hidden", "tests/test_calc.py"])
+
+    assert tree_of(co.work / "tests" / "hidden") == {
+        "test_limits.py": "def test_limits():\n    pass\n",
+        "limits.txt": "9\n",
+    }
+    assert (
+        co.work / "tests" / "test_calc.py"
+    ).read_text() == "def test_add():\n    pass  # later\n"
+    assert (co.work / "tests" / "data" / "cases.txt").read_text() == "2 3 5\n"  # not listed
+    assert list(outside.iterdir()) == []
+
+
+def test_it_names_a_hidden_commit_or_path_that_is_not_there(suite):
+    co, hidden = suite
+    missing = "0123456789abcdef" * 2 + "01234567"
+
+    with pytest.raises(WorkspaceError, match=f"commit {missing}"):
+        add_hidden_tests(co, missing, ["tests/hidden"])
+    with pytest.raises(WorkspaceError, match="'tests/nope.py' not in commit"):
+        add_hidden_tests(co, hidden, ["tests/hidden", "tests/nope.py"])
+    assert not (co.work / "tests" / "hidden").exists()  # nothing written when one is missing
+    assert missing_paths(co.git_dir, hidden, ["tests/hidden", "tests/nope.py", "tests"]) == [
+        "tests/nope.py"
+    ]

@@ -13,8 +13,8 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from runs.models import Run
-from scoring import exports, stats
-from scoring.models import Comparison, Review
+from scoring import adjudications, exports, stats
+from scoring.models import CampaignRubric, Comparison, Review, Rubric
 from tests.scoring.test_leaderboard import Builder
 
 
@@ -40,7 +40,7 @@ def exported(db):
     )  # fmt: skip
     good.save_artifact("diff.patch", "diff --git a/refunds.py b/refunds.py\n")
     good.save_artifact("transcript.json", json.dumps({"schema_version": "ATIF-v1.4", "steps": []}))
-    bad = build.run(campaign, prompt, demo, ["no"])
+    bad = build.run(campaign, prompt, demo, ["no"], test_files_modified=["tests/test_refunds.py"])
     Review.objects.create(run=bad, reviewer=build.reviewer(1), verdict="yes", notes="draft")
     build.run(campaign, build.prompt("other"), demo, status=Run.ERRORED)
     Comparison.objects.create(
@@ -87,6 +87,9 @@ def test_it_exports_the_formats_md_shape(exported):
     ]
     assert run["reviews"][0]["answers"]["right_files"] == "yes"
     assert "transcript" not in run
+    assert run["test_files_modified"] == []
+    bad = next(r for r in data["runs"] if r["id"] == exported["bad"].pk)
+    assert bad["test_files_modified"] == ["tests/test_refunds.py"]
 
 
 def test_it_leaves_out_drafts_and_undecided_comparisons(exported):
@@ -108,11 +111,40 @@ def test_it_includes_the_leaderboard_rows(exported):
     data = exports.results(exported["campaign"])
 
     board = {row["contestant"]: row for row in data["leaderboard"]}
-    assert board["qwen"]["runs"] == 1 and board["qwen"]["merge_rate"] == 0.0  # 1 yes of 2
+    assert board["qwen"]["runs"] == 1 and board["qwen"]["merge_rate"] == 0.75  # yes, small
     assert board["demo"]["label"] == "demo (scripted)"
-    assert board["demo"]["runs"] == 1  # the errored run is not reviewable
-    low, high = stats.wilson_interval(0, 1)
+    # The errored run is on the board, counted as would not merge.
+    assert (board["demo"]["runs"], board["demo"]["errored_runs"]) == (2, 1)
+    assert (board["demo"]["merge_rate"], board["demo"]["completion_rate"]) == (0.0, 0.5)
+    low, high = stats.wilson_interval(1, 2)
+    assert board["demo"]["completion_rate_ci"] == [round(low, 3), round(high, 3)]
+    low, high = stats.rate_interval([0.75], [exported["good"].prompt_id])
     assert board["qwen"]["merge_rate_ci"] == [round(low, 3), round(high, 3)]
+
+
+def test_it_gives_each_run_its_would_merge_value_and_adjudication(exported, lead):
+    good, bad = exported["good"], exported["bad"]
+    strict = Rubric.objects.create(name="Strict", small_changes_value=0.2)
+    CampaignRubric.objects.create(campaign=exported["campaign"], rubric=strict)
+    adjudications.adjudicate(bad, lead, "small_changes", "Close: rename one function.")
+
+    data = exports.results(exported["campaign"])
+
+    runs = {run["id"]: run for run in data["runs"]}
+    assert (runs[good.pk]["would_merge"], runs[good.pk]["adjudicated"]) == (0.6, None)
+    assert runs[good.pk]["adjudication"] is None
+    assert (runs[bad.pk]["would_merge"], runs[bad.pk]["adjudicated"]) == (0.2, "small_changes")
+    assert runs[bad.pk]["adjudication"]["note"] == "Close: rename one function."
+    assert runs[bad.pk]["adjudication"]["by"] == "lena"
+    errored = next(run for run in data["runs"] if run["status"] == Run.ERRORED)
+    assert (errored["would_merge"], errored["adjudicated"]) == (None, None)
+
+    rows = {
+        int(row["run_id"]): row
+        for row in csv.DictReader(io.StringIO(exports.results_csv(exported["campaign"])))
+    }
+    assert (rows[good.pk]["would_merge"], rows[good.pk]["adjudicated"]) == ("0.6", "")
+    assert (rows[bad.pk]["would_merge"], rows[bad.pk]["adjudicated"]) == ("0.2", "small_changes")
 
 
 def test_it_adds_transcripts_only_when_asked(exported):
@@ -142,6 +174,10 @@ def test_it_writes_one_csv_row_per_run_with_verdict_counts(exported):
     )
     assert (good["files_changed"], good["clarifying_questions"]) == ("2", "1")
     assert rows[exported["bad"].pk]["reviews"] == "1"
+    assert (good["test_files_modified"], rows[exported["bad"].pk]["test_files_modified"]) == (
+        "0",
+        "1",
+    )
 
 
 def test_it_rejects_an_unknown_campaign(db):
@@ -156,3 +192,18 @@ def test_it_reports_duration_from_the_run_times(exported):
     data = exports.results(exported["campaign"])
 
     assert next(r for r in data["runs"] if r["id"] == run.pk)["duration_s"] == 812.4
+
+
+def test_it_exports_the_acceptance_criteria_each_reviewer_ticked(exported):
+    good = exported["good"]
+    review = good.reviews.order_by("reviewer__username").first()
+    review.acceptance_met = ["A refund can never exceed the captured amount"]
+    review.save()
+
+    data = json.loads(run_command(str(exported["campaign"].pk)))
+
+    run = next(r for r in data["runs"] if r["id"] == good.pk)
+    assert [r["acceptance_met"] for r in run["reviews"]] == [
+        ["A refund can never exceed the captured amount"],
+        [],
+    ]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
+import html as html_lib
 import re
 from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -14,14 +15,15 @@ from django.utils import timezone
 
 from evalsite.roles import SCORER, set_role
 from runs.models import Campaign, Contestant, LanguageModel, Prompt, PromptSet, Repository, Run
-from scoring import leaderboard, stats
+from scoring import adjudications, leaderboard, stats
 from scoring.leaderboard import Filters
-from scoring.models import Comparison, Review
+from scoring.models import CampaignRubric, Comparison, Review, Rubric
 
 BOARD = reverse("scoring:leaderboard")
 EXPORT = reverse("scoring:leaderboard_export")
 AGREEMENT = reverse("scoring:leaderboard_agreement")
 HISTORY = reverse("scoring:leaderboard_history")
+DISAGREEMENTS = reverse("scoring:leaderboard_disagreements")
 
 
 @pytest.fixture(autouse=True)
@@ -112,12 +114,30 @@ def rows_in_order(html: str) -> list[str]:
     return re.findall(r'class="board-row" data-contestant="([^"]+)"', html)
 
 
+def percent(value: float) -> str:
+    return f"{round(100 * value)}%"
+
+
 def rate_text(k: int, n: int) -> str:
+    """A Wilson interval's text: completion rates, and merge rates of runs on distinct prompts
+    with one verdict each, where resampling prompts cannot widen the interval further."""
     low, high = stats.wilson_interval(k, n)
-    return f"{round(100 * k / n)}% ({round(100 * low)}%–{round(100 * high)}%, {k} of {n})"
+    return f"{percent(k / n)} ({percent(low)}–{percent(high)}, {k} of {n})"
 
 
-def test_it_ranks_contestants_by_merge_rate_with_wilson_intervals(build, client_for, lead):
+def merge_text(values: list[float], prompts: list) -> str:
+    low, high = stats.rate_interval(values, prompts)
+    total = f"{round(sum(values), 1):g}"
+    return f"{percent(sum(values) / len(values))} ({percent(low)}–{percent(high)}, {total} of {len(values)})"
+
+
+def row_of(filters: Filters, contestant: str) -> dict:
+    return next(r for r in leaderboard.rows(filters) if r["contestant"] == contestant)
+
+
+def test_it_ranks_contestants_by_merge_rate_with_prompt_bootstrap_intervals(
+    build, client_for, lead
+):
     campaign = build.campaign()
     build.series(campaign, build.contestant("weak"), merges=1, total=10)
     build.series(campaign, build.contestant("strong"), merges=9, total=10)
@@ -125,15 +145,33 @@ def test_it_ranks_contestants_by_merge_rate_with_wilson_intervals(build, client_
     html = page(client_for(lead))
 
     assert rows_in_order(html) == ["strong", "weak"]
-    assert rate_text(9, 10) in html
-    assert rate_text(1, 10) in html
+    prompts = [build.prompts[f"p{i}"].pk for i in range(10)]
+    assert merge_text([1.0] * 9 + [0.0], prompts) in html
+    assert merge_text([1.0] + [0.0] * 9, prompts) in html
     rows = leaderboard.rows(Filters(campaign_id=campaign.pk))
     assert [(r["contestant"], r["rank"], r["tied"]) for r in rows] == [
         ("strong", 1, False),
         ("weak", 2, False),
     ]
-    low, high = stats.wilson_interval(9, 10)
+    low, high = stats.rate_interval([1.0] * 9 + [0.0], prompts)
     assert rows[0]["merge_rate_ci"] == [round(low, 3), round(high, 3)]
+
+
+def test_it_widens_the_interval_when_repeats_of_a_prompt_agree(build, lead):
+    """Ten runs on two prompts are two pieces of evidence, not ten: the interval resamples
+    prompts, so it is wider than a Wilson interval that treats the runs as independent."""
+    campaign = build.campaign()
+    bot = build.contestant("bot")
+    for repeat in range(5):
+        build.run(campaign, build.prompt("easy"), bot, ["yes"], repeat=repeat)
+        build.run(campaign, build.prompt("hard"), bot, ["no"], repeat=repeat)
+
+    row = row_of(Filters(campaign_id=campaign.pk), "bot")
+
+    wilson = stats.wilson_interval(5, 10)
+    assert row["merge_rate"] == 0.5
+    assert row["merge_rate_ci"][0] < round(wilson[0], 3)
+    assert row["merge_rate_ci"][1] > round(wilson[1], 3)
 
 
 def test_it_shares_a_rank_when_intervals_overlap(build, client_for, lead):
@@ -161,39 +199,161 @@ def test_it_labels_scripted_contestants(build, client_for, lead):
     assert leaderboard.latest_summary()["rows"][0]["label"] == "demo-bot (scripted)"
 
 
-def test_it_decides_a_run_by_the_majority_of_its_submitted_reviews(build, client_for, lead):
+@pytest.fixture
+def mixed(build):
+    """Three reviewed runs, one with only a draft, one errored (its review ignored)."""
     campaign = build.campaign()
     bot = build.contestant("bot")
     build.run(campaign, build.prompt("a"), bot, ["yes", "yes", "no"])
-    build.run(campaign, build.prompt("b"), bot, ["yes", "no"])  # split: not a majority
+    build.run(campaign, build.prompt("b"), bot, ["yes", "no"])
     build.run(campaign, build.prompt("c"), bot, ["small_changes", "yes", "no"])
     draft_only = build.run(campaign, build.prompt("d"), bot)
     Review.objects.create(run=draft_only, reviewer=build.reviewer(0), verdict="yes")
     build.run(campaign, build.prompt("e"), bot, ["yes"], status=Run.ERRORED)
+    return campaign
 
-    [row] = leaderboard.rows(Filters(campaign_id=campaign.pk))
 
-    # Run d has only a draft and run e errored: neither counts.
-    assert (row["merges"], row["reviewed_runs"], row["runs"]) == (1, 3, 4)
+def test_it_takes_the_mean_of_a_runs_verdicts(build, mixed, client_for, lead):
+    row = row_of(Filters(campaign_id=mixed.pk), "bot")
+
+    # a: 2/3, b: 1/2, c: (0.5 + 1 + 0) / 3 = 1/2; d has only a draft; e errored and counts 0.
+    values = [2 / 3, 0.5, 0.5, 0.0]
+    assert (row["counted_runs"], row["reviewed_runs"], row["runs"]) == (4, 3, 5)
+    assert row["merges"] == pytest.approx(sum(values), abs=1e-3)
+    assert row["merge_rate"] == pytest.approx(sum(values) / 4, abs=1e-3)
     assert (row["acceptable"], row["reviews"]) == (2, 8)
-    assert rate_text(1, 3) in page(client_for(lead))
+    prompts = [build.prompts[key].pk for key in "abce"]
+    assert merge_text(values, prompts) in page(client_for(lead), campaign=mixed.pk)
+
+
+def test_it_reads_verdicts_by_strict_majority_when_asked(build, mixed, client_for, lead):
+    row = row_of(Filters(campaign_id=mixed.pk, verdict="majority"), "bot")
+
+    # Only a has a strict majority of yes; b is split; e errored.
+    assert (row["merges"], row["counted_runs"]) == (1, 4)
+    html = page(client_for(lead), campaign=mixed.pk, verdict="majority")
+    prompts = [build.prompts[key].pk for key in "abce"]
+    assert merge_text([1.0, 0.0, 0.0, 0.0], prompts) in html
+    assert 'A run counts as "would merge" when a strict majority' in html
+
+
+def test_it_rejects_an_unknown_reading(build, client_for, lead):
+    client = client_for(lead)
+    assert client.get(BOARD, {"verdict": "loudest"}).status_code == 400
+    assert client.get(BOARD, {"errored": "maybe"}).status_code == 400
+    assert client.get(EXPORT, {"verdict": "loudest"}).status_code == 400
+
+
+def test_it_counts_small_changes_at_the_rubrics_value(build, lead):
+    campaign = build.campaign()
+    strict = Rubric.objects.create(name="Strict", small_changes_value=0.2)
+    CampaignRubric.objects.create(campaign=campaign, rubric=strict)
+    build.run(campaign, build.prompt("a"), build.contestant("bot"), ["small_changes", "yes"])
+
+    row = row_of(Filters(campaign_id=campaign.pk), "bot")
+
+    assert row["merge_rate"] == 0.6  # (0.2 + 1) / 2
+    board = leaderboard.board(Filters(campaign_id=campaign.pk))
+    assert board["reading"]["small_changes_values"] == [0.2]
+
+
+def test_it_leaves_errored_runs_out_when_asked(build, mixed, client_for, lead):
+    row = row_of(Filters(campaign_id=mixed.pk, errored="exclude"), "bot")
+
+    assert (row["counted_runs"], row["errored_runs"], row["runs"]) == (3, 1, 5)
+    assert row["merge_rate"] == pytest.approx((2 / 3 + 0.5 + 0.5) / 3, abs=1e-3)
+    html = page(client_for(lead), campaign=mixed.pk, errored="exclude")
+    assert "Errored runs are left out of the merge rate (1 on this board)" in html
+    assert "Count them as would not merge" in html
+    default = page(client_for(lead), campaign=mixed.pk)
+    assert 'Errored runs count as "would not merge" (1 on this board)' in default
+
+
+def test_it_shows_errored_and_timed_out_runs_with_a_completion_rate(build, client_for, lead):
+    campaign = build.campaign()
+    bot = build.contestant("bot")
+    build.run(campaign, build.prompt("a"), bot, ["yes"])
+    build.run(campaign, build.prompt("b"), bot, ["no"], status=Run.FAILED)
+    build.run(campaign, build.prompt("c"), bot, ["no"], status=Run.TIMED_OUT)
+    build.run(campaign, build.prompt("d"), bot, status=Run.ERRORED)
+    build.run(campaign, build.prompt("e"), bot, status=Run.CANCELLED)  # a person stopped it
+    build.run(campaign, build.prompt("f"), bot, status=Run.RUNNING)  # not ended yet
+
+    row = row_of(Filters(campaign_id=campaign.pk), "bot")
+    html = page(client_for(lead), campaign=campaign.pk)
+
+    assert (row["runs"], row["errored_runs"], row["timed_out_runs"]) == (4, 1, 1)
+    assert (row["completed_runs"], row["completion_rate"]) == (2, 0.5)
+    low, high = stats.wilson_interval(2, 4)
+    assert row["completion_rate_ci"] == [round(low, 3), round(high, 3)]
+    assert rate_text(2, 4) in html
+    assert '<span class="errored-runs">1 errored</span>' in html
+    assert '<span class="timed-out-runs">1 timed out</span>' in html
+
+
+@pytest.mark.parametrize("errored", ["count", "exclude"])
+def test_it_lists_a_contestant_whose_every_run_errored_last(build, client_for, lead, errored):
+    campaign = build.campaign()
+    build.run(campaign, build.prompt("a"), build.contestant("modest"), ["no"])
+    broken = build.contestant("broken")
+    for key in "abc":
+        build.run(campaign, build.prompt(key), broken, status=Run.ERRORED)
+
+    html = page(client_for(lead), campaign=campaign.pk, errored=errored)
+
+    assert rows_in_order(html) == ["modest", "broken"]
+    row = row_of(Filters(campaign_id=campaign.pk, errored=errored), "broken")
+    assert (row["rank"], row["only_errored"], row["errored_runs"]) == (None, True, 3)
+    assert row["completion_rate"] == 0.0
+    assert row_of(Filters(campaign_id=campaign.pk, errored=errored), "modest")["rank"] == 1
+    assert "every run errored" in html
+
+
+def test_it_uses_the_adjudicated_verdict_and_shows_agreement_before_and_after(
+    build, client_for, lead
+):
+    campaign = build.campaign()
+    bot = build.contestant("bot")
+    disputed = build.run(campaign, build.prompt("a"), bot, ["yes", "no"])
+    build.run(campaign, build.prompt("b"), bot, ["yes", "yes"])
+    build.run(campaign, build.prompt("c"), bot, ["no", "no"])
+    client = client_for(lead)
+    before = row_of(Filters(campaign_id=campaign.pk), "bot")
+    assert (before["merges"], before["adjudicated_runs"]) == (1.5, 0)
+
+    adjudications.adjudicate(disputed, lead, "yes", "The failing test was flaky.")
+
+    row = row_of(Filters(campaign_id=campaign.pk), "bot")
+    assert (row["merges"], row["adjudicated_runs"]) == (2, 1)
+    agreement = leaderboard.board(Filters(campaign_id=campaign.pk))["verdict_agreement"]
+    order = ["no", "small_changes", "yes"]
+    assert agreement["before"]["alpha"] == pytest.approx(
+        stats.krippendorff_alpha(
+            [["yes", "yes", "no"], ["no", "yes", "no"]], "ordinal", value_order=order
+        ),
+        abs=1e-3,
+    )
+    assert agreement["after"]["alpha"] == 1.0
+    html = page(client, campaign=campaign.pk)
+    assert '<div class="muted small adjudicated">1 run adjudicated</div>' in html
+    assert "before adjudication; α 1.00: reliable" in html
 
 
 def test_it_breaks_the_merge_rate_down_by_tag(build, client_for, lead):
     campaign = build.campaign()
     bot = build.contestant("bot")
     build.run(campaign, build.prompt("a", tags=["multi-file"]), bot, ["yes"])
-    build.run(campaign, build.prompt("b", tags=["multi-file", "sql"]), bot, ["no"])
+    build.run(campaign, build.prompt("b", tags=["multi-file", "sql"]), bot, ["small_changes"])
     build.run(campaign, build.prompt("c", tags=["sql"]), bot, ["no"])
 
     html = page(client_for(lead))
 
     tags = {entry["tag"]: entry["cells"][0] for entry in leaderboard.board(
         Filters(campaign_id=campaign.pk))["tags"]}  # fmt: skip
-    assert (tags["multi-file"]["merges"], tags["multi-file"]["reviewed_runs"]) == (1, 2)
-    assert (tags["sql"]["merges"], tags["sql"]["reviewed_runs"]) == (0, 2)
-    assert re.search(r"<td>multi-file</td><td>50% \(1 of 2\)</td>", html)
-    assert re.search(r"<td>sql</td><td>0% \(0 of 2\)</td>", html)
+    assert (tags["multi-file"]["merges"], tags["multi-file"]["counted_runs"]) == (1.5, 2)
+    assert (tags["sql"]["merges"], tags["sql"]["counted_runs"]) == (0.5, 2)
+    assert re.search(r"<td>multi-file</td><td>75% \(1.5 of 2\)</td>", html)
+    assert re.search(r"<td>sql</td><td>25% \(0.5 of 2\)</td>", html)
 
 
 def test_it_narrows_results_with_filters(build, client_for, lead):
@@ -210,7 +370,8 @@ def test_it_narrows_results_with_filters(build, client_for, lead):
     assert rate_text(2, 2) in page(client)
     assert rate_text(0, 1) in page(client, campaign=old.pk)
     assert rate_text(2, 3) in page(client, campaign="")
-    assert rate_text(1, 2) in page(client, campaign="", tag="sql")
+    a, c = build.prompts["a"].pk, build.prompts["c"].pk
+    assert merge_text([0.0, 1.0], [a, c]) in page(client, campaign="", tag="sql")
     since = (timezone.now() - timedelta(days=10)).date().isoformat()
     assert rate_text(2, 2) in page(client, campaign="", date_from=since)
     assert "No finished runs match" in page(client, campaign=new.pk, tag="no-such-tag")
@@ -358,15 +519,20 @@ def test_it_tracks_history_across_campaigns(build, client_for, lead):
     build.run(march, build.prompt("a"), bot, ["yes"])
     build.run(march, build.prompt("b"), bot, ["no"])
 
+    build.run(march, build.prompt("c"), bot, status=Run.ERRORED)
+
     html = page(client_for(lead), HISTORY)
 
     result = leaderboard.history(Filters())
     assert [c["name"] for c in result["campaigns"]] == ["January", "March"]
     [contestant] = result["contestants"]
-    assert [p["merge_rate"] for p in contestant["points"]] == [0.0, 0.5]
+    assert [p["merge_rate"] for p in contestant["points"]] == [0.0, 0.333]
     assert [m["label"] for m in result["models"]] == ["gpt"]
     assert html.index("January") < html.index("March")
-    assert rate_text(1, 2) in html
+    a, b, c = (build.prompts[key].pk for key in "abc")
+    assert merge_text([1.0, 0.0, 0.0], [a, b, c]) in html
+    left_out = leaderboard.history(Filters(errored="exclude"))["contestants"][0]
+    assert [p["merge_rate"] for p in left_out["points"]] == [0.0, 0.5]
 
 
 def test_it_draws_each_contestant_with_its_interval(build, client_for, lead):
@@ -394,30 +560,27 @@ def test_it_refreshes_when_a_review_is_submitted(build, client_for, lead):
         run=run, reviewer=build.reviewer(2), verdict="yes", submitted_at=timezone.now()
     )
 
-    assert rate_text(1, 1) in page(client)
+    assert merge_text([2 / 3], [run.prompt_id]) in page(client)
 
 
-def test_it_exports_the_board_as_json_and_csv(build, client_for, lead):
+@pytest.mark.parametrize("ending", [Run.FINISHED, Run.ERRORED])
+def test_it_shows_a_run_on_the_very_next_request_after_it_ends(build, client_for, lead, ending):
+    """Workers end runs with .update(), which sends no signal: the board must notice anyway."""
     campaign = build.campaign()
-    build.series(campaign, build.contestant("bot"), merges=2, total=4)
+    bot = build.contestant("bot")
+    build.run(campaign, build.prompt("a"), bot, ["yes"])
+    going = build.run(campaign, build.prompt("b"), bot, status=Run.TESTING)
     client = client_for(lead)
+    assert rate_text(1, 1) in page(client, campaign=campaign.pk)  # completion: 1 of 1
+    assert rate_text(1, 1) in page(client, campaign=campaign.pk)  # now from the cache
 
-    response = client.get(EXPORT, {"campaign": campaign.pk, "format": "json"})
-    data = json.loads(response.content)
-    assert response["Content-Disposition"].startswith("attachment")
-    [row] = data["leaderboard"]
-    assert (row["contestant"], row["runs"], row["merge_rate"]) == ("bot", 4, 0.5)
+    Run.objects.filter(pk=going.pk).update(status=ending)
 
-    response = client.get(EXPORT, {"campaign": campaign.pk, "format": "csv"})
-    lines = response.content.decode().splitlines()
-    header, values = lines[0].split(","), lines[1].split(",")
-    assert dict(zip(header, values, strict=False))["merge_rate"] == "0.5"
-    assert client.get(EXPORT, {"format": "xml"}).status_code == 400
-
-
-@pytest.mark.parametrize("url", [BOARD, EXPORT, AGREEMENT, HISTORY])
-def test_it_forbids_scorers(build, client_for, scorer, url):
-    assert client_for(scorer).get(url).status_code == 403
+    html = page(client, campaign=campaign.pk)
+    completed = 2 if ending == Run.FINISHED else 1
+    assert rate_text(completed, 2) in html
+    row = row_of(Filters(campaign_id=campaign.pk), "bot")
+    assert row["runs"] == 2
 
 
 def _bigger(build, prompts: int, contestants: int) -> Campaign:
@@ -446,13 +609,18 @@ def test_it_keeps_a_fixed_query_budget(
     client.get(reverse("dashboard"))  # the session and role lookups are not the board's cost
     cache.clear()
 
-    with django_assert_max_num_queries(13):
+    with django_assert_max_num_queries(15):
         page(client, campaign=campaign.pk)
-    with django_assert_max_num_queries(11):
+    with django_assert_max_num_queries(13):
         page(client, AGREEMENT, campaign=campaign.pk)
-    with django_assert_max_num_queries(8):
+    with django_assert_max_num_queries(13):
         page(client, HISTORY)
-    with django_assert_max_num_queries(6):  # cached: only the session, user and form queries
+    with django_assert_max_num_queries(15):
+        page(client, DISAGREEMENTS, campaign=campaign.pk)
+    with django_assert_max_num_queries(12):
+        page(client, EXPORT, campaign=campaign.pk, format="csv")
+    # cached: only the session, user and form queries, and the runs' stamp
+    with django_assert_max_num_queries(7):
         page(client, campaign=campaign.pk)
 
 
@@ -482,14 +650,111 @@ def test_it_says_when_reviewers_never_varied_their_answer(build, lead):
     assert "cannot be measured" in measures["conventions"]["words"]
 
 
-def test_it_swaps_only_the_board_for_htmx_filter_requests(build, client_for, lead):
+def test_it_swaps_only_the_board_and_its_header_for_htmx_filter_requests(build, client_for, lead):
     campaign = build.campaign()
-    build.series(campaign, build.contestant("bot"), merges=1, total=2)
+    build.series(campaign, build.contestant("bot"), merges=1, total=2, test_exit_code=0)
 
     response = client_for(lead).get(
-        BOARD, {"campaign": campaign.pk}, headers={"HX-Request": "true"}
-    )
+        BOARD, {"campaign": campaign.pk, "tag": "", "errored": "exclude"},
+        headers={"HX-Request": "true"},
+    )  # fmt: skip
 
     html = response.content.decode()
-    assert html.lstrip().startswith('<div id="board">')
-    assert rate_text(1, 2) in html and "<form" not in html
+    assert html.lstrip().startswith('<div class="pagehead" id="page-head">')
+    assert '<div id="board">' in html and "<form" not in html
+    assert "Errored runs left out" in html  # the header says what the board shows
+    assert "errored=exclude" in html  # and its links carry it
+
+
+# --- Filters carry into the header and every link ----------------------------------------------
+
+ACTIVE = {
+    "prompt_set": None,  # filled in by the test: the prompt set's id
+    "tag": "sql",
+    "date_from": "2020-01-01",
+    "date_to": "2099-12-31",
+    "verdict": "majority",
+    "errored": "exclude",
+}
+
+
+def leaderboard_links(html: str) -> list[str]:
+    """Every link of the page's own content (the site's top navigation aside) that leads to a
+    leaderboard page, and the adjudication form's way back."""
+    if "<main" in html:
+        html = html[html.index("<main") : html.index("</main>")]
+    hrefs = [html_lib.unescape(h) for h in re.findall(r'href="([^"]*)"', html)]
+    backs = [
+        f"{DISAGREEMENTS}?{html_lib.unescape(v)}"
+        for v in re.findall(r'name="query" value="([^"]*)"', html)
+    ]
+    pager = [f"{DISAGREEMENTS}{h}" for h in hrefs if h.startswith("?")]
+    prefix = BOARD.rstrip("/")
+    return [h for h in hrefs if h.startswith(prefix)] + pager + backs
+
+
+@pytest.mark.parametrize(
+    "url,htmx",
+    [(BOARD, False), (BOARD, True), (AGREEMENT, False), (HISTORY, False), (DISAGREEMENTS, False)],
+)
+def test_it_carries_the_active_filters_into_the_header_and_every_link(
+    build, client_for, lead, url, htmx, monkeypatch
+):
+    monkeypatch.setattr("scoring.views.leaderboard.DISPUTES_PER_PAGE", 1)  # to have a pager
+    campaign = build.campaign()
+    bot = build.contestant("bot")
+    for key in ("a", "b", "c"):
+        build.run(campaign, build.prompt(key, tags=["sql"]), bot, ["yes", "no"])
+    active = {**ACTIVE, "campaign": str(campaign.pk), "prompt_set": str(build.prompt_set.pk)}
+    headers = {"HX-Request": "true"} if htmx else {}
+
+    response = client_for(lead).get(url, {**active, "page": 2}, headers=headers)
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    start = html.index('id="page-head"')
+    header = html[start : html.index("</nav>", start)]
+    for words in ("Tagged sql", "Finished from 2020-01-01", "Finished until 2099-12-31",
+                  "strict majority", "Errored runs left out", "Prompt set backend"):  # fmt: skip
+        if url == HISTORY and words == "Tagged sql":
+            continue  # history is across campaigns and tags, and says so
+        assert words in header, words
+    start = html.find('class="card filters"')
+    form = html[start : html.index("</form>", start)] if start >= 0 else ""
+    hidden = {HISTORY: "campaign tag", AGREEMENT: "readings", DISAGREEMENTS: "readings"}.get(
+        url, ""
+    )
+    for name in hidden.split():  # fields a page ignores still ride along in its form
+        for field in ("verdict", "errored") if name == "readings" else (name,):
+            assert f'type="hidden" name="{field}" value="{active[field]}"' in form, field
+    links = leaderboard_links(html)
+    expected_pages = {BOARD, AGREEMENT, HISTORY, DISAGREEMENTS, EXPORT}
+    assert expected_pages <= {urlsplit(link).path for link in links}
+    if url == BOARD:
+        assert {"csv", "json"} <= {
+            parse_qs(urlsplit(link).query).get("format", [""])[0] for link in links
+        }
+    for link in links:
+        query = {k: v[0] for k, v in parse_qs(urlsplit(link).query).items()}
+        # A link may offer the other reading of one thing, by naming it.
+        flipped = {
+            name
+            for name, other in (("verdict", "mean"), ("errored", "count"))
+            if query.get(name) == other
+        }
+        assert len(flipped) <= 1, link
+        for name, value in active.items():
+            if name not in flipped:
+                assert query.get(name) == value, f"{link} lost {name}"
+
+
+def test_it_counts_the_runs_whose_agent_changed_its_tests(build, client_for, lead):
+    campaign = build.campaign()
+    bot = build.contestant("bot")
+    build.run(campaign, build.prompt("a"), bot, ["yes"], test_files_modified=["tests/test_a.py"])
+    build.run(campaign, build.prompt("b"), bot, ["yes"])
+
+    row = row_of(Filters(campaign_id=campaign.pk), "bot")
+
+    assert row["test_files_modified_runs"] == 1
+    assert "1 changed its tests" in page(client_for(lead), campaign=campaign.pk)

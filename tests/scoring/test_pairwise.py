@@ -85,12 +85,17 @@ def test_it_hides_identities_until_the_vote(three_way, scorer, client_for):
     url = reverse("scoring:pairwise", kwargs={"comparison_id": comparison.pk})
     body = client.get(url).content.decode()
     assert "agent-" not in body and "model-" not in body
-    client.post(
+    response = client.post(
         reverse("scoring:pairwise_vote", kwargs={"comparison_id": comparison.pk}),
-        {"choice": "both_bad", "then": "stay"},
+        {"choice": "both_bad"},
     )
+    # The reveal is on the page of the pair just voted on, never on the next one.
+    assert response.status_code == 302 and response["Location"] == url
     body = client.get(url).content.decode()
     assert comparison.run_a.contestant.name in body and comparison.run_b.contestant.name in body
+    assert 'id="next-pair"' in body and 'name="choice"' not in body
+    following = client.get(reverse("scoring:pairwise_next"), follow=True).content.decode()
+    assert "agent-" not in following and "model-" not in following
 
 
 def test_it_keeps_comparisons_private_to_their_scorer(
@@ -116,3 +121,60 @@ def test_it_says_when_there_is_nothing_to_compare(db, scorer, client_for):
     make_run()
     response = client_for(scorer).get(reverse("scoring:pairwise_next"))
     assert response.status_code == 200 and b"No pair left to compare" in response.content
+
+
+def test_it_keeps_a_vote_final(three_way, scorer, client_for):
+    comparison = pairing.next_comparison_for(scorer)
+    pairing.record_vote(comparison, "left")
+    with pytest.raises(ValueError, match="already voted"):
+        pairing.record_vote(Comparison.objects.get(pk=comparison.pk), "right")
+    comparison.refresh_from_db()
+    assert pairing.shown_choice(comparison) == "left"
+
+
+def test_it_stops_offering_pairs_when_the_wanted_votes_are_in(
+    three_way, scorer, other_scorer, client_for
+):
+    campaign = three_way["runs"][0].campaign
+    campaign.reviews_wanted = 1  # one vote per prompt and two contestants: six cells
+    campaign.save()
+    assert pairing.progress(campaign.pk) == {"wanted": 6, "decided": 0, "left": 6}
+    for voter in (scorer, other_scorer, scorer, other_scorer, scorer, other_scorer):
+        pairing.record_vote(pairing.next_comparison_for(voter), "tie")
+
+    assert pairing.progress(campaign.pk) == {"wanted": 6, "decided": 6, "left": 0}
+    assert pairing.next_comparison_for(scorer) is None
+    assert pairing.next_comparison_for(other_scorer) is None
+    page = client_for(scorer).get(reverse("scoring:pairwise_next")).content.decode()
+    assert "All 6 votes wanted are in" in page
+
+
+def test_it_does_not_offer_a_cell_someone_else_is_voting_on(three_way, scorer, other_scorer):
+    campaign = three_way["runs"][0].campaign
+    campaign.reviews_wanted = 1
+    campaign.save()
+    shown = [pairing.next_comparison_for(user) for user in (scorer, other_scorer)]
+    cells = {
+        (c.prompt_id, frozenset((c.run_a.contestant_id, c.run_b.contestant_id))) for c in shown
+    }
+    assert len(cells) == 2
+
+
+def test_it_says_how_many_votes_are_left(three_way, scorer, client_for):
+    client = client_for(scorer)
+    first = client.get(reverse("scoring:pairwise_next"), follow=True).content.decode()
+    assert "12 of 12 votes left" in first
+    comparison = Comparison.objects.get(reviewer=scorer)
+    client.post(reverse("scoring:pairwise_vote", args=[comparison.pk]), {"choice": "left"})
+    voted = client.get(reverse("scoring:pairwise", args=[comparison.pk])).content.decode()
+    assert "11 of 12 votes left" in voted
+
+
+def test_it_keeps_the_compare_page_within_a_query_budget(
+    three_way, scorer, client_for, django_assert_max_num_queries
+):
+    client = client_for(scorer)
+    url = client.get(reverse("scoring:pairwise_next"))["Location"]
+    client.get(url)  # warm the diff caches
+    with django_assert_max_num_queries(6):
+        assert client.get(url).status_code == 200

@@ -11,7 +11,7 @@ from django.utils import timezone
 from runs import diffs
 from runs.models import Campaign, Contestant, LanguageModel, Prompt, PromptSet, Repository, Run
 from scoring import reviews
-from scoring.models import Review, ReviewVersion
+from scoring.models import Criterion, Review, ReviewVersion
 
 BEFORE = "".join(f"line {n}\n" for n in range(1, 21))
 AFTER = BEFORE.replace("line 15\n", "line fifteen\n")
@@ -74,11 +74,19 @@ def make_prompt(**overrides) -> Prompt:
     return Prompt.objects.create(**fields)
 
 
-def make_contestant(name: str = "zetacorp-agent", model_id: str = "zeta-9000") -> Contestant:
+def make_contestant(
+    name: str = "zetacorp-agent",
+    model_id: str = "zeta-9000",
+    *,
+    base_url: str = "http://127.0.0.1:1",
+    harness: str = Contestant.BUILTIN,
+    provider: str = LanguageModel.OPENAI,
+    **fields,
+) -> Contestant:
     model = LanguageModel.objects.create(
-        name=f"{name}-model", provider="openai", model_id=model_id, base_url="http://127.0.0.1:1"
+        name=f"{name}-model", provider=provider, model_id=model_id, base_url=base_url
     )
-    return Contestant.objects.create(name=name, model=model)
+    return Contestant.objects.create(name=name, model=model, harness=harness, **fields)
 
 
 def make_run(
@@ -144,7 +152,7 @@ def run(db):
 
 def test_it_hides_who_made_the_run_until_the_reviewer_submits(run, scorer, client_for):
     client = client_for(scorer)
-    url = reverse("scoring:review", kwargs={"run_id": run.pk})
+    url = reverse("scoring:review", kwargs={"review_key": run.review_key})
     body = client.get(url).content.decode()
     assert "fifteen</span>" in body  # the diff itself
     assert "zetacorp" not in body.lower()
@@ -153,12 +161,60 @@ def test_it_hides_who_made_the_run_until_the_reviewer_submits(run, scorer, clien
     assert "1234" in body  # tokens are fine
 
     response = client.post(
-        reverse("scoring:review_submit", kwargs={"run_id": run.pk}), post_answers(ANSWERS)
+        reverse("scoring:review_submit", kwargs={"review_key": run.review_key}),
+        post_answers(ANSWERS),
     )
-    assert response.status_code == 302
+    # The reveal is on the page of the run just reviewed.
+    assert response.status_code == 302 and response["Location"] == url
     body = client.get(url).content.decode()
-    assert "zetacorp-agent" in body
-    assert "zeta-9000" in body
+    assert "This run was by zetacorp-agent" in body
+    assert "zeta-9000" in body and "OpenAI-compatible" in body
+
+
+def test_it_names_runs_by_an_opaque_key_never_their_id(run, scorer, client_for):
+    client = client_for(scorer)
+    assert len(run.review_key) >= 16 and str(run.pk) != run.review_key
+    assert client.get(f"/review/runs/{run.pk}/").status_code == 404
+    body = client.get(reverse("scoring:review", args=[run.review_key])).content.decode()
+    assert f"/runs/{run.pk}/" not in body and f"Run {run.pk}" not in body
+
+
+def test_it_hides_provider_harness_and_endpoint_in_what_the_agent_wrote(db, scorer, client_for):
+    contestant = make_contestant(
+        "acme-coder",
+        "acme/coder-large-2",
+        base_url="https://llm.acme-labs.example:8443/proxy/acme-v1",
+        harness=Contestant.AIDER,
+        provider=LanguageModel.ANTHROPIC,
+    )
+    said = (
+        "I am acme-coder (acme-coder-model, acme/coder-large-2) via Aider on anthropic, calling "
+        "https://llm.acme-labs.example:8443/proxy/acme-v1/v1/messages. builtins are fine."
+    )
+    transcript = {"steps": [{"step_id": 1, "source": "agent", "message": said}]}
+    run = make_run(contestant=contestant, transcript=transcript, test_output_tail="aider: ok")
+
+    body = client_for(scorer).get(reverse("scoring:review", args=[run.review_key]))
+
+    text = body.content.decode()
+    for word in ("acme", "coder-large", "aider", "anthropic", "llm.acme-labs", "/proxy/"):
+        assert word not in text.lower(), word
+    assert "I am [hidden] ([hidden], [hidden]) via [hidden] on [hidden], calling" in text
+    assert "builtins are fine." in text  # whole words only: ordinary words stay readable
+
+
+def test_it_hides_the_program_a_command_harness_runs(db, scorer, client_for):
+    contestant = make_contestant(
+        "cli-bot",
+        "m-1",
+        harness=Contestant.COMMAND,
+        options={"command": "npx turbo-agent --repo {workspace} --task-file {prompt_file}"},
+    )
+    transcript = {"steps": [{"step_id": 1, "source": "agent", "message": "turbo-agent v3 ran"}]}
+    run = make_run(contestant=contestant, transcript=transcript)
+
+    text = client_for(scorer).get(reverse("scoring:review", args=[run.review_key])).content
+    assert b"turbo-agent" not in text and b"[hidden] v3 ran" in text
 
 
 def test_it_shows_other_reviews_only_after_submitting(run, scorer, other_scorer, client_for):
@@ -171,14 +227,17 @@ def test_it_shows_other_reviews_only_after_submitting(run, scorer, other_scorer,
         submitted_at=timezone.now(),
     )
     client = client_for(scorer)
-    url = reverse("scoring:review", kwargs={"run_id": run.pk})
+    url = reverse("scoring:review", kwargs={"review_key": run.review_key})
     assert "Breaks the build badly" not in client.get(url).content.decode()
-    client.post(reverse("scoring:review_submit", kwargs={"run_id": run.pk}), post_answers(ANSWERS))
+    client.post(
+        reverse("scoring:review_submit", kwargs={"review_key": run.review_key}),
+        post_answers(ANSWERS),
+    )
     assert "Breaks the build badly" in client.get(url).content.decode()
 
 
 def test_it_renders_the_transcript_as_a_timeline_with_tool_calls(run, scorer, client_for):
-    body = client_for(scorer).get(reverse("scoring:review", kwargs={"run_id": run.pk}))
+    body = client_for(scorer).get(reverse("scoring:review", kwargs={"review_key": run.review_key}))
     text = body.content.decode()
     assert "<details" in text
     assert "pytest -q" in text
@@ -189,7 +248,7 @@ def test_it_renders_the_transcript_as_a_timeline_with_tool_calls(run, scorer, cl
 def test_it_refuses_an_incomplete_review_and_keeps_what_was_entered(run, scorer, client_for):
     client = client_for(scorer)
     response = client.post(
-        reverse("scoring:review_submit", kwargs={"run_id": run.pk}),
+        reverse("scoring:review_submit", kwargs={"review_key": run.review_key}),
         post_answers({"right_files": "yes", "merge": "no"}, notes="half done"),
     )
     assert response.status_code == 400
@@ -212,7 +271,7 @@ def test_it_rejects_an_answer_that_is_not_an_option(run, scorer):
 
 def test_it_keeps_the_previous_submission_when_a_review_changes(run, scorer, client_for):
     client = client_for(scorer)
-    submit = reverse("scoring:review_submit", kwargs={"run_id": run.pk})
+    submit = reverse("scoring:review_submit", kwargs={"review_key": run.review_key})
     client.post(submit, post_answers(ANSWERS, notes="first"))
     client.post(submit, post_answers(dict(ANSWERS, merge="no"), notes="second thoughts"))
     review = Review.objects.get(run=run, reviewer=scorer)
@@ -224,14 +283,16 @@ def test_it_keeps_the_previous_submission_when_a_review_changes(run, scorer, cli
 def test_it_saves_a_draft_and_shows_it_again(run, scorer, client_for):
     client = client_for(scorer)
     response = client.post(
-        reverse("scoring:review_draft", kwargs={"run_id": run.pk}),
+        reverse("scoring:review_draft", kwargs={"review_key": run.review_key}),
         post_answers({"right_files": "no"}, notes="still reading"),
         headers={"X-Mergeable-Autosave": "1"},
     )
     assert response.json()["saved"] is True
     review = Review.objects.get(run=run, reviewer=scorer)
     assert review.answers == {"right_files": "no"} and not review.is_submitted
-    body = client.get(reverse("scoring:review", kwargs={"run_id": run.pk})).content.decode()
+    body = client.get(
+        reverse("scoring:review", kwargs={"review_key": run.review_key})
+    ).content.decode()
     assert "still reading" in body
     assert 'value="no" checked' in body
 
@@ -246,7 +307,7 @@ def test_it_never_lets_a_draft_overwrite_a_submitted_review(run, scorer):
 def test_it_stores_line_comments(run, scorer, client_for):
     comments = [{"path": "app.py", "line": 15, "side": "new", "text": "Why fifteen?"}]
     client_for(scorer).post(
-        reverse("scoring:review_submit", kwargs={"run_id": run.pk}),
+        reverse("scoring:review_submit", kwargs={"review_key": run.review_key}),
         post_answers(ANSWERS, line_comments=json.dumps(comments)),
     )
     assert Review.objects.get(run=run).line_comments == comments
@@ -255,7 +316,9 @@ def test_it_stores_line_comments(run, scorer, client_for):
 @pytest.mark.parametrize("status", [Run.RUNNING, Run.ERRORED, Run.QUEUED])
 def test_it_404s_for_runs_that_cannot_be_reviewed(db, scorer, client_for, status):
     run = make_run(status=status)
-    response = client_for(scorer).get(reverse("scoring:review", kwargs={"run_id": run.pk}))
+    response = client_for(scorer).get(
+        reverse("scoring:review", kwargs={"review_key": run.review_key})
+    )
     assert response.status_code == 404
 
 
@@ -277,10 +340,12 @@ def test_it_renders_the_diff_once_and_caches_it(run, monkeypatch):
 
 def test_it_expands_context_from_the_stored_text(run, scorer, client_for):
     client = client_for(scorer)
-    page = client.get(reverse("scoring:review", kwargs={"run_id": run.pk})).content.decode()
+    page = client.get(
+        reverse("scoring:review", kwargs={"review_key": run.review_key})
+    ).content.decode()
     assert "Show 11 unchanged lines" in page
     response = client.get(
-        reverse("scoring:review_context", kwargs={"run_id": run.pk}),
+        reverse("scoring:review_context", kwargs={"review_key": run.review_key}),
         {"file": 1, "start": 1, "end": 11, "delta": 0, "view": "split"},
         headers={"HX-Request": "true"},
     )
@@ -293,9 +358,11 @@ def test_it_expands_context_from_the_stored_text(run, scorer, client_for):
 def test_it_loads_a_collapsed_generated_file_on_demand(db, scorer, client_for):
     run = make_run(diff=DIFF + LOCKFILE_DIFF)
     client = client_for(scorer)
-    page = client.get(reverse("scoring:review", kwargs={"run_id": run.pk})).content.decode()
+    page = client.get(
+        reverse("scoring:review", kwargs={"review_key": run.review_key})
+    ).content.decode()
     assert "lockfileVersion&quot;: 3" not in page and "Load the diff" in page
-    url = reverse("scoring:review_file", kwargs={"run_id": run.pk})
+    url = reverse("scoring:review_file", kwargs={"review_key": run.review_key})
     fragment = client.get(url, {"file": 2}, headers={"HX-Request": "true"}).content.decode()
     assert "lockfileVersion" in fragment and "<html" not in fragment
     fallback = client.get(url, {"file": 2})
@@ -306,35 +373,53 @@ def test_it_loads_a_collapsed_generated_file_on_demand(db, scorer, client_for):
 def test_it_names_binary_files_without_showing_them(db, scorer, client_for):
     binary = "diff --git a/logo.png b/logo.png\nindex 1..2 100644\nBinary files a/logo.png and b/logo.png differ\n"
     run = make_run(diff=binary)
-    body = client_for(scorer).get(reverse("scoring:review", kwargs={"run_id": run.pk})).content
+    body = (
+        client_for(scorer)
+        .get(reverse("scoring:review", kwargs={"review_key": run.review_key}))
+        .content
+    )
     assert b"logo.png" in body and b"Binary file: not shown." in body
 
 
 def test_it_shows_the_reference_patch_behind_a_toggle(db, scorer, client_for):
     prompt = make_prompt(reference_patch=DIFF.replace("line fifteen", "line 15 (fixed)"))
     run = make_run(prompt)
-    body = client_for(scorer).get(reverse("scoring:review", kwargs={"run_id": run.pk})).content
+    body = (
+        client_for(scorer)
+        .get(reverse("scoring:review", kwargs={"review_key": run.review_key}))
+        .content
+    )
     assert b"What we would have written" in body and b"fixed" in body
 
 
-def test_it_submits_and_moves_to_the_next_run(db, scorer, client_for):
+def test_it_reveals_on_the_reviewed_runs_page_then_moves_on_blind(db, scorer, client_for):
     prompt = make_prompt()
     first = make_run(prompt)
     second = make_run(prompt, make_contestant("other-agent", "other-1"), campaign=first.campaign)
-    response = client_for(scorer).post(
-        reverse("scoring:review_submit", kwargs={"run_id": first.pk}),
-        post_answers(ANSWERS, then="next"),
+    client = client_for(scorer)
+    client.get(reverse("scoring:review", args=[first.review_key]))
+
+    submitted = client.post(
+        reverse("scoring:review_submit", args=[first.review_key]),
+        post_answers(ANSWERS),
         follow=True,
     )
-    assert response.redirect_chain[-1][0] == reverse("scoring:review", kwargs={"run_id": second.pk})
+
+    assert submitted.redirect_chain[-1][0] == reverse("scoring:review", args=[first.review_key])
+    revealed = submitted.content.decode()
+    assert "This run was by zetacorp-agent" in revealed and 'id="next-run"' in revealed
+    following = client.get(reverse("scoring:review_next"), follow=True)
+    assert following.redirect_chain[-1][0] == reverse("scoring:review", args=[second.review_key])
+    blind = following.content.decode().lower()
+    assert "zetacorp" not in blind and "other-agent" not in blind and "zeta-9000" not in blind
 
 
 def test_it_lists_the_queue_blind_with_counts(db, scorer, client_for):
     run = make_run()
     body = client_for(scorer).get(reverse("scoring:queue")).content.decode()
     assert "Fix line fifteen" in body
-    assert reverse("scoring:review", kwargs={"run_id": run.pk}) in body
-    assert "zetacorp" not in body
+    assert reverse("scoring:review", kwargs={"review_key": run.review_key}) in body
+    assert "zetacorp" not in body and f"run {run.pk}" not in body
 
 
 def test_it_sends_review_next_back_to_the_queue_when_nothing_is_left(db, scorer, client_for):
@@ -355,13 +440,75 @@ def test_it_keeps_the_review_page_within_a_query_budget(
 ):
     prompt = make_prompt()
     run = make_run(prompt, transcript=TRANSCRIPT)
+    blind = make_run(prompt, make_contestant("blind-one", "b-1"), campaign=run.campaign)
     for n in range(5):
         make_run(prompt, make_contestant(f"extra-{n}", f"m-{n}"), campaign=run.campaign)
     reviews.submit_review(run, other_scorer, ANSWERS, "", "", [], 5)
     reviews.submit_review(run, scorer, ANSWERS, "", "", [], 5)  # not blind: other reviews load
     client = client_for(scorer)
-    client.get(reverse("scoring:review", kwargs={"run_id": run.pk}))  # warm the diff cache
-    with django_assert_max_num_queries(14):
-        assert client.get(reverse("scoring:review", kwargs={"run_id": run.pk})).status_code == 200
-    with django_assert_max_num_queries(12):
+    submitted_url = reverse("scoring:review", kwargs={"review_key": run.review_key})
+    blind_url = reverse("scoring:review", kwargs={"review_key": blind.review_key})
+    client.get(submitted_url)  # warm the diff caches, and take a place on the blind run
+    client.get(blind_url)
+
+    with django_assert_max_num_queries(10):
+        assert client.get(submitted_url).status_code == 200
+    with django_assert_max_num_queries(10):  # keeping the place is one UPDATE
+        assert client.get(blind_url).status_code == 200
+    with django_assert_max_num_queries(9):
         assert client.get(reverse("scoring:queue")).status_code == 200
+
+
+def test_it_accepts_n_a_only_where_a_criterion_may_not_apply(run, scorer, client_for):
+    Criterion.objects.filter(key="recovered").update(may_not_apply=True)
+    page = client_for(scorer).get(reverse("scoring:review", args=[run.review_key]))
+    assert 'name="answer-recovered" value="n/a"' in page.content.decode()
+    assert 'name="answer-conventions" value="n/a"' not in page.content.decode()
+    with pytest.raises(reviews.ReviewInvalid) as caught:
+        reviews.submit_review(run, scorer, dict(ANSWERS, conventions="n/a"), "", "", [], 5)
+    assert "conventions" in caught.value.errors
+
+    review = reviews.submit_review(run, scorer, dict(ANSWERS, recovered="n/a"), "", "", [], 5)
+
+    assert review.answers["recovered"] == Criterion.NOT_APPLICABLE
+    recovered = Criterion.objects.get(key="recovered", rubric__is_default=True)
+    assert recovered.numeric("n/a") is None  # left out of means, not counted as "no"
+    assert recovered.numeric("no") == 0.0
+
+
+def test_it_saves_the_acceptance_criteria_ticked_with_the_review(db, scorer, client_for):
+    prompt = make_prompt(acceptance_criteria=["Line 15 reads fifteen", "Nothing else changes"])
+    run = make_run(prompt)
+    client = client_for(scorer)
+    url = reverse("scoring:review", args=[run.review_key])
+    client.post(
+        reverse("scoring:review_draft", args=[run.review_key]),
+        post_answers({}, acceptance=["2"]),
+        headers={"X-Mergeable-Autosave": "1"},
+    )
+    assert Review.objects.get(run=run).acceptance_met == ["Nothing else changes"]
+    assert (
+        'name="acceptance" value="2" form="review-form" checked' in client.get(url).content.decode()
+    )
+
+    client.post(
+        reverse("scoring:review_submit", args=[run.review_key]),
+        post_answers(ANSWERS, acceptance=["1", "2", "9", "x"]),
+    )
+
+    review = Review.objects.get(run=run)
+    assert review.is_submitted
+    assert review.acceptance_met == ["Line 15 reads fifteen", "Nothing else changes"]
+
+
+def test_it_warns_the_reviewer_when_the_agent_changed_its_tests(client_for, scorer):
+    run = make_run(test_files_modified=["tests/test_calc.py"], test_exit_code=0)
+
+    text = client_for(scorer).get(reverse("scoring:review", args=[run.review_key])).content
+    text = text.decode()
+
+    assert "The agent changed protected test files" in text
+    assert "tests/test_calc.py" in text
+    clean = make_run(run.prompt, run.contestant, campaign=run.campaign, test_exit_code=0)
+    text = client_for(scorer).get(reverse("scoring:review", args=[clean.review_key])).content
+    assert b"The agent changed protected test files" not in text

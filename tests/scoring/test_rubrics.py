@@ -123,7 +123,7 @@ def test_it_reviews_against_the_campaigns_own_rubric(db, scorer, client_for):
         choices=[["yes", "Yes"], ["no", "No"]],
     )
     CampaignRubric.objects.create(campaign=run.campaign, rubric=custom)
-    body = client_for(scorer).get(reverse("scoring:review", args=[run.pk])).content.decode()
+    body = client_for(scorer).get(reverse("scoring:review", args=[run.review_key])).content.decode()
     assert "Accessible" in body and "Backend" not in body and "Found the right files" not in body
     with pytest.raises(reviews.ReviewInvalid):
         reviews.submit_review(run, scorer, {"looks_right": "yes", "merge": "yes"}, "", "", [], 1)
@@ -131,3 +131,55 @@ def test_it_reviews_against_the_campaigns_own_rubric(db, scorer, client_for):
         run, scorer, {"looks_right": "yes", "a11y": "no", "merge": "yes"}, "", "", [], 1
     )
     assert review.verdict == "yes"
+
+
+@pytest.mark.parametrize(("posted", "saved"), [("0.25", 0.25), ("", 0.5)])
+def test_it_sets_what_after_small_changes_counts_as(rubric, admin_user, client_for, posted, saved):
+    data = formset_data(rubric, small_changes_value=posted)
+
+    response = client_for(admin_user).post(reverse("scoring:rubric_edit", args=[rubric.pk]), data)
+
+    assert response.status_code == 302
+    rubric.refresh_from_db()
+    assert rubric.small_changes_value == saved
+
+
+def test_it_keeps_after_small_changes_between_no_and_yes(rubric, admin_user, client_for):
+    data = formset_data(rubric, small_changes_value="1.5")
+
+    response = client_for(admin_user).post(reverse("scoring:rubric_edit", args=[rubric.pk]), data)
+
+    assert response.status_code == 200
+    rubric.refresh_from_db()
+    assert rubric.small_changes_value == 0.5
+
+
+def test_it_lets_a_lead_mark_a_question_that_may_not_apply_and_nothing_else(
+    rubric, lead, client_for
+):
+    index = [c.key for c in rubric.criteria.all()].index("recovered")
+    data = formset_data(
+        rubric,
+        **{
+            f"criteria-{index}-may_not_apply": "on",
+            f"criteria-{index}-label": "Renamed by a lead",
+            "name": "Renamed rubric",
+        },
+    )
+    response = client_for(lead).post(reverse("scoring:rubric_edit", args=[rubric.pk]), data)
+    assert response.status_code == 302
+    recovered = rubric.criteria.get(key="recovered")
+    assert recovered.may_not_apply
+    assert recovered.label == "Recovered when tests failed"  # only admins change the rest
+    assert Rubric.objects.get(pk=rubric.pk).name == rubric.name
+    assert ("n/a", "N/A") in recovered.options()
+    assert client_for(lead).get(reverse("scoring:rubric_create")).status_code == 403
+
+
+def test_it_refuses_n_a_for_the_merge_question(rubric, admin_user, client_for):
+    index = [c.key for c in rubric.criteria.all()].index("merge")
+    data = formset_data(rubric, **{f"criteria-{index}-may_not_apply": "on"})
+    response = client_for(admin_user).post(reverse("scoring:rubric_edit", args=[rubric.pk]), data)
+    assert response.status_code == 200
+    assert "Every review needs a verdict" in response.content.decode()
+    assert not rubric.criteria.get(key="merge").may_not_apply

@@ -121,6 +121,55 @@ def test_it_rejects_clusters_of_the_wrong_length():
         stats.bootstrap_mean_ci([1.0, 2.0, 3.0], clusters=[1, 2])
 
 
+# --- rate_interval ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("successes", "n"), [(1, 1), (3, 3), (0, 4), (0, 20)])
+def test_it_never_lets_a_rate_look_certain_on_a_few_runs(successes, n):
+    """Three runs all merged resample to 100%-100%; the interval stays the Wilson one."""
+    values = [1.0] * successes + [0.0] * (n - successes)
+
+    low, high = stats.rate_interval(values, clusters=list(range(n)))
+
+    assert (low, high) == pytest.approx(stats.wilson_interval(successes, n), abs=1e-9)
+
+
+def test_it_matches_the_wilson_formula_for_a_mean_of_fractional_values():
+    # Six runs worth 1, 0.5 and 0: the share 0.5 over six units, by the formula.
+    values = [1.0, 1.0, 0.5, 0.5, 0.0, 0.0]
+    z, p, n = 1.959963984540054, 0.5, 6
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+
+    low, high = stats.rate_interval(values, clusters=[1, 2, 3, 1, 2, 3], rounds=200)
+
+    # The prompts' means are 0.75, 0.5 and 0.25: resampling them never leaves 0.25 to 0.75,
+    # so the Wilson interval is the wider one.
+    assert (low, high) == pytest.approx((centre - half, centre + half), abs=1e-9)
+
+
+def test_it_resamples_whole_prompts_when_their_runs_move_together():
+    # Four prompts, ten runs each: two always merged, two never.
+    values = [1.0] * 20 + [0.0] * 20
+    prompts = [index // 10 for index in range(40)]
+
+    low, high = stats.rate_interval(values, clusters=prompts)
+
+    assert (low, high) == stats.bootstrap_mean_ci(values, clusters=prompts)
+    wilson_low, wilson_high = stats.wilson_interval(20, 40)
+    assert low < wilson_low - 0.1 and high > wilson_high + 0.1
+
+
+def test_it_rejects_rate_values_outside_zero_to_one():
+    with pytest.raises(ValueError):
+        stats.rate_interval([0.5, 1.5], clusters=[1, 2])
+
+
+def test_it_knows_nothing_about_an_empty_rate():
+    low, high = stats.rate_interval([], clusters=[])
+    assert math.isnan(low) and math.isnan(high)
+
+
 # --- bradley_terry ---------------------------------------------------------------------------
 
 
