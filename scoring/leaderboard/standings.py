@@ -119,6 +119,19 @@ def _run_values(
     }
 
 
+def _acceptance_met(runs, reviews, run_index, c_index, count: int) -> list[list[float]]:
+    """Per contestant: for each review of a run whose prompt has acceptance criteria, the share
+    of them the reviewer ticked as met."""
+    shares: list[list[float]] = [[] for _ in range(count)]
+    for review in reviews:
+        run = runs[run_index[review["run_id"]]]
+        wanted = {str(c) for c in run["acceptance_criteria"] or []}
+        if wanted:
+            met = wanted & {str(c) for c in review["acceptance_met"] or []}
+            shares[c_index[run["contestant_id"]]].append(len(met) / len(wanted))
+    return shares
+
+
 def _compute(filters: Filters) -> dict:
     runs = load_runs(
         filters,
@@ -138,11 +151,12 @@ def _compute(filters: Filters) -> dict:
         "questions",
         clarification_expected=snapshot("clarification_expected"),
         expected_files=snapshot("expected_files"),
+        acceptance_criteria=snapshot("acceptance_criteria"),
     )
     run_index = {run["id"]: i for i, run in enumerate(runs)}
     criteria, small_changes = load_rubrics({run["campaign_id"] for run in runs})
     reviewable = {run["id"] for run in runs if run["status"] in REVIEWABLE}
-    reviews = load_reviews(filters, reviewable, criteria)
+    reviews = load_reviews(filters, reviewable, criteria, "acceptance_met")
     adjudications = load_adjudications(filters, reviewable)
     comparisons = [
         vote
@@ -160,6 +174,7 @@ def _compute(filters: Filters) -> dict:
     )
 
     c_index = {contestant.pk: i for i, contestant in enumerate(contestants)}
+    acceptance = _acceptance_met(runs, reviews, run_index, c_index, len(contestants))
     run_contestant = np.fromiter((c_index[r["contestant_id"]] for r in runs), np.intp, len(runs))
     per_run = _run_values(runs, reviews, adjudications, small_changes, filters)
     value, judged = per_run["value"], per_run["judged"]
@@ -217,6 +232,7 @@ def _compute(filters: Filters) -> dict:
         expected, asked = int(totals["clarify_expected"][i]), int(totals["asked"][i])
         recall = signals["recall"][mine]
         recall = recall[~np.isnan(recall)]
+        met = acceptance[i]
         key = str(contestant.pk)
         strength = strengths.get(key)
         result_rows.append(
@@ -266,6 +282,9 @@ def _compute(filters: Filters) -> dict:
                 "tests_pass_rate": number(passed / tested, 3) if tested else None,
                 "expected_files_recall": number(recall.mean(), 3) if recall.size else None,
                 "recall_runs": int(recall.size),
+                # The share of its prompts' acceptance criteria reviewers ticked as met.
+                "acceptance_met_rate": number(float(np.mean(met)), 3) if met else None,
+                "acceptance_reviews": len(met),
                 "clarification_prompts": expected,
                 "clarification_asked": asked,
                 "clarification_rate": number(asked / expected, 3) if expected else None,

@@ -758,3 +758,25 @@ def test_it_counts_the_runs_whose_agent_changed_its_tests(build, client_for, lea
 
     assert row["test_files_modified_runs"] == 1
     assert "1 changed its tests" in page(client_for(lead), campaign=campaign.pk)
+
+
+def test_it_reports_the_acceptance_criteria_reviewers_ticked_per_contestant(
+    build, client_for, lead
+):
+    campaign = build.campaign()
+    bot = build.contestant("bot")
+    prompt = build.prompt("a")
+    Prompt.objects.filter(pk=prompt.pk).update(acceptance_criteria=["Adds", "Has a test"])
+    run = build.run(campaign, prompt, bot, ["yes", "no"])
+    Run.objects.filter(pk=run.pk).update(
+        snapshot={**run.snapshot, "prompt": {**run.snapshot["prompt"],
+                  "acceptance_criteria": ["Adds", "Has a test"]}}
+    )  # fmt: skip
+    first, second = run.reviews.order_by("reviewer__username")
+    Review.objects.filter(pk=first.pk).update(acceptance_met=["Adds", "Has a test"])
+    Review.objects.filter(pk=second.pk).update(acceptance_met=["Adds"])
+
+    row = row_of(Filters(campaign_id=campaign.pk), "bot")
+
+    assert (row["acceptance_met_rate"], row["acceptance_reviews"]) == (0.75, 2)
+    assert "75% <span" in page(client_for(lead), campaign=campaign.pk)
