@@ -11,16 +11,14 @@ import json
 from collections import OrderedDict
 from typing import Any
 
-import markdown as markdown_lib
-import nh3
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from django.utils.safestring import SafeString, mark_safe
 
 from runs import diffs
 from runs.identity import identity_terms, redactor
 from runs.models import Run
+from runs.templatetags.runs_tags import render_markdown  # the site's one markdown policy
 from scoring import queue
 from scoring.models import VERDICTS, Criterion, Review, ReviewVersion, Rubric
 
@@ -37,12 +35,6 @@ MAX_COMMENT_CHARS = 5_000
 MAX_NOTES_CHARS = 50_000
 MAX_TIME_SPENT_S = 7 * 24 * 3600
 
-_MARKDOWN_TAGS = {
-    "a", "abbr", "b", "blockquote", "br", "code", "del", "em", "h1", "h2", "h3", "h4", "h5",
-    "h6", "hr", "i", "kbd", "li", "ol", "p", "pre", "s", "strong", "sub", "sup", "table",
-    "tbody", "td", "th", "thead", "tr", "ul",
-}  # fmt: skip
-
 
 class ReviewInvalid(ValueError):
     """A submitted review that does not fit the rubric; ``errors`` maps a field to a message."""
@@ -53,21 +45,6 @@ class ReviewInvalid(ValueError):
 
 
 # --- rendering helpers ---------------------------------------------------------------------------
-
-
-def render_markdown(text: str) -> SafeString:
-    """Markdown -> sanitized HTML: only formatting tags, only http(s)/mailto links."""
-    html = markdown_lib.markdown(
-        diffs.strip_control(text or ""), extensions=["fenced_code", "tables", "sane_lists"]
-    )
-    cleaned = nh3.clean(
-        html,
-        tags=_MARKDOWN_TAGS,
-        attributes={"a": {"href", "title"}, "th": {"align"}, "td": {"align"}},
-        url_schemes={"http", "https", "mailto"},
-        link_rel="noopener noreferrer nofollow",
-    )
-    return mark_safe(cleaned)  # noqa: S308 - nh3 has just sanitized it
 
 
 def _empty_diff(error: str = "") -> dict:
