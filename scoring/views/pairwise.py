@@ -14,7 +14,8 @@ from django.views.decorators.http import require_POST
 from evalsite.roles import LEAD, SCORER, has_role, role_required
 from runs.diffs import strip_control
 from runs.models import Campaign
-from scoring import pairing, reviews
+from runs.templatetags.runs_tags import render_markdown
+from scoring import pairing, review_page
 from scoring.models import Comparison
 
 
@@ -40,7 +41,7 @@ def _get_comparison_for_user(comparison_id: int, user, *, to_vote: bool = False)
 def _side(run, reveal: bool) -> dict:
     return {
         "run": run,
-        "diff": reviews.rendered_diff(run),
+        "diff": review_page.rendered_diff(run),
         "tests": {
             "exit_code": run.test_exit_code,
             "ok": run.tests_ok,
@@ -90,7 +91,7 @@ def pairwise(request: HttpRequest, comparison_id: int) -> HttpResponse:
         "choice": pairing.shown_choice(comparison),
         "prompt": {
             "title": prompt.get("title", comparison.prompt.title),
-            "instructions_html": reviews.render_markdown(prompt.get("instructions", "")),
+            "instructions_html": render_markdown(prompt.get("instructions", "")),
             "acceptance_criteria": prompt.get("acceptance_criteria") or [],
         },
         "campaign_filter": campaign if campaign.isdigit() else "",

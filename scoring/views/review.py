@@ -22,6 +22,7 @@ from runs.models import Campaign, Run
 from scoring import queue as review_queue
 from scoring import reviews
 from scoring.models import Comparison, Review, ReviewHold, ReviewVersion
+from scoring.review_page import MERGE_KEY, context_for_range, rendered_diff, review_page_data
 
 VIEWS = ("split", "unified")
 MAX_CONTEXT_LINES = 5_000
@@ -164,7 +165,7 @@ def _render_review(
     has_place: bool | None = None,
     status: int | None = None,
 ):
-    data = reviews.review_page_data(run, request.user)
+    data = review_page_data(run, request.user)
     if has_place is None:
         # Opening a run to review it takes a place on it; a submitted reviewer needs none.
         has_place = not data["blind"] or review_queue.hold(run, request.user)
@@ -173,7 +174,7 @@ def _render_review(
         for row in data["criteria"]:
             row["answer"] = str(answers.get(row["key"], ""))
         data["notes"] = posted["notes"]
-        data["verdict"] = posted["verdict"] or answers.get(reviews.MERGE_KEY, "")
+        data["verdict"] = posted["verdict"] or answers.get(MERGE_KEY, "")
         ticked = set(posted["acceptance"])
         for item in data["prompt"]["acceptance_criteria"]:
             item["met"] = str(item["index"]) in ticked
@@ -217,7 +218,7 @@ def review_file(request: HttpRequest, review_key: str) -> HttpResponse:
     if not form.is_valid():
         return redirect(_review_url(run))
     index = form.cleaned_data["file"]
-    files = reviews.rendered_diff(run)["files"]
+    files = rendered_diff(run)["files"]
     if index > len(files):
         raise Http404("No such file")
     if not request.htmx:
@@ -244,7 +245,7 @@ def review_context(request: HttpRequest, review_key: str) -> HttpResponse:
         return redirect(_review_url(run))
     data = form.cleaned_data
     start, end = data["start"], min(data["end"], data["start"] + MAX_CONTEXT_LINES - 1)
-    rows = reviews.context_for_range(run, data["file"], start, end, data["delta"] or 0)
+    rows = context_for_range(run, data["file"], start, end, data["delta"] or 0)
     context = {"rows": rows, "view": data["view"] or _diff_view(request), "run": run}
     if request.htmx:
         return render(request, "scoring/_context_rows.html", context)

@@ -7,6 +7,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from runs import text_policy
+from runs.templatetags.runs_tags import render_markdown
 from scoring import pairing, reviews
 from scoring.models import Review
 from tests.scoring.test_review import make_contestant, make_prompt, make_run
@@ -131,7 +132,7 @@ def test_it_cuts_a_50000_character_line(hostile_run, scorer, client_for):
 
 
 def test_it_drops_javascript_links_from_markdown():
-    html = reviews.render_markdown("[a](javascript:alert(1)) [b](https://example.com) " + SCRIPT)
+    html = render_markdown("[a](javascript:alert(1)) [b](https://example.com) " + SCRIPT)
     assert "javascript:" not in html
     assert 'href="https://example.com"' in html
     assert "<script" not in html

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from runs import diffs
 from runs.models import Campaign, Contestant, LanguageModel, Prompt, PromptSet, Repository, Run
-from scoring import reviews
+from scoring import review_page, reviews
 from scoring.models import Criterion, Review, ReviewVersion
 
 BEFORE = "".join(f"line {n}\n" for n in range(1, 21))
@@ -331,8 +331,8 @@ def test_it_renders_the_diff_once_and_caches_it(run, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(diffs, "render_diff", counting)
-    first = reviews.rendered_diff(run)
-    second = reviews.rendered_diff(Run.objects.get(pk=run.pk))
+    first = review_page.rendered_diff(run)
+    second = review_page.rendered_diff(Run.objects.get(pk=run.pk))
     assert len(calls) == 1
     assert first == second
     assert run.read_json_artifact("rendered_diff.json")["diff"]["totals"]["additions"] == 1

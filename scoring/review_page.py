@@ -1,0 +1,408 @@
+"""What the review page shows of one run: its diff, transcript, questions and rubric, blind until
+the reviewer has submitted. Reading only; saving drafts and reviews is scoring.reviews.
+
+Blind means no contestant, model, harness, provider or cost, and no other reviewer's opinion, so
+that a verdict is about the change and not about who made it. Who made the run is revealed on its
+own page once the review is in.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from typing import Any
+
+from django.conf import settings
+
+from runs import diffs
+from runs.identity import identity_terms, redactor
+from runs.models import Run
+from runs.templatetags.runs_tags import render_markdown  # the site's one markdown policy
+from scoring.models import VERDICTS, Criterion, Review, Rubric
+
+MERGE_KEY = "merge"
+# Bump when the cached shape of a rendered diff changes, so stale caches are re-rendered.
+RENDER_VERSION = 2  # 2: hidden and bidirectional Unicode shown as marks
+RENDERED_DIFF_ARTIFACT = "rendered_diff.json"
+RENDERED_REFERENCE_ARTIFACT = "rendered_reference.json"
+# A transcript entry longer than this is cut for the page; the raw transcript stays downloadable.
+MAX_TRANSCRIPT_CHARS = 20_000
+
+
+# --- rendering helpers ---------------------------------------------------------------------------
+
+
+def _empty_diff(error: str = "") -> dict:
+    return {"files": [], "totals": {"files": 0, "additions": 0, "deletions": 0}, "error": error}
+
+
+_RECENT: OrderedDict[tuple, dict] = OrderedDict()
+_RECENT_SIZE = 8
+
+
+def _render_cached(run: Run, artifact: str, render) -> dict:
+    # A reviewer moves between a handful of runs: keep the last few parsed in memory, since
+    # decoding a large rendered diff costs more than the rest of the page.
+    key = (str(settings.MEDIA_ROOT), run.pk, artifact, run.finished_at)
+    if key in _RECENT:
+        _RECENT.move_to_end(key)
+        return _RECENT[key]
+    rendered = _load_or_render(run, artifact, render)
+    _RECENT[key] = rendered
+    while len(_RECENT) > _RECENT_SIZE:
+        _RECENT.popitem(last=False)
+    return rendered
+
+
+def _load_or_render(run: Run, artifact: str, render) -> dict:
+    cached = run.read_json_artifact(artifact)
+    if isinstance(cached, dict) and cached.get("version") == RENDER_VERSION:
+        return cached["diff"]
+    try:
+        rendered = render()
+        rendered.setdefault("error", "")
+    except ValueError as exc:
+        rendered = _empty_diff(f"The diff could not be read: {diffs.strip_control(str(exc))}")
+    _add_range_sizes(rendered)
+    run.save_artifact(artifact, json.dumps({"version": RENDER_VERSION, "diff": rendered}))
+    return rendered
+
+
+def _add_range_sizes(rendered: dict) -> None:
+    """Give each expandable range its line count and new-minus-old offset, for the links."""
+    for entry in rendered.get("files", []):
+        ranges = [hunk.get("expand_before") for hunk in entry.get("hunks", [])]
+        for span in [*ranges, entry.get("expand_after")]:
+            if span:
+                span["count"] = span["old_end"] - span["old_start"] + 1
+                span["delta"] = span["new_start"] - span["old_start"]
+
+
+def rendered_diff(run: Run) -> dict:
+    """The run's diff rendered for the page; computed once per run and cached as an artifact."""
+
+    def render() -> dict:
+        before = run.read_json_artifact("before.json", {}) or {}
+        after = run.read_json_artifact("after.json", {}) or {}
+        return diffs.render_diff(run.diff, before, after)
+
+    return _stamped(run, "diff", _render_cached(run, RENDERED_DIFF_ARTIFACT, render))
+
+
+def rendered_reference(run: Run) -> dict | None:
+    """The prompt's reference patch ("what we would have written"), rendered and cached."""
+    patch = (run.snapshot.get("prompt") or {}).get("reference_patch") or ""
+    if not patch.strip():
+        return None
+    rendered = _render_cached(run, RENDERED_REFERENCE_ARTIFACT, lambda: diffs.render_diff(patch))
+    return _stamped(run, "reference", rendered)
+
+
+def _stamped(run: Run, kind: str, rendered: dict) -> dict:
+    """Name this rendering for the template fragment cache: the HTML of each file's rows is
+    rendered once and then served from the cache (a 10,000-line diff is ~100k template lookups)."""
+    ended = run.finished_at.timestamp() if run.finished_at else 0
+    # The cached rows hold links named by the run's review key, so the key is in the name.
+    return {**rendered, "stamp": f"{kind}-{run.review_key}-{ended}"}
+
+
+def context_for_range(run: Run, file_index: int, start: int, end: int, delta: int) -> list[dict]:
+    """Unchanged lines ``start``..``end`` (old-side numbers) of the diff's ``file_index``-th file
+    (1-based), as rows {"old", "new", "html"}; ``delta`` is new minus old line number there."""
+    files = rendered_diff(run)["files"]
+    if not 1 <= file_index <= len(files):
+        return []
+    entry = files[file_index - 1]
+    raw_path = entry.get("raw_path") or ""
+    before = run.read_json_artifact("before.json", {}) or {}
+    old_text = before.get(entry.get("raw_old_path") or raw_path)
+    if old_text is not None:
+        rows = diffs.context_rows(old_text, raw_path, start, end)
+        return [{"old": r["no"], "new": r["no"] + delta, "html": r["html"]} for r in rows]
+    after = run.read_json_artifact("after.json", {}) or {}
+    new_text = after.get(raw_path)
+    if new_text is None:
+        return []
+    rows = diffs.context_rows(new_text, raw_path, start + delta, end + delta)
+    return [{"old": r["no"] - delta, "new": r["no"], "html": r["html"]} for r in rows]
+
+
+# --- blindness and the transcript ----------------------------------------------------------------
+
+
+def has_submitted(run: Run, user) -> bool:
+    return Review.objects.submitted().filter(run=run, reviewer=user).exists()
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        value = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    return diffs.strip_control(value)
+
+
+def _cut(text: str) -> tuple[str, int]:
+    """Text cut for display, and how many characters were left out."""
+    if len(text) <= MAX_TRANSCRIPT_CHARS:
+        return text, 0
+    return text[:MAX_TRANSCRIPT_CHARS], len(text) - MAX_TRANSCRIPT_CHARS
+
+
+def _call_summary(name: str, arguments: Any) -> str:
+    if isinstance(arguments, dict):
+        for key in ("command", "path", "pattern", "question", "summary"):
+            if isinstance(arguments.get(key), str):
+                return arguments[key].splitlines()[0][:160] if arguments[key] else ""
+    return ""
+
+
+def transcript_timeline(transcript: dict | None, *, blind: bool, terms: dict | None) -> dict:
+    """An ATIF transcript as display rows. Blind: no model name, no cost, identity terms hidden.
+
+    Each step: {"id", "source", "message", "message_cut", "calls": [{"id", "name", "summary",
+    "arguments", "output", "output_cut", "has_output"}], "orphans": [...], "prompt_tokens",
+    "completion_tokens", "cost"}.
+    """
+    if not isinstance(transcript, dict):
+        return {"steps": [], "agent": None, "final": {}}
+    redact = redactor(terms) if blind else (lambda text: text)
+
+    def clean(value: Any) -> tuple[str, int]:
+        return _cut(redact(_text(value)))
+
+    steps = []
+    for index, step in enumerate(transcript.get("steps") or [], start=1):
+        if not isinstance(step, dict):
+            continue
+        results: dict[str, Any] = {}
+        orphans = []
+        observation = step.get("observation") or {}
+        for result in (observation.get("results") if isinstance(observation, dict) else []) or []:
+            if not isinstance(result, dict):
+                continue
+            call_id = result.get("source_call_id")
+            if call_id and call_id not in results:
+                results[call_id] = result.get("content")
+            else:
+                text, cut = clean(result.get("content"))
+                orphans.append({"output": text, "output_cut": cut})
+        calls = []
+        for call in step.get("tool_calls") or []:
+            if not isinstance(call, dict):
+                continue
+            name = redact(_text(call.get("function_name") or "tool"))
+            arguments, arguments_cut = clean(call.get("arguments"))
+            call_id = call.get("tool_call_id")
+            has_output = call_id in results
+            output, output_cut = clean(results.pop(call_id)) if has_output else ("", 0)
+            calls.append(
+                {
+                    "id": _text(call_id),
+                    "name": name,
+                    "summary": redact(
+                        diffs.strip_control(_call_summary(name, call.get("arguments")))
+                    ),
+                    "arguments": arguments,
+                    "arguments_cut": arguments_cut,
+                    "output": output,
+                    "output_cut": output_cut,
+                    "has_output": has_output,
+                }
+            )
+        for content in results.values():  # results whose call we never saw
+            text, cut = clean(content)
+            orphans.append({"output": text, "output_cut": cut})
+        metrics = step.get("metrics") if isinstance(step.get("metrics"), dict) else {}
+        message, message_cut = clean(step.get("message"))
+        source = (
+            step.get("source") if step.get("source") in ("system", "user", "agent") else "agent"
+        )
+        steps.append(
+            {
+                "id": step.get("step_id") or index,
+                "source": source,
+                "message": message,
+                "message_cut": message_cut,
+                "calls": calls,
+                "orphans": orphans,
+                "prompt_tokens": metrics.get("prompt_tokens"),
+                "completion_tokens": metrics.get("completion_tokens"),
+                "cost": None if blind else metrics.get("cost_usd"),
+            }
+        )
+    final = (
+        transcript.get("final_metrics") if isinstance(transcript.get("final_metrics"), dict) else {}
+    )
+    final = {k: v for k, v in final.items() if not (blind and "cost" in k)}
+    agent = transcript.get("agent") if isinstance(transcript.get("agent"), dict) else {}
+    agent_view = None
+    if not blind and agent:
+        agent_view = {
+            "name": _text(agent.get("name")),
+            "model_name": _text(agent.get("model_name")),
+        }
+    return {"steps": steps, "agent": agent_view, "final": final}
+
+
+def question_rows(run: Run, *, blind: bool, terms: dict | None) -> list[dict]:
+    redact = redactor(terms) if blind else (lambda text: text)
+    rows = []
+    for entry in run.questions or []:
+        if isinstance(entry, dict):
+            rows.append(
+                {
+                    "question": redact(_text(entry.get("question"))),
+                    "answer": None if entry.get("answer") is None else _text(entry.get("answer")),
+                    "source": _text(entry.get("source")),
+                }
+            )
+    return rows
+
+
+# --- the rubric ----------------------------------------------------------------------------------
+
+
+def criteria_for_run(run: Run) -> list[Criterion]:
+    rubric = Rubric.for_campaign(run.campaign)
+    if rubric is None:
+        return []
+    return rubric.criteria_for(run.snapshot.get("prompt") or {})
+
+
+def criterion_rows(criteria: list[Criterion], answers: dict) -> list[dict]:
+    rows = []
+    for criterion in criteria:
+        options = criterion.options()
+        rows.append(
+            {
+                "key": criterion.key,
+                "label": criterion.label,
+                "help": criterion.help,
+                "scale": criterion.scale,
+                "is_verdict": criterion.key == MERGE_KEY,
+                "options": [
+                    {"value": value, "label": label, "hotkey": str(i)}
+                    for i, (value, label) in enumerate(options, start=1)
+                ],
+                "answer": str(answers.get(criterion.key, "") or ""),
+            }
+        )
+    return rows
+
+
+def answer_labels(criteria: list[Criterion], answers: dict) -> list[tuple[str, str]]:
+    """(criterion label, answer label) for showing a review to someone."""
+    out = []
+    for criterion in criteria:
+        value = answers.get(criterion.key)
+        if value in (None, ""):
+            continue
+        labels = dict(criterion.options())
+        out.append((criterion.label, labels.get(str(value), str(value))))
+    return out
+
+
+# --- the page ------------------------------------------------------------------------------------
+
+
+def review_page_data(run: Run, user) -> dict:
+    """Everything the review page shows, already filtered for blindness.
+
+    The caller has checked that ``user`` may review ``run`` (a reviewable run, scorer role).
+    """
+    mine = Review.objects.filter(run=run, reviewer=user).first()
+    blind = not (mine and mine.is_submitted)
+    terms = identity_terms(run)
+    redact = redactor(terms) if blind else (lambda text: text)
+    criteria = criteria_for_run(run)
+    prompt = run.snapshot.get("prompt") or {}
+    met = set(mine.acceptance_met) if mine else set()
+    answers = dict(mine.answers) if mine else {}
+    if mine and mine.verdict and MERGE_KEY not in answers:
+        answers[MERGE_KEY] = mine.verdict
+    has_merge = any(c.key == MERGE_KEY for c in criteria)
+
+    others = []
+    if not blind:
+        for review in (
+            Review.objects.submitted()
+            .filter(run=run)
+            .exclude(reviewer=user)
+            .select_related("reviewer")
+            .order_by("submitted_at")
+        ):
+            others.append(
+                {
+                    "reviewer": review.reviewer.get_username(),
+                    "verdict": review.get_verdict_display(),
+                    "answers": answer_labels(criteria, review.answers),
+                    "notes": review.notes,
+                    "line_comments": review.line_comments,
+                    "submitted_at": review.submitted_at,
+                }
+            )
+
+    identity = None
+    if not blind:
+        contestant = run.contestant
+        identity = {
+            "contestant": contestant.label,
+            "scripted": contestant.is_scripted,
+            "harness": contestant.get_harness_display(),
+            "model": contestant.model.name,
+            "model_id": contestant.model.model_id,
+            "provider": contestant.model.get_provider_display(),
+            "cost_usd": run.cost_usd,
+        }
+
+    return {
+        "run": run,
+        "blind": blind,
+        "review": mine,
+        "submitted": not blind,
+        "prompt": {
+            "title": prompt.get("title", ""),
+            "key": prompt.get("key", ""),
+            "tags": prompt.get("tags") or [],
+            "commit": prompt.get("commit", ""),
+            "repository": prompt.get("repository", ""),
+            "instructions_html": render_markdown(prompt.get("instructions", "")),
+            "acceptance_criteria": [
+                {"index": index, "text": _text(text), "met": str(text) in met}
+                for index, text in enumerate(prompt.get("acceptance_criteria") or [], start=1)
+            ],
+            "expected_files": prompt.get("expected_files") or [],
+            "test_command": prompt.get("test", ""),
+        },
+        "diff": rendered_diff(run),
+        "reference": rendered_reference(run),
+        "transcript": transcript_timeline(run.transcript, blind=blind, terms=terms),
+        "questions": question_rows(run, blind=blind, terms=terms),
+        "tests": {
+            "exit_code": run.test_exit_code,
+            "ok": run.tests_ok,
+            "passed": run.tests_passed,
+            "failed": run.tests_failed,
+            "output_tail": redact(_text(run.test_output_tail)),
+            "test_files_modified": list(run.test_files_modified),
+        },
+        "stats": {
+            "status": run.status,
+            "agent_status": run.agent_status,
+            "steps": run.steps,
+            "input_tokens": run.input_tokens,
+            "output_tokens": run.output_tokens,
+            "duration_s": run.duration_s,
+            "expected_files_recall": run.expected_files_recall,
+        },
+        "criteria": criterion_rows(criteria, answers),
+        "needs_verdict_field": not has_merge,
+        "verdict": answers.get(MERGE_KEY, mine.verdict if mine else ""),
+        "verdicts": VERDICTS,
+        "notes": mine.notes if mine else "",
+        "line_comments": mine.line_comments if mine else [],
+        "time_spent_s": mine.time_spent_s if mine else 0,
+        "identity": identity,
+        "others": others,
+    }
