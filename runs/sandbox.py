@@ -163,7 +163,7 @@ def run(
 
     `timeout` is wall-clock seconds; on timeout, or when `cancel` is set, the whole process group
     gets SIGTERM, then SIGKILL after a short grace. `on_start(pgid)` is called once the process
-    exists, so another process can stop it with `kill_process_group(pgid)`. `network=True`
+    exists, so another process can stop it with `kill_process_group(pgid)`. `network` (true)
     keeps the host's network: only a prompt's setup command that opted in gets it. `gateway`
     makes the run's model gateway reachable at http://127.0.0.1:{gateway.port}. `extra_rw_paths`
     are writable besides the workspace (a CLI harness's history files, kept outside the workspace
