@@ -26,7 +26,9 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="run",
             name="review_key",
-            field=models.SlugField(editable=False, max_length=32, null=True),
+            # No index yet: the unique field below makes its own, and a SlugField's default index
+            # would leave PostgreSQL a second "_like" index of the same name to create.
+            field=models.SlugField(db_index=False, editable=False, max_length=32, null=True),
         ),
         migrations.RunPython(fill_review_keys, migrations.RunPython.noop, elidable=True),
         migrations.AlterField(
