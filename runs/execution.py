@@ -444,8 +444,7 @@ class _Box:
     @classmethod
     def open(cls, run: Run, checkout: workspace.Checkout, cancel: _Cancel) -> _Box:
         tmp, scratch = checkout.root / "tmp", checkout.root / "harness"
-        for directory in (tmp / "home", scratch):
-            directory.mkdir(parents=True, exist_ok=True)
+        scratch.mkdir(parents=True, exist_ok=True)  # (tmp is made by the sandbox, with its HOME)
         uid = _run_uid(run)
         caps = run_caps.RunCaps(
             # Unique on the host: another worker (or another site) may run a run with this id.

@@ -190,6 +190,8 @@ def run(
             )
         # bwrap writes {"exit-code": N} here only if the command really ran; that is how a
         # setup failure is told apart from a command that exits 1.
+        if tmp_dir is not None:  # the one place the run's /tmp and HOME are made
+            (Path(tmp_dir) / "home").mkdir(parents=True, exist_ok=True)
         run_as = _sandbox_uid(workspace, uid) if os.geteuid() == 0 else None
         if run_as is not None:
             # What the caller set up for the command to write (history files, configs) is the
@@ -199,7 +201,6 @@ def run(
                 hand_over(Path(path), run_as)
             if tmp_dir is not None:
                 hand_over(Path(tmp_dir), run_as, recursive=False)
-                (Path(tmp_dir) / "home").mkdir(exist_ok=True)
                 hand_over(Path(tmp_dir) / "home", run_as, recursive=False)
         status_read, status_write = os.pipe()
         ro_paths = [
@@ -305,7 +306,6 @@ def _bwrap_argv(
             argv += ["--ro-bind", system_dir, system_dir]
     argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm"]
     if tmp_dir is not None:
-        (Path(tmp_dir) / "home").mkdir(parents=True, exist_ok=True)
         argv += ["--bind", str(tmp_dir), "/tmp"]
     else:
         argv += ["--perms", "1777", "--tmpfs", "/tmp", "--perms", "0777", "--dir", SANDBOX_HOME]
