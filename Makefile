@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# aider and mini-swe-agent, each in its own virtualenv under .agents/ (MERGEABLE_AGENTS_DIR).
+# aider, mini-swe-agent (virtualenvs) and claude-code, codex, opencode (npm) under .agents/ (MERGEABLE_AGENTS_DIR).
 agents:
 	@PYTHON="$(PYTHON)" bin/install-agents
 

@@ -325,6 +325,18 @@ MERGEABLE_AIDER_BIN = envpath(
 MERGEABLE_MINI_SWE_AGENT_BIN = envpath(
     "MERGEABLE_MINI_SWE_AGENT_BIN", MERGEABLE_AGENTS_DIR / "mini-swe-agent" / "bin" / "mini"
 )
+# The Node.js CLIs are npm packages under .agents/<name>/ (each ships its own native binary).
+MERGEABLE_CLAUDE_CODE_BIN = envpath(
+    "MERGEABLE_CLAUDE_CODE_BIN",
+    MERGEABLE_AGENTS_DIR / "claude-code" / "node_modules" / ".bin" / "claude",
+)
+MERGEABLE_CODEX_BIN = envpath(
+    "MERGEABLE_CODEX_BIN", MERGEABLE_AGENTS_DIR / "codex" / "node_modules" / ".bin" / "codex"
+)
+MERGEABLE_OPENCODE_BIN = envpath(
+    "MERGEABLE_OPENCODE_BIN",
+    MERGEABLE_AGENTS_DIR / "opencode" / "node_modules" / ".bin" / "opencode",
+)
 
 MERGEABLE_MAX_ATTEMPTS = envint("MERGEABLE_MAX_ATTEMPTS", 3)
 MERGEABLE_HEARTBEAT_SECONDS = envint("MERGEABLE_HEARTBEAT_SECONDS", 10)

@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from evalsite.fields import EncryptedTextField, UnreadableSecret
-from runs import redaction
+from runs import agents, redaction
 
 
 def _validate_url(value: str) -> None:
@@ -338,13 +338,11 @@ class Contestant(models.Model):
     BUILTIN = "builtin"
     AIDER = "aider"
     MINI_SWE_AGENT = "mini-swe-agent"
+    CLAUDE_CODE = "claude-code"
+    CODEX = "codex"
+    OPENCODE = "opencode"
     COMMAND = "command"
-    HARNESSES = [
-        (BUILTIN, "Builtin agent"),
-        (AIDER, "aider"),
-        (MINI_SWE_AGENT, "mini-swe-agent"),
-        (COMMAND, "Any command"),
-    ]
+    HARNESSES = agents.CHOICES
 
     name = models.SlugField(max_length=100, unique=True)
     harness = models.CharField(max_length=30, choices=HARNESSES, default=BUILTIN)

@@ -24,7 +24,7 @@ import yaml
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import transaction
 
-from runs import yaml_loader
+from runs import agents, yaml_loader
 from runs.models import (
     Contestant,
     LanguageModel,
@@ -849,7 +849,7 @@ def _export_prompt(prompt: Prompt) -> dict:
 # -- Contestants ---------------------------------------------------------------------------------
 
 _PROVIDERS = tuple(choice for choice, _ in LanguageModel.PROVIDERS)
-_HARNESSES = tuple(choice for choice, _ in Contestant.HARNESSES)
+_HARNESSES = tuple(agents.HARNESSES)
 
 _MODEL_FIELDS = {
     "name": _Field(_string(max_length=100, slug=True), required=True),

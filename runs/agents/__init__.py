@@ -1,4 +1,5 @@
-"""One module per agent harness. Each exposes NAME, VERSION and run(context) -> AgentOutcome."""
+"""The one registry of agent harnesses: each a module exposing NAME, VERSION and
+run(context) -> AgentOutcome. The Contestant model's choices come from here."""
 
 from __future__ import annotations
 
@@ -7,12 +8,17 @@ from types import ModuleType
 
 from runs.agents.base import HarnessUnavailable
 
-HARNESS_MODULES = {
-    "builtin": "runs.agents.builtin",
-    "aider": "runs.agents.aider",
-    "mini-swe-agent": "runs.agents.mini_swe_agent",
-    "command": "runs.agents.command",
+# name: (label shown in forms, module). Order is the order forms offer them.
+HARNESSES = {
+    "builtin": ("Builtin agent", "runs.agents.builtin"),
+    "aider": ("aider", "runs.agents.aider"),
+    "mini-swe-agent": ("mini-swe-agent", "runs.agents.mini_swe_agent"),
+    "claude-code": ("Claude Code", "runs.agents.claude_code"),
+    "codex": ("Codex CLI", "runs.agents.codex"),
+    "opencode": ("opencode", "runs.agents.opencode"),
+    "command": ("Any command", "runs.agents.command"),
 }
+CHOICES = [(name, label) for name, (label, _module) in HARNESSES.items()]
 
 
 class UnknownHarness(HarnessUnavailable):
@@ -21,7 +27,7 @@ class UnknownHarness(HarnessUnavailable):
 
 def harness_for(name: str) -> ModuleType:
     try:
-        return import_module(HARNESS_MODULES[name])
+        return import_module(HARNESSES[name][1])
     except KeyError:
         raise UnknownHarness(f"unknown harness {name!r}") from None
     except ModuleNotFoundError as exc:
