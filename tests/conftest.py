@@ -1,4 +1,6 @@
-"""A small world of named users and curated objects, shared by every test."""
+"""A small world of named users and curated objects, shared by every test, and how the suite
+is split: `bin/test` runs it in parallel (pytest-xdist) on SQLite, then runs only the tests that
+touch the database, the broker or a worker again on PostgreSQL + Redis."""
 
 from __future__ import annotations
 
@@ -13,6 +15,41 @@ from django.contrib.auth import get_user_model
 from evalsite.roles import ADMIN, LEAD, SCORER, set_role
 
 PASSWORD = "correct-horse-battery-staple"
+# Production hashes with PBKDF2 at Django's full cost (about 0.9 s per password here); fixtures
+# need users, not strong hashes. test_auth checks the production hasher on its own.
+FAST_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Fixtures whose presence means a test touches the database.
+DATABASE_FIXTURES = {"db", "transactional_db", "django_db_setup", "live_server"}
+
+
+def touches_services(item: pytest.Item) -> bool:
+    """Whether the test uses the database, the broker or a worker (so a PostgreSQL + Redis pass
+    can tell it something the SQLite pass could not)."""
+    return bool(
+        DATABASE_FIXTURES & set(getattr(item, "fixturenames", ()))
+        or item.get_closest_marker("django_db")
+        or item.get_closest_marker("integration")
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    """With MERGEABLE_TESTS=services (bin/test's PostgreSQL + Redis pass), keep only the tests
+    that touch the database, the broker or a worker; the others ran in the SQLite pass."""
+    if os.environ.get("MERGEABLE_TESTS") != "services":
+        return
+    kept = [item for item in items if touches_services(item)]
+    deselected = [item for item in items if not touches_services(item)]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _fast_password_hashing():
+    from django.test.utils import override_settings
+
+    with override_settings(PASSWORD_HASHERS=FAST_HASHERS):
+        yield
 
 
 def _user(username: str, role: str | None):
@@ -100,6 +137,10 @@ def _isolated_storage(settings, tmp_path):
     # Heartbeats run in a thread with its own connection, which only transactional tests allow;
     # those that test heartbeats set a short interval themselves.
     settings.MERGEABLE_HEARTBEAT_SECONDS = 3600
+    # Parallel test processes each run their runs' commands under their own range of uids, as
+    # separate workers of one site would not (their run ids come from separate test databases).
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    settings.MERGEABLE_SANDBOX_UID_BASE += 50_000 * int(worker.removeprefix("gw") or 0)
 
 
 def git(cwd: Path, *args: str) -> str:

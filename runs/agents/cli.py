@@ -1,4 +1,5 @@
-"""What the CLI harnesses (aider, mini-swe-agent) share: reaching the endpoint, mounting a venv."""
+"""What the CLI harnesses share: where they are installed, reaching the endpoint, mounting a
+venv, and telling a final question from a final answer."""
 
 from __future__ import annotations
 
@@ -51,3 +52,12 @@ def venv_paths(executable: Path) -> list[Path]:
             if key.strip() == "home" and value.strip():
                 paths.append(Path(value.strip()).parent)
     return paths
+
+
+def question_in(reply: str) -> str | None:
+    """The agent's last reply, when it ends its turn by asking something (one of its last three
+    lines ends with "?"); None when it reads as an answer or a report."""
+    tail = reply.strip().splitlines()[-3:]
+    if any(line.rstrip().endswith("?") for line in tail):
+        return reply.strip()
+    return None

@@ -104,6 +104,33 @@ def test_it_does_not_log_out_on_a_get(client_for, scorer):
     assert _logged_in(client)
 
 
+@pytest.fixture
+def production_hashers(settings):
+    """The site's own hashers (the suite otherwise uses a fast one)."""
+    from evalsite import settings as site_settings
+
+    settings.PASSWORD_HASHERS = site_settings.PASSWORD_HASHERS
+
+
+def test_it_stores_new_passwords_with_argon2id(production_hashers, db):
+    user = get_user_model().objects.create_user(username="ari", password=PASSWORD)
+    assert user.password.startswith("argon2$argon2id$")
+    assert "m=65536,t=2,p=2" in user.password
+    assert user.check_password(PASSWORD) and not user.check_password("wrong")
+
+
+def test_it_upgrades_an_older_pbkdf2_hash_on_the_next_login(production_hashers, client, db):
+    from django.contrib.auth.hashers import make_password
+
+    user = get_user_model().objects.create(
+        username="old-timer",
+        password=make_password(PASSWORD, hasher="pbkdf2_sha256"),
+    )
+    assert user.password.startswith("pbkdf2_sha256$")
+    assert _log_in(client, "old-timer", PASSWORD).status_code == 302
+    assert _fresh(user).password.startswith("argon2$argon2id$")
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize("name", ["dashboard", "users", "user_create"])
 def test_it_sends_anonymous_visitors_to_the_login_page(client, name):

@@ -1,7 +1,9 @@
-"""settings.py, loaded in a fresh interpreter under a controlled environment.
+"""settings.py, loaded in a fresh process under a controlled environment.
 
-Settings are read once per process, so each case starts `python -c ...` with exactly the
-variables it names (plus PATH and a private MERGEABLE_VAR_DIR) and inspects what it prints.
+Settings are read once per process, so each case is a scenario: code run with exactly the
+variables it names (plus PATH, HOME and a private MERGEABLE_VAR_DIR). All scenarios run in one
+interpreter that forks a child per scenario (tests/evalsite/scenarios.py); each test inspects
+what its scenario printed.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -48,121 +51,170 @@ print(json.dumps(report))
 """
 
 
-def _load(tmp_path: Path, code: str = "import django; django.setup()", **variables: str):
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp_path),
-        "DJANGO_SETTINGS_MODULE": "evalsite.settings",
-        "MERGEABLE_VAR_DIR": str(tmp_path / "var"),
-        **variables,
-    }
-    return subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+SETUP = "import django; django.setup()"
+SCENARIOS: dict[str, tuple[str, dict[str, str]]] = {}
+
+
+def scenario(name: str, code: str = SETUP, **variables: str) -> str:
+    """Declare a scenario (run, with all the others, once per module)."""
+    SCENARIOS[name] = (code, variables)
+    return name
+
+
+@dataclass
+class Outcome:
+    home: Path
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def report(self) -> dict:
+        assert self.returncode == 0, self.stderr
+        return json.loads(self.stdout)
+
+    def refusal(self) -> str:
+        """The last line of the traceback of a start-up that must fail."""
+        assert self.returncode != 0, "settings loaded but should have refused"
+        return self.stderr.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory) -> dict[str, Outcome]:
+    base = tmp_path_factory.mktemp("settings")
+    batch = []
+    for name, (code, variables) in SCENARIOS.items():
+        home = base / name
+        home.mkdir()
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(home),
+            "DJANGO_SETTINGS_MODULE": "evalsite.settings",
+            "MERGEABLE_VAR_DIR": str(home / "var"),
+            **variables,
+        }
+        batch.append({"env": env, "code": code})
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.evalsite.scenarios"],
+        input=json.dumps(batch),
+        cwd=ROOT,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(base)},
+        capture_output=True,
+        text=True,
     )
-
-
-def _report(tmp_path: Path, **variables: str) -> dict:
-    result = _load(tmp_path, REPORT, **variables)
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    return {
+        name: Outcome(home=base / name, **outcome)
+        for name, outcome in zip(SCENARIOS, json.loads(result.stdout), strict=True)
+    }
 
 
-def _refusal(tmp_path: Path, **variables: str) -> str:
-    """The last line of the traceback of a start-up that must fail."""
-    result = _load(tmp_path, **variables)
-    assert result.returncode != 0, "settings loaded but should have refused"
-    return result.stderr.strip().splitlines()[-1]
+NO_SECRET_KEY = scenario(
+    "no-secret-key", **{k: v for k, v in PRODUCTION.items() if k != "SECRET_KEY"}
+)
+NO_ENCRYPTION_KEYS = scenario(
+    "no-encryption-keys",
+    **{k: v for k, v in PRODUCTION.items() if k != "MERGEABLE_ENCRYPTION_KEYS"},
+)
+PRODUCTION_REPORT = scenario("production", REPORT, **PRODUCTION)
+NOTHING_SET = scenario("nothing-set")
 
 
-def test_it_refuses_to_start_in_production_without_a_secret_key(tmp_path):
-    variables = {**PRODUCTION}
-    del variables["SECRET_KEY"]
-    message = _refusal(tmp_path, **variables)
+def test_it_refuses_to_start_in_production_without_a_secret_key(loaded):
+    message = loaded[NO_SECRET_KEY].refusal()
     assert message.startswith("django.core.exceptions.ImproperlyConfigured: SECRET_KEY is not set")
 
 
-def test_it_refuses_to_start_in_production_without_encryption_keys(tmp_path):
-    variables = {**PRODUCTION}
-    del variables["MERGEABLE_ENCRYPTION_KEYS"]
-    message = _refusal(tmp_path, **variables)
+def test_it_refuses_to_start_in_production_without_encryption_keys(loaded):
+    message = loaded[NO_ENCRYPTION_KEYS].refusal()
     assert message.startswith(
         "django.core.exceptions.ImproperlyConfigured: MERGEABLE_ENCRYPTION_KEYS is not set"
     )
 
 
-def test_it_starts_in_production_with_both_secrets(tmp_path):
-    assert _report(tmp_path, **PRODUCTION)["debug"] is False
+def test_it_starts_in_production_with_both_secrets(loaded):
+    assert loaded[PRODUCTION_REPORT].report()["debug"] is False
 
 
-def test_it_treats_a_missing_debug_as_production(tmp_path):
-    assert "SECRET_KEY" in _refusal(tmp_path)
+def test_it_treats_a_missing_debug_as_production(loaded):
+    assert "SECRET_KEY" in loaded[NOTHING_SET].refusal()
 
 
-@pytest.mark.parametrize(
-    ("name", "value"),
-    [
-        ("DEBUG", "maybe"),
-        ("MERGEABLE_MAX_ATTEMPTS", "abc"),
-        ("MERGEABLE_SANDBOX", "docker"),
-        ("MERGEABLE_WORKSPACE_ROOT", "relative/path"),
-        ("MERGEABLE_ENCRYPTION_KEYS", "notakey"),
-        ("DATABASE_URL", "nonsense://"),
-        ("MERGEABLE_RUN_MAX_PROCESSES", "0"),
-        ("MERGEABLE_RUN_MAX_MEMORY_MB", "-4096"),
-        ("MERGEABLE_RUN_MAX_DISK_MB", "10G"),
-        ("MERGEABLE_RUN_MAX_CPU_SECONDS", "0"),
-    ],
-)
-def test_it_names_the_variable_holding_a_malformed_value(tmp_path, name, value):
-    variables = {**PRODUCTION, name: value}
-    message = _refusal(tmp_path, **variables)
+MALFORMED = [
+    ("DEBUG", "maybe"),
+    ("MERGEABLE_MAX_ATTEMPTS", "abc"),
+    ("MERGEABLE_SANDBOX", "docker"),
+    ("MERGEABLE_WORKSPACE_ROOT", "relative/path"),
+    ("MERGEABLE_ENCRYPTION_KEYS", "notakey"),
+    ("DATABASE_URL", "nonsense://"),
+    ("MERGEABLE_RUN_MAX_PROCESSES", "0"),
+    ("MERGEABLE_RUN_MAX_MEMORY_MB", "-4096"),
+    ("MERGEABLE_RUN_MAX_DISK_MB", "10G"),
+    ("MERGEABLE_RUN_MAX_CPU_SECONDS", "0"),
+]
+for _name, _value in MALFORMED:
+    scenario(f"malformed-{_name}", **{**PRODUCTION, _name: _value})
+
+
+@pytest.mark.parametrize(("name", "value"), MALFORMED)
+def test_it_names_the_variable_holding_a_malformed_value(loaded, name, value):
+    message = loaded[f"malformed-{name}"].refusal()
     assert message.startswith("django.core.exceptions.ImproperlyConfigured: ")
     assert name in message
 
 
-def test_it_uses_postgresql_when_database_url_says_so(tmp_path):
-    report = _report(tmp_path, DEBUG="true", DATABASE_URL="postgres://u:p@db.example.com:5432/x")
-    assert report["engine"] == "django.db.backends.postgresql"
+POSTGRES = scenario(
+    "postgres", REPORT, DEBUG="true", DATABASE_URL="postgres://u:p@db.example.com:5432/x"
+)
+DEVELOPMENT = scenario("development", REPORT, DEBUG="true")
+REDIS_ONLY = scenario(
+    "redis-only", REPORT, DEBUG="true", REDIS_URL="redis://cache.example.com:6379/2"
+)
+REDIS_NOT_CACHE = scenario("redis-not-cache", REPORT, DEBUG="true", REDIS_URL="redis://r:6379/0")
+REDIS_CACHE = scenario("redis-cache", REPORT, DEBUG="true", MERGEABLE_CACHE_URL="redis://r:6379/1")
+BOTH_BROKERS = scenario(
+    "both-brokers",
+    REPORT,
+    DEBUG="true",
+    REDIS_URL="redis://cache.example.com:6379/2",
+    CELERY_BROKER_URL="redis://broker.example.com:6379/0",
+)
 
 
-def test_it_runs_on_sqlite_in_wal_mode_and_the_embedded_queue_with_nothing_set(tmp_path):
-    report = _report(tmp_path, DEBUG="true")
+def test_it_uses_postgresql_when_database_url_says_so(loaded):
+    assert loaded[POSTGRES].report()["engine"] == "django.db.backends.postgresql"
+
+
+def test_it_runs_on_sqlite_in_wal_mode_and_the_embedded_queue_with_nothing_set(loaded):
+    outcome = loaded[DEVELOPMENT]
+    report, var = outcome.report(), outcome.home / "var"
     assert report["engine"] == "django.db.backends.sqlite3"
     assert report["journal_mode"] == "wal"
-    assert Path(report["sqlite_path"]).is_relative_to(tmp_path / "var")
+    assert Path(report["sqlite_path"]).is_relative_to(var)
     assert report["embedded"] is True
     assert report["broker"] == report["app_broker"] == "filesystem://"
     assert report["transport"] == "evalsite.embedded_queue:Transport"  # publishes atomically
-    assert report["transport_options"]["data_folder_in"] == str(tmp_path / "var/queue/messages")
-    assert (tmp_path / "var" / "queue" / "messages").is_dir()
+    assert report["transport_options"]["data_folder_in"] == str(var / "queue/messages")
+    assert (var / "queue" / "messages").is_dir()
 
 
-def test_it_uses_redis_for_celery_when_only_redis_url_is_set(tmp_path):
-    report = _report(tmp_path, DEBUG="true", REDIS_URL="redis://cache.example.com:6379/2")
+def test_it_uses_redis_for_celery_when_only_redis_url_is_set(loaded):
+    outcome = loaded[REDIS_ONLY]
+    report = outcome.report()
     assert report["embedded"] is False
     assert report["broker"] == report["app_broker"] == "redis://cache.example.com:6379/2"
     assert report["transport"] == "redis"
     # Redis must not hand a long run to a second worker while the first is still on it.
     assert report["transport_options"]["visibility_timeout"] > report["run_time_limit"]
-    assert not (tmp_path / "var" / "queue").exists()
+    assert not (outcome.home / "var" / "queue").exists()
 
 
-def test_it_shares_a_redis_cache_only_when_asked(tmp_path):
-    assert _report(tmp_path, DEBUG="true", REDIS_URL="redis://r:6379/0")["cache"].endswith(
-        "LocMemCache"
-    )
-    report = _report(tmp_path, DEBUG="true", MERGEABLE_CACHE_URL="redis://r:6379/1")
-    assert report["cache"] == "evalsite.cache.SignedRedisCache"
+def test_it_shares_a_redis_cache_only_when_asked(loaded):
+    assert loaded[REDIS_NOT_CACHE].report()["cache"].endswith("LocMemCache")
+    assert loaded[REDIS_CACHE].report()["cache"] == "evalsite.cache.SignedRedisCache"
 
 
-def test_it_prefers_celery_broker_url_over_redis_url(tmp_path):
-    report = _report(
-        tmp_path,
-        DEBUG="true",
-        REDIS_URL="redis://cache.example.com:6379/2",
-        CELERY_BROKER_URL="redis://broker.example.com:6379/0",
-    )
-    assert report["broker"] == "redis://broker.example.com:6379/0"
+def test_it_prefers_celery_broker_url_over_redis_url(loaded):
+    assert loaded[BOTH_BROKERS].report()["broker"] == "redis://broker.example.com:6379/0"
 
 
 RUN_CAPS = """
@@ -172,12 +224,20 @@ from django.conf import settings
 names = ["PROCESSES", "MEMORY_MB", "DISK_MB", "CPU_SECONDS"]
 print(json.dumps({n: getattr(settings, "MERGEABLE_RUN_MAX_" + n) for n in names}))
 """
+DEFAULT_CAPS = scenario("default-caps", RUN_CAPS, DEBUG="true")
+OWN_CAPS = scenario(
+    "own-caps",
+    RUN_CAPS,
+    DEBUG="true",
+    MERGEABLE_RUN_MAX_PROCESSES="64",
+    MERGEABLE_RUN_MAX_MEMORY_MB="512",
+    MERGEABLE_RUN_MAX_DISK_MB="2048",
+    MERGEABLE_RUN_MAX_CPU_SECONDS="600",
+)
 
 
-def test_it_caps_every_run_at_the_documented_defaults(tmp_path):
-    result = _load(tmp_path, RUN_CAPS, DEBUG="true")
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {
+def test_it_caps_every_run_at_the_documented_defaults(loaded):
+    assert loaded[DEFAULT_CAPS].report() == {
         "PROCESSES": 256,
         "MEMORY_MB": 4096,
         "DISK_MB": 10240,
@@ -185,16 +245,8 @@ def test_it_caps_every_run_at_the_documented_defaults(tmp_path):
     }
 
 
-def test_it_reads_each_run_cap_from_its_own_variable(tmp_path):
-    variables = {
-        "MERGEABLE_RUN_MAX_PROCESSES": "64",
-        "MERGEABLE_RUN_MAX_MEMORY_MB": "512",
-        "MERGEABLE_RUN_MAX_DISK_MB": "2048",
-        "MERGEABLE_RUN_MAX_CPU_SECONDS": "600",
-    }
-    result = _load(tmp_path, RUN_CAPS, DEBUG="true", **variables)
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {
+def test_it_reads_each_run_cap_from_its_own_variable(loaded):
+    assert loaded[OWN_CAPS].report() == {
         "PROCESSES": 64,
         "MEMORY_MB": 512,
         "DISK_MB": 2048,
