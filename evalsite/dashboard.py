@@ -21,7 +21,9 @@ def for_user(user) -> dict:
     return {
         "active_runs": list(active),
         "active_count": Run.objects.filter(status__in=Run.ACTIVE_STATUSES).count(),
-        "recent_campaigns": list(Campaign.objects.order_by("-created_at")[:5]),
+        "recent_campaigns": list(
+            Campaign.objects.select_related("prompt_set").order_by("-created_at")[:5]
+        ),
         "pending_reviews": pending_reviews_for(user),
         "leaderboard": latest_summary() if is_lead else None,
     }

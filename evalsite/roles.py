@@ -30,7 +30,8 @@ def role_of(user: AbstractBaseUser | AnonymousUser) -> str | None:
     if user.is_superuser:
         role: str | None = ADMIN
     else:
-        names = set(user.groups.values_list("name", flat=True))
+        # groups.all(), not values_list: a list of users with prefetched groups costs no query.
+        names = {group.name for group in user.groups.all()}
         role = max((r for r in ROLES if r in names), key=_RANK.__getitem__, default=None)
     user._mergeable_role = role  # type: ignore[union-attr]
     return role
