@@ -13,12 +13,18 @@ spent.
         ...
     gateway.totals, gateway.limit_hit, gateway.calls
 
-Served, for provider `openai` (paths with or without the `/v1` the sandbox's base URL ends in):
-`POST /v1/chat/completions`, `POST /v1/responses`, `GET /v1/models[/ID]` (answered here). For
-provider `anthropic`: `POST /v1/messages`, `POST /v1/messages/count_tokens` (forwarded and
-recorded, but free, so not metered), `GET /v1/models[/ID]`. `GET /` and `HEAD /` answer 200 for
-clients that probe before their first call. Everything else is a 404 in the provider's error
-format, as are the gateway's own refusals, so agents show them as they would a provider's.
+Served, whatever the provider (paths with or without the `/v1` a base URL may end in):
+`POST /v1/chat/completions`, `POST /v1/responses`, `POST /v1/messages`,
+`POST /v1/messages/count_tokens` (recorded, but free, so not metered) and `GET /v1/models[/ID]`
+(answered here). A call in the wire format the model's endpoint speaks (runs/wire_formats.py:
+`upstream_wire`) is forwarded as it is; any other is translated there and back, streams event by
+event, so that any model drives any CLI. count_tokens against an endpoint that is not Anthropic's
+is answered here with an estimate. `GET /` and `HEAD /` answer 200 for clients that probe before
+their first call. The gateway's own refusals and errors come in the caller's format (Anthropic's
+for /v1/messages, OpenAI's for the rest; for other paths, Anthropic's if the client sent
+anthropic-version, else the provider's), so agents show them as they would a provider's.
+Metering reads the usage the endpoint reported; records keep the body sent upstream and what
+came back, before translation.
 
 Pure: no Django imports. The key never appears in anything the gateway sends back, records or
 logs.
@@ -27,6 +33,7 @@ logs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hmac
 import json
 import logging
@@ -45,7 +52,7 @@ from typing import IO, Any
 
 import httpx
 
-from runs import providers
+from runs import providers, wire_formats
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +69,13 @@ ROOT_BODY = b"Mergeable model gateway\n"
 
 LIMIT_NAMES = ("max_cost_usd", "max_tokens", "max_calls")
 
-# What the sandbox may call, by provider: path after an optional /v1 -> route.
+# What the sandbox may call: path after an optional /v1 -> route. Every route but count_tokens
+# is also the wire format (wire_formats.WIRES) the caller speaks.
 _ROUTES = {
-    "openai": {"/chat/completions": "chat", "/responses": "responses"},
-    "anthropic": {"/messages": "messages", "/messages/count_tokens": "count_tokens"},
+    "/chat/completions": "chat",
+    "/responses": "responses",
+    "/messages": "messages",
+    "/messages/count_tokens": "count_tokens",
 }
 # Appended to the configured base_url, as providers.py does (an OpenAI base_url ends in /v1).
 _UPSTREAM_PATHS = {
@@ -103,6 +113,10 @@ _NOT_FORWARDED = (
         "cookie",
     }
 )
+# A caller's headers meant for the other provider, not forwarded when translating to this one.
+_FOREIGN_HEADERS = {"openai": ("anthropic-",), "anthropic": ("openai-", "x-stainless-")}
+# All a translated answer keeps of the upstream's headers: the rest describe the upstream's body.
+_RELAYED_WHEN_TRANSLATED = {"retry-after", "retry-after-ms", "x-request-id", "request-id"}
 _NOT_RELAYED = _HOP_BY_HOP | {
     "content-length",
     "content-encoding",
@@ -110,24 +124,6 @@ _NOT_RELAYED = _HOP_BY_HOP | {
     "server",
     "set-cookie",
     "alt-svc",
-}
-
-_OPENAI_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "invalid_request_error",
-    403: "mergeable_limit_reached",  # the gateway's only 403
-    404: "invalid_request_error",
-    413: "invalid_request_error",
-    502: "mergeable_gateway_error",
-}
-_OPENAI_ERROR_CODES = {401: "invalid_api_key", 502: "upstream_unreachable"}
-_ANTHROPIC_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    502: "api_error",
 }
 
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
@@ -200,13 +196,14 @@ class Gateway:
         log_path: Path | None = None,
         client: httpx.Client | None = None,
     ) -> None:
-        if upstream.provider not in _ROUTES:
+        if upstream.provider not in ("openai", "anthropic"):
             raise ValueError(
                 f"the gateway serves openai and anthropic models, not {upstream.provider!r}"
             )
         if not upstream.base_url:
             raise ValueError(f"the {upstream.provider} model has no base URL")
         self.upstream = upstream
+        self.wire = wire_formats.upstream_wire(upstream)  # what the endpoint speaks
         self.socket_path = Path(socket_path)
         self.limits = limits
         self.token = token or secrets.token_urlsafe(32)
@@ -304,18 +301,32 @@ class Gateway:
         limit = self.limit_hit
         return _limit_sentence(limit, getattr(self.limits, limit)) if limit else ""
 
-    def sandbox_model(self, port: int) -> providers.ModelConfig:
-        """The model as an agent in the sandbox sees it: the token, and the gateway on `port`."""
-        return self._client_model(f"http://{SANDBOX_HOST}:{port}", socket_path="")
+    def sandbox_model(self, port: int, speaks: str = "") -> providers.ModelConfig:
+        """The model as an agent in the sandbox sees it: the token, and the gateway on `port`.
 
-    def worker_model(self) -> providers.ModelConfig:
+        `speaks` "openai" or "anthropic": as a client of that provider sees it (a CLI with a
+        fixed wire format, the gateway translating); by default, as the model's own provider.
+        """
+        return self._client_model(f"http://{SANDBOX_HOST}:{port}", "", speaks)
+
+    def worker_model(self, speaks: str = "") -> providers.ModelConfig:
         """The model for code in the worker (the builtin agent): the token, over the socket."""
-        return self._client_model(WORKER_ORIGIN, socket_path=str(self.socket_path))
+        return self._client_model(WORKER_ORIGIN, str(self.socket_path), speaks)
 
-    def _client_model(self, origin: str, socket_path: str) -> providers.ModelConfig:
-        base_url = f"{origin}/v1" if self.upstream.provider == "openai" else origin
+    def _client_model(self, origin: str, socket_path: str, speaks: str) -> providers.ModelConfig:
+        provider = speaks or self.upstream.provider
+        if provider not in ("openai", "anthropic"):
+            raise ValueError(f'speaks must be "openai" or "anthropic", not {speaks!r}')
+        base_url = f"{origin}/v1" if provider == "openai" else origin
+        # wire_api describes the endpoint behind the gateway; the gateway speaks every format.
+        params = {name: value for name, value in self.upstream.params.items() if name != "wire_api"}
         return dataclasses.replace(
-            self.upstream, base_url=base_url, api_key=self.token, socket_path=socket_path
+            self.upstream,
+            provider=provider,
+            base_url=base_url,
+            api_key=self.token,
+            socket_path=socket_path,
+            params=params,
         )
 
     # -- called from handler threads -------------------------------------------------------------
@@ -356,12 +367,17 @@ class Gateway:
         url = self.upstream.base_url.rstrip("/") + _UPSTREAM_PATHS[route]
         return f"{url}?{query}" if query else url
 
-    def _upstream_headers(self, inbound: Any) -> list[tuple[str, str]]:
+    def _upstream_headers(self, inbound: Any, translated: bool) -> list[tuple[str, str]]:
         named_by_connection = {
             name.strip().lower() for name in (inbound.get("connection") or "").split(",")
         }
         dropped = _NOT_FORWARDED | named_by_connection
-        headers = [(name, value) for name, value in inbound.items() if name.lower() not in dropped]
+        foreign = _FOREIGN_HEADERS[self.upstream.provider] if translated else ()
+        headers = [
+            (name, value)
+            for name, value in inbound.items()
+            if name.lower() not in dropped and not name.lower().startswith(foreign)
+        ]
         names = {name.lower() for name, _ in headers}
         if "content-type" not in names:
             headers.append(("content-type", "application/json"))
@@ -388,9 +404,9 @@ class Gateway:
             payload["stream_options"] = {**options, "include_usage": True}
         return json.dumps(payload, ensure_ascii=False).encode(), added_usage
 
-    def _model_entry(self) -> dict:
+    def _model_entry(self, provider: str) -> dict:
         model = self.upstream.model
-        if self.upstream.provider == "anthropic":
+        if provider == "anthropic":
             return {
                 "type": "model",
                 "id": model,
@@ -399,9 +415,9 @@ class Gateway:
             }
         return {"id": model, "object": "model", "created": 0, "owned_by": "mergeable"}
 
-    def _model_list(self) -> dict:
-        entry = self._model_entry()
-        if self.upstream.provider == "anthropic":
+    def _model_list(self, provider: str) -> dict:
+        entry = self._model_entry(provider)
+        if provider == "anthropic":
             model = self.upstream.model
             return {"data": [entry], "has_more": False, "first_id": model, "last_id": model}
         return {"object": "list", "data": [entry]}
@@ -452,21 +468,7 @@ def _limit_sentence(limit: str, value: float | int) -> str:
     return f"Mergeable gateway: {spent}; no further model calls are allowed."
 
 
-def _error_payload(provider: str, status: int, message: str, code: str | None = None) -> dict:
-    if provider == "anthropic":
-        error_type = _ANTHROPIC_ERROR_TYPES.get(status, "api_error")
-        return {"type": "error", "error": {"type": error_type, "message": message}}
-    return {
-        "error": {
-            "message": message,
-            "type": _OPENAI_ERROR_TYPES.get(status, "api_error"),
-            "param": None,
-            "code": code or _OPENAI_ERROR_CODES.get(status),
-        }
-    }
-
-
-def _route(provider: str, method: str, path: str) -> str | None:
+def _route(method: str, path: str) -> str | None:
     """The request's route: "root", "models", "model" (GET /models/ID), one of the forwarded
     routes ("chat", "responses", "messages", "count_tokens"), or None."""
     if path in ("", "/"):
@@ -479,63 +481,8 @@ def _route(provider: str, method: str, path: str) -> str | None:
     if method == "GET" and rest.startswith("/models/"):
         return "model"
     if method == "POST":
-        return _ROUTES[provider].get(rest)
+        return _ROUTES.get(rest)
     return None
-
-
-# -- usage ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Usage:
-    input_tokens: int = 0  # cached input included, whatever the provider's convention
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-
-    def read(self, route: str, data: dict) -> None:
-        """Update from a JSON reply or one stream event's data; later events win."""
-        if route == "chat":
-            self._read_openai(data.get("usage"), "prompt_tokens", "completion_tokens")
-        elif route == "responses":
-            # Streams end in response.completed (or .incomplete, .failed) carrying the response.
-            response = data.get("response")
-            source = response if isinstance(response, dict) else data
-            self._read_openai(source.get("usage"), "input_tokens", "output_tokens")
-        elif route == "messages":
-            message = data.get("message")  # message_start; message_delta has usage at the top
-            source = message if data.get("type") == "message_start" and message else data
-            self._read_anthropic(source.get("usage"))
-
-    def _read_openai(self, usage: Any, input_name: str, output_name: str) -> None:
-        if not isinstance(usage, dict):
-            return
-        details = usage.get(f"{input_name}_details") or {}
-        self.input_tokens = _count(usage.get(input_name))
-        self.output_tokens = _count(usage.get(output_name))
-        self.cache_read_tokens = _count(details.get("cached_tokens"))
-
-    def _read_anthropic(self, usage: Any) -> None:
-        if not isinstance(usage, dict):
-            return
-        # Anthropic's input_tokens leaves out cached input; keep the uncached part to re-add.
-        uncached = self.input_tokens - self.cache_read_tokens - self.cache_write_tokens
-        if usage.get("input_tokens") is not None:
-            uncached = _count(usage["input_tokens"])
-        if usage.get("cache_read_input_tokens") is not None:
-            self.cache_read_tokens = _count(usage["cache_read_input_tokens"])
-        if usage.get("cache_creation_input_tokens") is not None:
-            self.cache_write_tokens = _count(usage["cache_creation_input_tokens"])
-        if usage.get("output_tokens") is not None:
-            self.output_tokens = _count(usage["output_tokens"])
-        self.input_tokens = uncached + self.cache_read_tokens + self.cache_write_tokens
-
-
-def _count(value: Any) -> int:
-    try:
-        return max(0, int(value or 0))
-    except (TypeError, ValueError):
-        return 0
 
 
 def _event_data(event: bytes) -> bytes:
@@ -593,7 +540,8 @@ class _Exchange:
     metered: bool = False
     error: str = ""
     settled: bool = False
-    usage: _Usage = dataclasses.field(default_factory=_Usage)
+    wire: str = "chat"  # the caller's wire format: its errors are written in it
+    usage: wire_formats.Usage = dataclasses.field(default_factory=wire_formats.Usage)
     request: _Capture = dataclasses.field(default_factory=_Capture)
     response: _Capture = dataclasses.field(default_factory=_Capture)
 
@@ -702,6 +650,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, gateway: Gateway, exchange: _Exchange) -> None:
         path, _, query = self.path.partition("?")
+        route = _route(self.command, path)
+        exchange.wire = self._caller_wire(gateway, route)
         try:
             body = self._read_body()
         except _BadRequest as exc:
@@ -709,7 +659,6 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(exchange, exc.status, f"Mergeable gateway: {exc}")
             return
         exchange.request.set(body)
-        route = _route(gateway.upstream.provider, self.command, path)
         if route == "root":
             self._send(exchange, 200, ROOT_BODY, "text/plain; charset=utf-8")
             return
@@ -720,13 +669,14 @@ class _Handler(BaseHTTPRequestHandler):
             message = f"Mergeable gateway: no route for {self.command} {path}"
             self._send_error(exchange, 404, message)
             return
+        provider = wire_formats.family(exchange.wire)
         if route == "models":
-            self._send_json(exchange, 200, gateway._model_list())
+            self._send_json(exchange, 200, gateway._model_list(provider))
             return
         if route == "model":
             wanted = path.rstrip("/").split("/models/", 1)[1]  # ids may hold slashes
             if wanted == gateway.upstream.model:
-                self._send_json(exchange, 200, gateway._model_entry())
+                self._send_json(exchange, 200, gateway._model_entry(provider))
             else:
                 self._send_error(exchange, 404, f"Mergeable gateway: no model {wanted!r} here")
             return
@@ -737,7 +687,25 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(payload, dict):
             self._send_error(exchange, 400, "Mergeable gateway: the body must be a JSON object")
             return
-        forwarded, added_usage = gateway._rewrite(route, payload)
+        if route == "count_tokens" and gateway.wire != "messages":
+            # Free, and only Anthropic counts: an estimate beats a 404 that stops Claude Code.
+            estimate = {"input_tokens": wire_formats.estimate_input_tokens(payload)}
+            self._send_json(exchange, 200, estimate)
+            return
+        translation = None
+        if route in wire_formats.WIRES and route != gateway.wire:
+            model = gateway.upstream.model
+            try:
+                translation = wire_formats.Translation(route, gateway.wire, payload, model)
+            except wire_formats.TranslationError as exc:
+                self._send_error(exchange, 400, f"Mergeable gateway: {exc}")
+                return
+            forwarded = json.dumps(translation.body, ensure_ascii=False).encode()
+            added_usage = False  # a translated stream is rewritten whole: no chunk to hide
+            upstream_route = gateway.wire
+        else:
+            forwarded, added_usage = gateway._rewrite(route, payload)
+            upstream_route = route
         exchange.request.set(forwarded)
         if route in _METERED:
             limit = gateway._admit()
@@ -745,8 +713,16 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_error(exchange, 403, gateway.limit_message(), code=limit)
                 return
             exchange.metered = True
-        url = gateway._upstream_url(route, query)
-        self._forward(gateway, exchange, route, url, forwarded, hide_usage_chunk=added_usage)
+        url = gateway._upstream_url(upstream_route, query)
+        self._forward(gateway, exchange, upstream_route, url, forwarded, added_usage, translation)
+
+    def _caller_wire(self, gateway: Gateway, route: str | None) -> str:
+        """The wire format the caller speaks, for the gateway's own answers to it."""
+        if route in wire_formats.WIRES:
+            return route
+        if route == "count_tokens" or self.headers.get("anthropic-version"):
+            return "messages"
+        return "messages" if gateway.upstream.provider == "anthropic" else "chat"
 
     def _forward(
         self,
@@ -755,9 +731,11 @@ class _Handler(BaseHTTPRequestHandler):
         route: str,
         url: str,
         body: bytes,
-        *,
         hide_usage_chunk: bool,
+        translation: wire_formats.Translation | None,
     ) -> None:
+        """Send `body` to the upstream's `route` and relay the answer (translated back, with a
+        `translation`)."""
         client = gateway._client
         assert client is not None  # set by start(), which began serving
         try:
@@ -765,7 +743,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "POST",
                 url,
                 content=body,
-                headers=gateway._upstream_headers(self.headers),
+                headers=gateway._upstream_headers(self.headers, translation is not None),
                 timeout=gateway._timeout,
             )
             response = client.send(request, stream=True)
@@ -780,14 +758,20 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             content_type = response.headers.get("content-type", "")
             if content_type.startswith("text/event-stream"):
-                self._relay_stream(gateway, exchange, route, response, hide_usage_chunk)
+                stream = translation.start_stream() if translation else None
+                self._relay_stream(gateway, exchange, route, response, hide_usage_chunk, stream)
             else:
-                self._relay_body(gateway, exchange, route, response)
+                self._relay_body(gateway, exchange, route, response, translation)
         finally:
             response.close()
 
     def _relay_body(
-        self, gateway: Gateway, exchange: _Exchange, route: str, response: httpx.Response
+        self,
+        gateway: Gateway,
+        exchange: _Exchange,
+        route: str,
+        response: httpx.Response,
+        translation: wire_formats.Translation | None,
     ) -> None:
         try:
             data = gateway._redact(response.read())
@@ -795,6 +779,7 @@ class _Handler(BaseHTTPRequestHandler):
             exchange.error = f"the model endpoint broke off: {type(exc).__name__}: {exc}"
             self._send_error(exchange, 502, "Mergeable gateway: the model endpoint broke off")
             return
+        reply = None
         if response.status_code < 300 and route in _METERED:
             try:
                 reply = json.loads(data)
@@ -803,12 +788,49 @@ class _Handler(BaseHTTPRequestHandler):
             if isinstance(reply, dict):
                 exchange.usage.read(route, reply)
         exchange.status = response.status_code
-        exchange.response.set(data)
+        exchange.response.set(data)  # the record keeps what the upstream said
+        if translation is not None:
+            self._relay_translated_body(gateway, exchange, response, translation, data, reply)
+            return
         headers = self._relayed_headers(gateway, response)
         headers.append(("Content-Length", str(len(data))))
         self._begin(response.status_code, headers)
         self._settle(exchange)
         self.wfile.write(data)
+
+    def _relay_translated_body(
+        self,
+        gateway: Gateway,
+        exchange: _Exchange,
+        response: httpx.Response,
+        translation: wire_formats.Translation,
+        data: bytes,
+        reply: Any,
+    ) -> None:
+        status = response.status_code
+        content_type = "application/json"
+        if status >= 300:
+            answer = json.dumps(translation.error(status, data)).encode()
+        elif not isinstance(reply, dict):
+            exchange.error = "the model endpoint answered with something other than JSON"
+            self._send_error(exchange, 502, f"Mergeable gateway: {exchange.error}")
+            return
+        else:
+            try:
+                if translation.stream:  # an endpoint that would not stream: replay its answer
+                    answer = translation.start_stream().replay(reply, exchange.usage)
+                    content_type = "text/event-stream"
+                else:
+                    answer = json.dumps(translation.reply(reply, exchange.usage)).encode()
+            except wire_formats.TranslationError as exc:
+                exchange.error = str(exc)
+                self._send_error(exchange, 502, f"Mergeable gateway: {exc}")
+                return
+        headers = self._relayed_headers(gateway, response, translated=True)
+        headers += [("Content-Type", content_type), ("Content-Length", str(len(answer)))]
+        self._begin(status, headers)
+        self._settle(exchange)
+        self.wfile.write(answer)
 
     def _relay_stream(
         self,
@@ -817,34 +839,43 @@ class _Handler(BaseHTTPRequestHandler):
         route: str,
         response: httpx.Response,
         hide_usage_chunk: bool,
+        translation: wire_formats.StreamTranslation | None,
     ) -> None:
         """Relay whole events as they arrive, reading usage from them on the way.
 
         With `hide_usage_chunk`, the usage-only chunk the gateway asked for on the client's
         behalf is kept from it: a client that did not ask expects no chunk without choices.
+        With a `translation`, each event is relayed as the caller's events it makes.
         """
         exchange.stream = True
         exchange.status = response.status_code
         chunked = self.request_version == "HTTP/1.1"
-        headers = self._relayed_headers(gateway, response)
+        headers = self._relayed_headers(gateway, response, translated=translation is not None)
+        if translation is not None:
+            headers += [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")]
         if chunked:
             headers.append(("Transfer-Encoding", "chunked"))
         else:
             self.close_connection = True  # an HTTP/1.0 client reads to the end of the connection
         self._begin(response.status_code, headers)
         pending = b""
+        write = functools.partial(
+            self._write_events, gateway, exchange, route, hide_usage_chunk, chunked, translation
+        )
         try:
             for data in response.iter_bytes():
                 events, pending = _split_events(pending + data)
-                self._write_events(gateway, exchange, route, events, hide_usage_chunk, chunked)
+                write(events)
         except httpx.HTTPError as exc:
             # Headers are gone; breaking the connection is the only honest way to say so.
             exchange.error = f"the model endpoint broke off: {type(exc).__name__}: {exc}"
             self.close_connection = True
             return
         if pending:
-            self._write_events(gateway, exchange, route, [pending], hide_usage_chunk, chunked)
+            write([pending])
         self._settle(exchange)
+        if translation is not None:
+            self._write_chunk(translation.close(exchange.usage), chunked)
         if chunked:
             self.wfile.write(b"0\r\n\r\n")
 
@@ -853,9 +884,10 @@ class _Handler(BaseHTTPRequestHandler):
         gateway: Gateway,
         exchange: _Exchange,
         route: str,
-        events: list[bytes],
         hide_usage_chunk: bool,
         chunked: bool,
+        translation: wire_formats.StreamTranslation | None,
+        events: list[bytes],
     ) -> None:
         out = []
         for event in events:
@@ -871,13 +903,18 @@ class _Handler(BaseHTTPRequestHandler):
                     exchange.usage.read(route, payload)
                     if hide_usage_chunk and payload.get("choices") == []:
                         continue
+            if translation is not None:
+                event = translation.feed(data, exchange.usage)
             out.append(event)
-        body = b"".join(out)
-        if not body:
-            return
-        self.wfile.write(b"%X\r\n%b\r\n" % (len(body), body) if chunked else body)
+        self._write_chunk(b"".join(out), chunked)
 
-    def _relayed_headers(self, gateway: Gateway, response: httpx.Response) -> list[tuple[str, str]]:
+    def _write_chunk(self, body: bytes, chunked: bool) -> None:
+        if body:
+            self.wfile.write(b"%X\r\n%b\r\n" % (len(body), body) if chunked else body)
+
+    def _relayed_headers(
+        self, gateway: Gateway, response: httpx.Response, translated: bool = False
+    ) -> list[tuple[str, str]]:
         dropped = _NOT_RELAYED | {
             name.strip().lower() for name in response.headers.get("connection", "").split(",")
         }
@@ -885,7 +922,9 @@ class _Handler(BaseHTTPRequestHandler):
         return [
             (name, value)
             for name, value in response.headers.multi_items()
-            if name.lower() not in dropped and not (secret and secret in value)
+            if name.lower() not in dropped
+            and not (secret and secret in value)
+            and (not translated or name.lower() in _RELAYED_WHEN_TRANSLATED)
         ]
 
     # -- reading and answering -------------------------------------------------------------------
@@ -954,5 +993,5 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_error(
         self, exchange: _Exchange, status: int, message: str, code: str | None = None
     ) -> None:
-        provider = self.server.gateway.upstream.provider
-        self._send_json(exchange, status, _error_payload(provider, status, message, code))
+        payload = wire_formats.error_payload(exchange.wire, status, message, code)
+        self._send_json(exchange, status, payload)

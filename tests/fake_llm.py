@@ -13,6 +13,10 @@ Replies are provider-neutral and rendered in the wire format of the endpoint cal
      "usage": {"input_tokens": 10, "output_tokens": 5},    # optional; these are the defaults
      "stop_reason": "length"}                              # optional: "stop"|"tool_calls"|"length"
 
+`"stream_error": "message"` in a reply cuts its stream after the first event with an error event in
+the endpoint's format (chat: a data-only {"error": ...}; Responses: response.failed; Anthropic:
+an `error` event); replies that are not streamed ignore it.
+
 `usage` may also hold `cache_read_tokens` and `cache_write_tokens`. `input_tokens` is then the
 total input, cached or not, as OpenAI counts it; Anthropic's wire format gets the uncached rest
 as its `input_tokens` and the cache counts in their own fields.
@@ -178,11 +182,11 @@ def _make_handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
                 status, retry_after = item
                 self._send_failure(flavour, status, retry_after)
             elif flavour == "anthropic" and stream:
-                self._send_events(_anthropic_events(item, body, fake._serial()))
+                self._send_events(_cut(_anthropic_events(item, body, fake._serial()), item))
             elif flavour == "anthropic":
                 self._send_json(200, _anthropic_reply(item, body, fake._serial()))
             elif flavour == "responses" and stream:
-                self._send_events(_responses_events(item, body, fake._serial()))
+                self._send_events(_cut(_responses_events(item, body, fake._serial()), item))
             elif flavour == "responses":
                 self._send_json(200, _responses_reply(item, body, fake._serial()))
             elif stream:
@@ -213,7 +217,7 @@ def _make_handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
             events: list[tuple[str | None, Any]] = [
                 (None, chunk) for chunk in _openai_chunks(reply, body, serial)
             ]
-            self._send_events([*events, (None, "[DONE]")])
+            self._send_events(_cut([*events, (None, "[DONE]")], reply))
 
         def _send_events(self, events: list[tuple[str | None, Any]]) -> None:
             """Server-sent events: (event name or None, data as JSON or a raw string)."""
@@ -230,6 +234,25 @@ def _make_handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(f"{prefix}data: {text}\n\n".encode())
 
     return Handler
+
+
+def _cut(events: list[tuple[str | None, Any]], reply: dict) -> list[tuple[str | None, Any]]:
+    """The stream, cut after its first event by the reply's `stream_error`, if it has one."""
+    message = reply.get("stream_error")
+    if not message:
+        return events
+    first_name, first = events[0]
+    if first_name == "message_start":
+        error = {"type": "error", "error": {"type": "overloaded_error", "message": message}}
+        return [events[0], ("error", error)]
+    if first_name is None:
+        return [events[0], (None, {"error": {"message": message, "type": "server_error"}})]
+    failed = {
+        **first["response"],
+        "status": "failed",
+        "error": {"code": "server_error", "message": message},
+    }
+    return [events[0], ("response.failed", {"type": "response.failed", "response": failed})]
 
 
 def _format_seconds(seconds: float) -> str:

@@ -468,7 +468,7 @@ def test_it_relays_the_responses_api_and_meters_it(llm, make_gateway, connect, s
             "usage": {"input_tokens": 900, "output_tokens": 40, "cache_read_tokens": 512},
         }
     )
-    gateway = make_gateway()
+    gateway = make_gateway(config={"params": {"wire_api": "responses"}})
     body = {"model": "gpt-5-codex", "input": [{"role": "user", "content": "hi"}]}
     if stream:
         body["stream"] = True
@@ -586,9 +586,9 @@ def test_it_answers_a_probe_at_the_root_without_a_token(llm, make_gateway, conne
     "provider, method, path",
     [
         ("openai", "POST", "/v1/embeddings"),
-        ("openai", "POST", "/v1/messages"),
+        ("openai", "POST", "/v1/completions"),
         ("openai", "GET", "/v1/chat/completions"),
-        ("anthropic", "POST", "/v1/chat/completions"),
+        ("anthropic", "POST", "/v1/complete"),
         ("anthropic", "DELETE", "/v1/messages"),
     ],
 )
