@@ -31,6 +31,8 @@ from runs.agents.aider import changed_files, snapshot
 from runs.transcript import TranscriptWriter, parse_time
 
 NAME = "claude-code"
+# The wire format the CLI speaks: the gateway serves it that way and translates to the model's own.
+SPEAKS = "anthropic"
 VERSION = "2.1.332"  # the version bin/install-agents pins; the stream format below is its
 MAX_QUESTION_ROUNDS = 2
 MODEL_RETRIES = 3  # Claude Code's default (10, backing off) hides a dead endpoint for minutes
@@ -86,11 +88,11 @@ def run(context: base.AgentContext) -> base.AgentOutcome:
             "the claude-code harness needs run_sandboxed and a scratch directory"
         )
     model = context.model
-    if model is None or model.provider != "anthropic":
+    if model is None or model.provider != SPEAKS:
         provider = getattr(model, "provider", None)
         raise base.HarnessUnavailable(
-            f"Claude Code speaks only the Anthropic Messages API: it needs an anthropic model, "
-            f"not {provider!r}"
+            "Claude Code speaks only the Anthropic Messages API: it needs a model behind the "
+            f"run's gateway (openai or anthropic), not {provider!r}"
         )
     session = Session(context, claude)
     message = context.instructions

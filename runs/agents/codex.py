@@ -40,6 +40,8 @@ from runs.agents import base, cli
 from runs.transcript import TranscriptWriter
 
 NAME = "codex"
+# The wire format the CLI speaks (OpenAI Responses under /v1): the gateway translates.
+SPEAKS = "openai"
 VERSION = "0.171.0"  # the version bin/install-agents pins; the event format below is its
 MAX_QUESTION_ROUNDS = 2
 PROVIDER_ID = "mergeable"

@@ -45,7 +45,9 @@ def tool(name: str, text: str = "", usage: tuple[int, int] = (100, 10), **argume
 def world(db, make_repo, settings):
     """A prompt on a real repository and a claude-code contestant whose model is FakeLLM."""
 
-    def build(llm: FakeLLM, answer: str = "", **limits) -> tuple[Run, Path]:
+    def build(
+        llm: FakeLLM, answer: str = "", provider: str = "anthropic", **limits
+    ) -> tuple[Run, Path]:
         path, sha = make_repo(FILES)
         repo = Repository.objects.create(name="calc", url=str(path))
         prompt_set = PromptSet.objects.create(name="calc-tasks")
@@ -62,8 +64,8 @@ def world(db, make_repo, settings):
         )
         model = LanguageModel.objects.create(
             name="claude-fake",
-            provider="anthropic",
-            base_url=llm.base_url_anthropic,
+            provider=provider,
+            base_url=llm.base_url_anthropic if provider == "anthropic" else llm.base_url_openai,
             model_id="claude-fake-1",
             api_key=REAL_KEY,
             input_per_mtok=3.0,
@@ -190,6 +192,38 @@ def test_it_fixes_a_bug_with_claude_codes_tools_and_the_run_shows_it(world):
     assert '"type":"result"' in stream and '"subtype":"init"' in stream
     assert REAL_KEY not in stream
     assert "Fix add" in run.read_artifact("raw/claude-code/session.jsonl")
+
+
+@needs_claude
+def test_it_drives_claude_code_with_an_openai_compatible_model_through_the_gateway(world):
+    """Claude Code speaks Anthropic Messages; the model only chat completions: the run's
+    gateway translates both ways, streaming and tool calls included."""
+    with FakeLLM() as llm:
+        run, work = world(llm, provider="openai")
+        llm.queue(
+            tool(
+                "Edit",
+                usage=(1200, 30),
+                file_path=str(work / "calc.py"),
+                old_string="return a - b",
+                new_string="return a + b",
+            ),
+            {
+                "text": "Fixed add(): it now adds.",
+                "usage": {"input_tokens": 1500, "output_tokens": 10},
+            },
+        )
+        assert execute(run) == Run.FINISHED, why(run)
+        paths = {r["path"] for r in llm.requests}
+        chat_bodies = [r["body"] for r in llm.requests if r["path"].endswith("/chat/completions")]
+
+    assert paths <= {"/v1/chat/completions", "/chat/completions", "/v1/models", "/models"}
+    assert any(
+        message.get("role") == "tool" for body in chat_bodies for message in body["messages"]
+    )  # Claude Code's tool result went back as a chat tool message
+    assert run.files_changed == ["calc.py"] and "+    return a + b" in run.diff
+    assert (run.tests_passed, run.tests_failed) == (1, 0)
+    assert (run.input_tokens, run.output_tokens, run.model_calls) == (2700, 40, 2)
 
 
 @needs_claude

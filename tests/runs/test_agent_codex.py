@@ -48,7 +48,13 @@ def say(text: str, usage: tuple[int, int] = (100, 10)) -> dict:
 
 @pytest.fixture
 def world(db, make_repo):
-    def build(base_url: str, answer: str = "", params: dict | None = None, **contestant_fields):
+    def build(
+        base_url: str,
+        answer: str = "",
+        params: dict | None = None,
+        provider: str = "openai",
+        **contestant_fields,
+    ):
         path, sha = make_repo(FILES)
         repo = Repository.objects.create(name="calc", url=str(path))
         prompt_set = PromptSet.objects.create(name="calc-tasks")
@@ -64,7 +70,7 @@ def world(db, make_repo):
         )
         model = LanguageModel.objects.create(
             name="local",
-            provider="openai",
+            provider=provider,
             base_url=base_url,
             model_id="qwen",
             api_key=KEY,
@@ -148,6 +154,26 @@ def test_it_fixes_a_bug_with_codex_through_the_gateway(world):
     events = run.read_artifact("raw/codex/events.jsonl")
     assert '"type":"turn.completed"' in events
     assert KEY not in json.dumps(run.transcript) and KEY not in events
+
+
+@needs_codex
+def test_it_drives_codex_with_an_anthropic_model_through_the_gateway(world):
+    # Codex speaks the Responses API; the model only Anthropic Messages: the gateway translates
+    # Codex's shell calls, their results and the streams both ways.
+    replies = [shell(FIX, "Fixing it.", (700, 30)), say("Fixed add(): it adds now.", (900, 5))]
+    with FakeLLM(replies) as llm:
+        run = world(llm.base_url_anthropic, provider="anthropic")
+        assert execution.execute(run.pk) == Run.FINISHED
+        sent = llm.requests
+
+    run.refresh_from_db()
+    assert {request["path"] for request in sent} == {"/v1/messages"}
+    assert sent[0]["headers"]["x-api-key"] == KEY
+    # The shell call's output went back to the model as an Anthropic tool result.
+    assert '"tool_result"' in json.dumps(sent[1]["body"]["messages"])
+    assert run.files_changed == ["calc.py"] and "+    return a + b" in run.diff
+    assert run.test_exit_code == 0
+    assert (run.model_calls, run.input_tokens, run.output_tokens) == (2, 1600, 35)
 
 
 @needs_codex
