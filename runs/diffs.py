@@ -310,6 +310,17 @@ def _parse(diff_text: str) -> list[_FileDiff]:
     return files
 
 
+def named_paths(diff_text: str) -> list[str]:
+    """Every path a diff names, old and new, without git's a/ and b/, in order; ValueError when
+    the text is not a diff this module reads. Imports check them before `git apply` runs."""
+    paths: list[str] = []
+    for diff in _parse(diff_text):
+        for path in (diff.old_path, diff.new_path, *(diff.git_paths or ())):
+            if path and path not in paths:
+                paths.append(path)
+    return paths
+
+
 def _parse_extended_headers(lines: list[str], i: int, current: _FileDiff) -> int:
     saw_minus = False
     while i < len(lines):

@@ -26,8 +26,10 @@ import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
+from importlib import import_module
 from pathlib import Path, PurePosixPath
+from types import ModuleType
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -37,20 +39,11 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from runs import redaction, sandbox, workspace
-from runs.agents import base
+from runs import diffs, enqueue, redaction, sandbox, test_results, workspace
 from runs.caps import RunCaps
-from runs.execution import (
-    SETUP_TIMEOUT,
-    TEST_TIMEOUT,
-    cap_limits,
-    capture_fields,
-    column_text,
-    parse_junit,
-    save_capture_artifacts,
-)
+from runs.execution import SETUP_TIMEOUT, TEST_TIMEOUT, cap_limits
 from runs.models import Campaign, Contestant, LanguageModel, Prompt, Run, RunImport, save_file
-from runs.transcript import TranscriptWriter, dumps
+from runs.transcript import dumps, parse_time
 from runs.transcript import validate as validate_atif
 
 log = logging.getLogger(__name__)
@@ -65,6 +58,7 @@ ATIF = "atif"
 AIDER = "aider"
 MINI_SWE_AGENT = "mini-swe-agent"
 ROO_CODE = "roo-code"
+CLINE = "cline"
 
 
 class ImportProblem(ValueError):
@@ -188,8 +182,6 @@ def queue_import(
     Fetching the repository, applying the change and running the prompt's setup and tests can
     take longer than a web request may. The worker calls `run_queued_import`.
     """
-    from runs import tasks
-
     extra_files = dict(extra_files or {})
     checked = _check(
         campaign_name=campaign_name,
@@ -222,8 +214,7 @@ def queue_import(
         )
         # ensure_ascii (the default) keeps a patch's undecodable bytes, held as surrogates.
         save_file(job.payload_name, json.dumps(payload))
-        job_id = job.pk
-        transaction.on_commit(lambda: tasks.import_run.delay(job_id))
+        enqueue.run_import(job.pk)
     return job
 
 
@@ -420,7 +411,7 @@ def _apply_and_test(prompt: Prompt, *, patch: str | None, branch: str | None) ->
             timings["test"] = time.monotonic() - started
             tested.test_output = result.output
             tested.test_exit_code = result.exit_code
-            tested.tests_passed, tested.tests_failed = parse_junit(checkout.work)
+            tested.tests_passed, tested.tests_failed = test_results.parse_junit(checkout.work)
         return tested
     except workspace.WorkspaceError as exc:
         raise ImportProblem(f"The repository could not be prepared: {exc}") from None
@@ -504,11 +495,6 @@ def _numstat_paths(output: bytes) -> list[str]:
 
 # --- Checking a patch's paths before git sees it -------------------------------------------------
 
-_HUNK = re.compile(r"^@@ -\d+(?:,(\d+))? \+\d+(?:,(\d+))? @@")
-_PREFIXED = ("--- ", "+++ ")
-_UNPREFIXED = ("rename from ", "rename to ", "copy from ", "copy to ")
-_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
-
 
 def path_problem(path: str) -> str:
     """Why `path` (as written in a patch) is not a path inside the repository, or ""."""
@@ -529,96 +515,23 @@ def path_problem(path: str) -> str:
 
 
 def patch_paths(patch: str) -> list[str]:
-    """Every path named in the file headers of a unified or git diff, as written (with a/ b/).
-
-    Hunk bodies are skipped by counting their lines, so a removed line that reads "-- x" (shown
-    as "--- x") is never taken for a header.
-    """
-    paths: list[str] = []
-    old_left = new_left = 0
-    for line in patch.splitlines():
-        if old_left > 0 or new_left > 0:
-            tag = line[:1]
-            if tag in (" ", "") or line == "":
-                old_left, new_left = old_left - 1, new_left - 1
-                continue
-            if tag == "-":
-                old_left -= 1
-                continue
-            if tag == "+":
-                new_left -= 1
-                continue
-            if tag == "\\":
-                continue
-            old_left = new_left = 0  # a malformed hunk: git will say so; read headers again
-        if hunk := _HUNK.match(line):
-            old_left = int(hunk.group(1) if hunk.group(1) is not None else 1)
-            new_left = int(hunk.group(2) if hunk.group(2) is not None else 1)
-        elif line.startswith("diff --git "):
-            paths += _git_header_paths(line[len("diff --git ") :])
-        elif line.startswith(_PREFIXED):
-            name = _header_path(line[4:])
-            if name != "/dev/null":
-                paths.append(name)
-        elif line.startswith(_UNPREFIXED):
-            paths.append("x/" + _header_path(line.split(" ", 2)[2]))
-    return paths
+    """Every path a unified or git diff names (without git's a/ and b/), read by the same parser
+    as the diff pages: hunks are read by their line counts, so a removed line "-- x" (shown as
+    "--- x") is never taken for a header. ValueError when it is not a diff that parser reads."""
+    return diffs.named_paths(patch)
 
 
 def check_patch_paths(patch: str, what: str = "the patch") -> None:
     """Refuse a patch naming any path outside the repository or inside .git, before applying."""
-    for path in patch_paths(patch):
-        problem = path_problem(path)
-        if not problem and "/" in path:
-            # git strips one leading component (a/, b/): what is left must be a path too.
-            problem = path_problem(path.split("/", 1)[1])
-        if problem:
+    try:
+        paths = patch_paths(patch)
+    except ValueError:
+        # Not a diff we can read: `git apply` says what is wrong with it, and the paths git
+        # itself reads from it are checked again before anything is applied (`_apply`).
+        return
+    for path in paths:
+        if problem := path_problem(path):
             raise ImportProblem(f"{what.capitalize()} names {path!r}: {problem}.")
-
-
-def _header_path(text: str) -> str:
-    if text.startswith('"'):
-        path, _rest = _unquote(text)
-        return path
-    return text.split("\t", 1)[0].rstrip("\r")
-
-
-def _git_header_paths(rest: str) -> list[str]:
-    rest = rest.rstrip("\r")
-    if rest.startswith('"'):
-        first, tail = _unquote(rest)
-        tail = tail.lstrip(" ")
-        return [first, _unquote(tail)[0] if tail.startswith('"') else tail]
-    if '"' in rest:
-        head, _, quoted = rest.partition(' "')
-        return [head, _unquote('"' + quoted)[0]]
-    middle = len(rest) // 2
-    if len(rest) % 2 == 1 and rest[middle] == " ":
-        return [rest[:middle], rest[middle + 1 :]]
-    head, separator, tail = rest.partition(" b/")
-    return [head, "b/" + tail] if separator else [rest]
-
-
-def _unquote(text: str) -> tuple[str, str]:
-    """Read a C-style quoted path as git writes it; returns (path, the text after it)."""
-    raw = bytearray()
-    index = 1
-    while index < len(text):
-        char = text[index]
-        if char == '"':
-            return raw.decode("utf-8", "surrogateescape"), text[index + 1 :]
-        if char == "\\" and index + 1 < len(text):
-            following = text[index + 1]
-            if following in "01234567" and re.match(r"[0-7]{3}", text[index + 1 : index + 4]):
-                raw.append(int(text[index + 1 : index + 4], 8))
-                index += 4
-                continue
-            raw += _ESCAPES.get(following, following).encode()
-            index += 2
-            continue
-        raw += char.encode("utf-8", "surrogateescape")
-        index += 1
-    raise ImportProblem(f"The patch has an unterminated quoted path: {text[:200]!r}")
 
 
 # --- Storing ------------------------------------------------------------------------------------
@@ -682,15 +595,14 @@ def _store(
             input_tokens=transcript.input_tokens if transcript else 0,
             output_tokens=transcript.output_tokens if transcript else 0,
             cost_usd=transcript.cost_usd if transcript else 0.0,
-            **capture_fields(captured),
+            **Run.diff_fields(captured),
             test_exit_code=tested.test_exit_code,
             tests_passed=tested.tests_passed,
             tests_failed=tested.tests_failed,
             test_files_modified=tested.test_files_modified,
-            # Scrubbed before it is cut, so a secret the cut splits is redacted too.
-            test_output_tail=column_text(redaction.scrub(tested.test_output or "")[-4000:]),
+            test_output_tail=test_results.output_tail(tested.test_output or ""),
         )
-        save_capture_artifacts(run, captured)
+        run.save_diff(captured)
         if tested.setup_output is not None:
             run.save_artifact("setup_output.txt", tested.setup_output)
         if tested.test_output is not None:
@@ -734,6 +646,23 @@ def _campaign(name: str, prompt: Prompt, user) -> Campaign:
 
 # --- Transcripts --------------------------------------------------------------------------------
 
+# Each format is read by the module that knows it: the harness that runs the agent, or an
+# import-only module for agents Mergeable cannot run. Each exposes looks_like(text, filename) and
+# import_transcript(text, filename, extra_files) -> an ATIF document. Loaded when first needed, so
+# a format whose module is missing does not stop the others. Detection tries them in this order.
+FORMATS = {
+    ATIF: "runs.transcript",
+    "claude-code": "runs.agents.claude_code",
+    "codex": "runs.agents.codex",
+    "opencode": "runs.agents.opencode",
+    MINI_SWE_AGENT: "runs.agents.mini_swe_agent",
+    CLINE: "runs.agents.cline",
+    ROO_CODE: "runs.agents.roo_code",
+    AIDER: "runs.agents.aider",  # last: it takes any other .md
+}
+ROO_API_FILE = "api_conversation_history.json"
+ROO_UI_FILE = "ui_messages.json"
+
 
 @dataclass
 class ImportedTranscript:
@@ -756,74 +685,49 @@ def parse_transcript(
     if len(text.encode("utf-8", "surrogateescape")) > MAX_TRANSCRIPT_BYTES:
         raise ImportProblem(f"{name}: larger than {MAX_TRANSCRIPT_BYTES // (1024 * 1024)} MB.")
     fmt = detect_format(text, name)
-    document = IMPORTERS[fmt](text, name, dict(extra_files or {}))
+    try:
+        document = format_module(fmt).import_transcript(text, name, dict(extra_files or {}))
+        # Whatever a reader produced must be ATIF reviewers can read: step order, ids, fields.
+        validate_atif(document)
+    except ImportProblem:
+        raise
+    except ValueError as exc:
+        message = str(exc)
+        raise ImportProblem(message if message.startswith(name) else f"{name}: {message}") from None
     return _summarize(document, fmt)
 
 
+def format_module(fmt: str) -> ModuleType:
+    try:
+        return import_module(FORMATS[fmt])
+    except KeyError:
+        raise ImportProblem(f"Unknown transcript format {fmt!r}.") from None
+    except ModuleNotFoundError as exc:
+        raise ImportProblem(f"Transcripts in the {fmt} format cannot be read here: {exc}") from None
+
+
 def detect_format(text: str, filename: str) -> str:
-    lowered = filename.lower()
-    if lowered.endswith(".md") or text.lstrip().startswith("# aider chat started at"):
-        return AIDER
-    if lowered in ("api_conversation_history.json", "ui_messages.json"):
-        return ROO_CODE
-    data = _json(text, filename)
-    if isinstance(data, dict) and str(data.get("schema_version", "")).startswith("ATIF"):
-        return ATIF
-    if isinstance(data, dict) and (
-        str(data.get("trajectory_format", "")).startswith("mini-swe-agent")
-        or ("messages" in data and "info" in data)
-    ):
-        return MINI_SWE_AGENT
-    if isinstance(data, list):
-        return ROO_CODE
+    for fmt in FORMATS:
+        try:
+            module = format_module(fmt)
+        except ImportProblem:
+            continue  # not installed here: another format may still match
+        looks_like = getattr(module, "looks_like", None)
+        if looks_like is not None and looks_like(text, filename):
+            return fmt
+    if not filename.lower().endswith(".json") or text.lstrip().startswith(("{", "[")):
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ImportProblem(
+                f"{filename}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})."
+            ) from None
     raise ImportProblem(
         f"{filename}: not a transcript format Mergeable reads (ATIF JSON, an aider "
-        ".aider.chat.history.md, a mini-swe-agent trajectory, or Roo Code's "
-        "api_conversation_history.json / ui_messages.json)."
+        ".aider.chat.history.md, a mini-swe-agent trajectory, a Claude Code, Codex or opencode "
+        "session, or a Roo Code or Cline task: api_conversation_history.json, ui_messages.json "
+        "or the exported task .md)."
     )
-
-
-def _json(text: str, filename: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ImportProblem(
-            f"{filename}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})."
-        ) from None
-
-
-def _writer(agent: str, version: str = "", model_name: str = "") -> TranscriptWriter:
-    return TranscriptWriter(agent_name=agent, agent_version=version, model_name=model_name)
-
-
-def _finish(
-    writer: TranscriptWriter,
-    fmt: str,
-    filename: str,
-    *,
-    timestamps: dict[int, datetime | None],
-    input_tokens: int,
-    output_tokens: int,
-    cost_usd: float,
-    end_status: str = "",
-) -> dict:
-    """Close the document: the source's own timestamps (never the import's), totals, provenance."""
-    for step in writer.steps:
-        when = timestamps.get(step["step_id"])
-        if when is None:
-            step.pop("timestamp", None)
-        else:
-            step["timestamp"] = when.isoformat()
-    writer.finish(
-        prompt_tokens=input_tokens,
-        completion_tokens=output_tokens,
-        cost_usd=cost_usd,
-        end_status=end_status,
-        imported=True,
-        source_format=fmt,
-        source_file=filename,
-    )
-    return writer.document
 
 
 def _summarize(document: dict, fmt: str) -> ImportedTranscript:
@@ -843,7 +747,7 @@ def _summarize(document: dict, fmt: str) -> ImportedTranscript:
                 summed += item
         return cast(summed)
 
-    times = [_parse_time(step.get("timestamp")) for step in steps]
+    times = [parse_time(step.get("timestamp"), numbers=False) for step in steps]
     times = [t for t in times if t is not None]
     return ImportedTranscript(
         document=document,
@@ -858,553 +762,21 @@ def _summarize(document: dict, fmt: str) -> ImportedTranscript:
     )
 
 
-def _parse_time(value) -> datetime | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = value / 1000 if value > 1e11 else value  # Roo Code writes milliseconds
-        try:
-            return datetime.fromtimestamp(seconds, UTC)
-        except (OverflowError, OSError, ValueError):
-            return None
-    if isinstance(value, str) and value:
-        try:
-            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    return None
-
-
-# ATIF ---------------------------------------------------------------------------------------------
-
-
-def from_atif(text: str, filename: str, extra_files: dict[str, str]) -> dict:
-    try:
-        return validate_atif(_json(text, filename))
-    except ImportProblem:
-        raise
-    except ValueError as exc:
-        raise ImportProblem(f"{filename}: {exc}.") from None
-
-
-# aider ----------------------------------------------------------------------------------------------
-
-_AIDER_START = re.compile(r"^# aider chat started at (.+?)\s*$")
-_AIDER_TOKENS = re.compile(
-    r"Tokens: ([\d.,]+)([kKmM]?) sent.*?([\d.,]+)([kKmM]?) received\.?"
-    r"(?:\s*Cost: \$([\d.,]+) message)?"
-)
-_SEARCH_REPLACE = re.compile(
-    r"(?:^|\n)([^\n`]+?)\n```[^\n]*\n<<<<<<< SEARCH\n(.*?)\n?=======\n(.*?)\n?>>>>>>> REPLACE",
-    re.DOTALL,
-)
-
-
-def from_aider(text: str, filename: str, extra_files: dict[str, str]) -> dict:
-    """aider's .aider.chat.history.md: "#### " lines are the user's, "> " lines aider's own output
-    (edits applied, token counts), everything else the model's reply with SEARCH/REPLACE blocks."""
-    lines = text.splitlines()
-    if not any(_AIDER_START.match(line) for line in lines):
-        raise ImportProblem(
-            f"{filename}: not an aider chat history: there is no '# aider chat started at' line."
-        )
-    blocks: list[tuple[str, list[str]]] = []  # (kind, lines): kind is user, agent, output, start
-    in_fence = False  # inside the model's ``` blocks, ">>>>>>> REPLACE" is the model's text
-    for line in lines:
-        if start := _AIDER_START.match(line):
-            blocks.append(("start", [start.group(1)]))
-            in_fence = False
-            continue
-        if in_fence or not line.startswith((">", "####")) or line.startswith(">>>>>>>"):
-            kind, content = "agent", line
-            if line.startswith("```"):
-                in_fence = not in_fence
-        elif line.startswith("####"):
-            kind, content = "user", line[4:].removeprefix(" ")
-        else:
-            kind, content = "output", line[1:].removeprefix(" ")
-        if blocks and blocks[-1][0] == kind:
-            blocks[-1][1].append(content)
-        elif kind == "agent" and not content.strip():
-            continue  # blank lines between blocks belong to nobody
-        else:
-            blocks.append((kind, [content]))
-
-    writer = _writer("aider")
-    timestamps: dict[int, datetime | None] = {}
-    session_time: datetime | None = None
-    input_tokens = output_tokens = 0
-    cost = 0.0
-    last_agent: dict | None = None
-    for kind, block in blocks:
-        body = "\n".join(block).strip()
-        if kind == "start":
-            session_time = _parse_time(body.replace(" ", "T", 1))
-            continue
-        if kind == "user":
-            step = writer.add_step("user", body)
-            last_agent = None
-        elif kind == "agent":
-            calls = [
-                {
-                    "id": f"edit-{len(writer.steps) + 1}-{n}",
-                    "name": "edit_file",
-                    "arguments": {"path": path.strip(), "old": old, "new": new},
-                }
-                for n, (path, old, new) in enumerate(_SEARCH_REPLACE.findall(body), 1)
-            ]
-            step = last_agent = writer.add_step("agent", body, tool_calls=calls)
-        else:
-            used = _aider_usage(block)
-            if used and last_agent is not None:
-                last_agent["metrics"] = used
-            if used:
-                input_tokens += used["prompt_tokens"]
-                output_tokens += used["completion_tokens"]
-                cost += used["cost_usd"]
-            output = "\n".join(line for line in block if not line.startswith("Tokens:")).strip()
-            if not output:
-                continue
-            if last_agent is not None and last_agent.get("tool_calls"):
-                results = [
-                    (call["tool_call_id"], _lines_about(output, call["arguments"]["path"]))
-                    for call in last_agent["tool_calls"]
-                ]
-                if "observation" not in last_agent:
-                    writer.add_observations(last_agent, results)
-                continue
-            step = writer.add_step("system", output)
-        timestamps[step["step_id"]] = session_time
-    if not any(step["source"] in ("user", "agent") for step in writer.steps):
-        raise ImportProblem(f"{filename}: the aider chat history holds no messages.")
-    return _finish(
-        writer,
-        AIDER,
-        filename,
-        timestamps=timestamps,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cost_usd=cost,
-    )
-
-
-def _aider_usage(block: list[str]) -> dict | None:
-    for line in block:
-        if match := _AIDER_TOKENS.search(line):
-            return {
-                "prompt_tokens": _count(match.group(1), match.group(2)),
-                "completion_tokens": _count(match.group(3), match.group(4)),
-                "cost_usd": float((match.group(5) or "0").replace(",", "")),
-            }
-    return None
-
-
-def _count(number: str, suffix: str) -> int:
-    scale = {"k": 1_000, "m": 1_000_000}.get(suffix.lower(), 1)
-    return round(float(number.replace(",", "")) * scale)
-
-
-def _lines_about(output: str, path: str) -> str:
-    about = [line for line in output.splitlines() if path and path in line]
-    return "\n".join(about) or output
-
-
-# mini-swe-agent --------------------------------------------------------------------------------
-
-_MSWEA_END_STATUS = {
-    "Submitted": base.FINISHED,
-    "LimitsExceeded": base.MAX_STEPS,
-    "TimeExceeded": base.TIMED_OUT,
-}
-
-
-def from_mini_swe_agent(text: str, filename: str, extra_files: dict[str, str]) -> dict:
-    """A mini-swe-agent trajectory (-o traj.json): {"info": {...}, "messages": [...]}."""
-    data = _json(text, filename)
-    if not isinstance(data, dict):
-        raise ImportProblem(f"{filename}: a mini-swe-agent trajectory is a JSON object.")
-    info = data.get("info", {})
-    messages = data.get("messages")
-    if not isinstance(info, dict):
-        raise ImportProblem(f"{filename}: 'info' must be an object.")
-    if not isinstance(messages, list):
-        raise ImportProblem(f"{filename}: 'messages' must be a list of messages.")
-    config = info.get("config") if isinstance(info.get("config"), dict) else {}
-    model_config = config.get("model") if isinstance(config.get("model"), dict) else {}
-    writer = _writer(
-        "mini-swe-agent",
-        str(info.get("mini_version") or ""),
-        str(model_config.get("model_name") or ""),
-    )
-    timestamps: dict[int, datetime | None] = {}
-    input_tokens = output_tokens = 0
-    summed_cost = 0.0
-    pending: dict | None = None  # the agent step whose commands await their output
-    for index, message in enumerate(messages, 1):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise ImportProblem(f"{filename}: message {index} has no role.")
-        role = message["role"]
-        content = _content_text(message.get("content"), filename, index)
-        extra = message.get("extra") if isinstance(message.get("extra"), dict) else {}
-        when = _parse_time(extra.get("timestamp"))
-        if role == "assistant":
-            calls = _mswea_calls(message, extra)
-            metrics = _mswea_metrics(extra)
-            input_tokens += metrics.get("prompt_tokens", 0)
-            output_tokens += metrics.get("completion_tokens", 0)
-            summed_cost += metrics.get("cost_usd", 0.0)
-            step = writer.add_step("agent", content, tool_calls=calls, metrics=metrics or None)
-            pending = step if calls else None
-        elif role in ("tool", "user") and pending is not None and index > 2:
-            calls = pending["tool_calls"]
-            call_id = message.get("tool_call_id")
-            known = [c["tool_call_id"] for c in calls]
-            target = call_id if call_id in known else known[0]
-            if _add_result(writer, pending, target, content) >= len(calls):
-                pending = None
-            continue
-        elif role == "exit":
-            step = writer.add_step("system", f"Exit: {content}".strip())
-        elif role in ("system", "user"):
-            step = writer.add_step(role, content)
-        elif role == "tool":
-            step = writer.add_step("user", content)
-        else:
-            raise ImportProblem(f"{filename}: message {index} has the unknown role {role!r}.")
-        timestamps[step["step_id"]] = when
-    stats = info.get("model_stats") if isinstance(info.get("model_stats"), dict) else {}
-    cost = stats.get("instance_cost")
-    exit_status = str(info.get("exit_status") or "")
-    return _finish(
-        writer,
-        MINI_SWE_AGENT,
-        filename,
-        timestamps=timestamps,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cost_usd=float(cost) if isinstance(cost, int | float) else summed_cost,
-        end_status=_MSWEA_END_STATUS.get(exit_status, base.STOPPED if exit_status else ""),
-    )
-
-
-def _content_text(content, filename: str, index: int) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if isinstance(part, dict) and isinstance(part.get("text"), str):
-                parts.append(part["text"])
-            elif isinstance(part, dict):
-                parts.append(f"[{part.get('type', 'content')}]")
-            else:
-                raise ImportProblem(f"{filename}: message {index} has malformed content.")
-        return "\n".join(parts)
-    raise ImportProblem(f"{filename}: message {index}'s content must be text or a list of parts.")
-
-
-def _mswea_calls(message: dict, extra: dict) -> list[dict]:
-    calls = []
-    for n, call in enumerate(message.get("tool_calls") or [], 1):
-        if not isinstance(call, dict):
-            continue
-        function = call.get("function") if isinstance(call.get("function"), dict) else {}
-        arguments = function.get("arguments")
-        if isinstance(arguments, str):
-            try:
-                arguments = json.loads(arguments)
-            except json.JSONDecodeError:
-                arguments = {"_raw": arguments}
-        calls.append(
-            {
-                "id": str(call.get("id") or f"call-{n}"),
-                "name": str(function.get("name") or "bash"),
-                "arguments": arguments if isinstance(arguments, dict) else {"_raw": arguments},
-            }
-        )
-    if not calls:  # text mode (mini-swe-agent 1.x): the commands are parsed into extra.actions
-        for n, action in enumerate(extra.get("actions") or [], 1):
-            if isinstance(action, dict) and isinstance(action.get("command"), str):
-                calls.append(
-                    {
-                        "id": f"action-{n}",
-                        "name": "bash",
-                        "arguments": {"command": action["command"]},
-                    }
-                )
-    return calls
-
-
-def _mswea_metrics(extra: dict) -> dict:
-    response = extra.get("response") if isinstance(extra.get("response"), dict) else {}
-    usage = response.get("usage") if isinstance(response.get("usage"), dict) else {}
-    metrics = {}
-    for source, target in (
-        ("prompt_tokens", "prompt_tokens"),
-        ("completion_tokens", "completion_tokens"),
-    ):
-        if isinstance(usage.get(source), int):
-            metrics[target] = usage[source]
-    if isinstance(extra.get("cost"), int | float):
-        metrics["cost_usd"] = round(float(extra["cost"]), 6)
-    return metrics
-
-
-# Roo Code -------------------------------------------------------------------------------------------
-
-ROO_API_FILE = "api_conversation_history.json"
-ROO_UI_FILE = "ui_messages.json"
-
-
-def from_roo_code(text: str, filename: str, extra_files: dict[str, str]) -> dict:
-    """A Roo Code (or Cline) task folder: the API conversation for the steps, the UI messages for
-    usage, timestamps and how the task ended. Either file alone is enough."""
-    files = {_safe_name(name).lower(): content for name, content in extra_files.items()}
-    files[filename.lower()] = text
-    data = _json(text, filename)
-    api = ui = None
-    if filename.lower() == ROO_UI_FILE or (
-        filename.lower() != ROO_API_FILE
-        and isinstance(data, list)
-        and data
-        and isinstance(data[0], dict)
-        and "type" in data[0]
-        and "role" not in data[0]
-    ):
-        ui = (filename, data)
-        if ROO_API_FILE in files:
-            api = (ROO_API_FILE, _json(files[ROO_API_FILE], ROO_API_FILE))
-    else:
-        api = (filename, data)
-        if ROO_UI_FILE in files:
-            ui = (ROO_UI_FILE, _json(files[ROO_UI_FILE], ROO_UI_FILE))
-    usage = (
-        _roo_ui_usage(*ui)
-        if ui
-        else {
-            "prompt_tokens": 0,
-            "completion_tokens": 0,
-            "cost_usd": 0.0,
-            "times": [],
-            "finished": False,
-        }
-    )
-    writer = _writer("roo-code")
-    timestamps: dict[int, datetime | None] = {}
-    if api is not None:
-        _roo_api_steps(writer, timestamps, *api)
-    else:
-        _roo_ui_steps(writer, timestamps, *ui)
-    if not writer.steps:
-        raise ImportProblem(f"{filename}: the Roo Code task holds no messages.")
-    if api is not None and usage["times"]:
-        # The API history may carry no timestamps; the UI messages span the same task.
-        timestamps.setdefault(1, usage["times"][0])
-        timestamps[writer.steps[-1]["step_id"]] = (
-            timestamps.get(writer.steps[-1]["step_id"]) or usage["times"][-1]
-        )
-    return _finish(
-        writer,
-        ROO_CODE,
-        filename,
-        timestamps=timestamps,
-        input_tokens=usage["prompt_tokens"],
-        output_tokens=usage["completion_tokens"],
-        cost_usd=usage["cost_usd"],
-        end_status=base.FINISHED if usage["finished"] else "",
-    )
-
-
-def _roo_api_steps(writer, timestamps, filename: str, messages) -> None:
-    if not isinstance(messages, list):
-        raise ImportProblem(f"{filename}: expected a list of messages.")
-    calls_by_id: dict[str, dict] = {}
-    for index, message in enumerate(messages, 1):
-        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-            raise ImportProblem(f"{filename}: message {index} needs a role of user or assistant.")
-        content = message.get("content")
-        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
-        if not isinstance(blocks, list):
-            raise ImportProblem(f"{filename}: message {index}'s content must be text or a list.")
-        texts, calls, results = [], [], []
-        for block in blocks:
-            if not isinstance(block, dict) or not isinstance(block.get("type"), str):
-                raise ImportProblem(f"{filename}: message {index} has a block without a type.")
-            kind = block["type"]
-            if kind == "text":
-                texts.append(without_environment_details(str(block.get("text", ""))))
-            elif kind == "tool_use":
-                arguments = block.get("input")
-                calls.append(
-                    {
-                        "id": str(block.get("id") or f"tool-{index}-{len(calls) + 1}"),
-                        "name": str(block.get("name") or "tool"),
-                        "arguments": arguments
-                        if isinstance(arguments, dict)
-                        else {"_raw": arguments},
-                    }
-                )
-            elif kind == "tool_result":
-                results.append((str(block.get("tool_use_id") or ""), _roo_result_text(block)))
-            elif kind in ("thinking", "reasoning"):
-                continue
-            else:
-                texts.append(f"[{kind}]")
-        when = _parse_time(message.get("ts"))
-        for call_id, result in results:
-            owner = calls_by_id.get(call_id)
-            if owner is None:
-                texts.append(result)
-                continue
-            _add_result(writer, owner, call_id, result)
-        body = "\n\n".join(t for t in texts if t.strip())
-        if message["role"] == "assistant":
-            step = writer.add_step("agent", body, tool_calls=calls)
-            for call in step.get("tool_calls", []):
-                calls_by_id[call["tool_call_id"]] = step
-        elif body:
-            step = writer.add_step("user", body)
-        else:
-            continue
-        timestamps[step["step_id"]] = when
-
-
-def _roo_result_text(block: dict) -> str:
-    content = block.get("content")
-    if isinstance(content, str):
-        text = content
-    elif isinstance(content, list):
-        text = "\n".join(
-            str(part.get("text", ""))
-            if isinstance(part, dict) and part.get("type") == "text"
-            else "[image]"
-            for part in content
-        )
-    else:
-        text = ""
-    text = without_environment_details(text)
-    return f"error: {text}" if block.get("is_error") else text
-
-
-# Roo Code and Cline append this block to user turns and tool results: the model id, the running
-# cost, open tabs, the time. Reviewers must not see it (it names the model), and it is noise.
-_ENVIRONMENT_DETAILS = re.compile(
-    r"<environment_details>.*?(?:</environment_details>|\Z)", re.DOTALL | re.IGNORECASE
-)
-
-
-def without_environment_details(text: str) -> str:
-    return (
-        _ENVIRONMENT_DETAILS.sub("", text).strip()
-        if "<environment_details" in text.lower()
-        else text
-    )
-
-
-def _roo_ui_messages(filename: str, messages) -> list[dict]:
-    if not isinstance(messages, list):
-        raise ImportProblem(f"{filename}: expected a list of UI messages.")
-    for index, message in enumerate(messages, 1):
-        if not isinstance(message, dict) or message.get("type") not in ("say", "ask"):
-            raise ImportProblem(f"{filename}: message {index} needs a type of say or ask.")
-    return messages
-
-
-def _roo_ui_usage(filename: str, messages) -> dict:
-    usage = {
-        "prompt_tokens": 0,
-        "completion_tokens": 0,
-        "cost_usd": 0.0,
-        "times": [],
-        "finished": False,
-    }
-    for message in _roo_ui_messages(filename, messages):
-        when = _parse_time(message.get("ts"))
-        if when is not None:
-            usage["times"].append(when)
-        if message.get("say") == "completion_result" or message.get("ask") == "completion_result":
-            usage["finished"] = True
-        if message.get("say") != "api_req_started":
-            continue
-        try:
-            request = json.loads(message.get("text") or "{}")
-        except json.JSONDecodeError:
-            continue
-        if isinstance(request, dict):
-            usage["prompt_tokens"] += _int(request.get("tokensIn"))
-            usage["completion_tokens"] += _int(request.get("tokensOut"))
-            cost = request.get("cost")
-            usage["cost_usd"] += float(cost) if isinstance(cost, int | float) else 0.0
-    usage["times"].sort()
-    return usage
-
-
-def _roo_ui_steps(writer, timestamps, filename: str, messages) -> None:
-    last_command: dict | None = None
-    for index, message in enumerate(_roo_ui_messages(filename, messages)):
-        kind = message.get("say") or message.get("ask") or ""
-        text = str(message.get("text") or "")
-        if message.get("partial"):
-            continue
-        if (index == 0 and kind == "text") or kind == "user_feedback":
-            step = writer.add_step("user", text)
-        elif kind in ("text", "completion_result", "followup") and text.strip():
-            step = writer.add_step("agent", text)
-        elif kind in ("command", "tool"):
-            arguments = {"command": text}
-            if kind == "tool":
-                try:
-                    parsed = json.loads(text)
-                except json.JSONDecodeError:
-                    parsed = None
-                arguments = parsed if isinstance(parsed, dict) else {"_raw": text}
-            name = "execute_command" if kind == "command" else str(arguments.get("tool") or "tool")
-            step = writer.add_step(
-                "agent",
-                "",
-                tool_calls=[{"id": f"ui-{index}", "name": name, "arguments": arguments}],
-            )
-            last_command = step if kind == "command" else None
-        elif kind == "command_output" and last_command is not None:
-            call_id = last_command["tool_calls"][0]["tool_call_id"]
-            writer.add_observations(last_command, [(call_id, text)])
-            last_command = None
-            continue
-        else:
-            continue
-        timestamps[step["step_id"]] = _parse_time(message.get("ts"))
-
-
-def _add_result(writer: TranscriptWriter, step: dict, call_id: str, content: str) -> int:
-    """Add one tool result to an agent step's observation; returns how many it now holds."""
-    results = [
-        (result["source_call_id"], result["content"])
-        for result in step.get("observation", {}).get("results", [])
-    ]
-    writer.add_observations(step, [*results, (call_id, content)])
-    return len(results) + 1
-
-
-def _int(value) -> int:
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
-
-
-IMPORTERS: dict[str, Callable[[str, str, dict[str, str]], dict]] = {
-    ATIF: from_atif,
-    AIDER: from_aider,
-    MINI_SWE_AGENT: from_mini_swe_agent,
-    ROO_CODE: from_roo_code,
-}
+_TASK_FILE_ORDER = (ROO_API_FILE, ROO_UI_FILE, "history_item.json")
 
 
 def split_transcript_files(files: dict[str, str]) -> tuple[str, str, dict[str, str]]:
     """Pick the main transcript among uploaded files: (filename, text, the others).
 
-    Roo Code's API conversation leads when both of its files are given.
+    Of a Roo Code or Cline task folder, the API conversation leads, then the UI messages; a file
+    named after a subtask's id ("<id>_api_conversation_history.json") never leads.
     """
     if not files:
         raise ImportProblem("No transcript file was given.")
     names = list(files)
-    main = next((n for n in names if _safe_name(n).lower() == ROO_API_FILE), names[0])
+    bases = {name: _safe_name(name).lower() for name in names}
+    main = next(
+        (n for wanted in _TASK_FILE_ORDER for n in names if bases[n] == wanted),
+        names[0],
+    )
     return main, files[main], {n: t for n, t in files.items() if n != main}

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from runs.agents import base, cli
 from runs.agents.cli import venv_paths
+from runs.transcript import TranscriptWriter, parse_time
 
 NAME = "aider"
 VERSION = "0.86.2"  # the version bin/install-agents pins; the log parsing below relies on it
@@ -174,10 +175,7 @@ def question_in(reply: str) -> str | None:
     """The reply, if it ends by asking something and proposes no edit."""
     if "<<<<<<< SEARCH" in reply:
         return None
-    tail = reply.strip().splitlines()[-3:]
-    if any(line.rstrip().endswith("?") for line in tail):
-        return reply.strip()
-    return None
+    return cli.question_in(reply)
 
 
 # --- Running aider -------------------------------------------------------------------------
@@ -323,9 +321,15 @@ class Session:
                 extra = {"applied_edits": applied} if applied else {}
                 if round_.error:
                     extra["aider_error"] = round_.error
-            self.context.transcript.add_step(
-                "agent", call.response, metrics=metrics, extra=extra or None
+            step = self.context.transcript.add_step(
+                "agent",
+                call.response,
+                tool_calls=edit_calls(call.response),
+                metrics=metrics,
+                extra=extra or None,
             )
+            if step.get("tool_calls") and index == len(round_.calls) - 1:
+                self.context.transcript.add_observations(step, edit_results(step, round_.output))
 
     def save_raw_logs(self) -> None:
         for name, path in (
@@ -441,3 +445,143 @@ def _read_from(path: Path, offset: int) -> str:
     with path.open("rb") as f:
         f.seek(offset)
         return f.read().decode("utf-8", errors="replace")
+
+
+# --- aider's edits, in runs and in imported chat histories ---------------------------------
+
+_SEARCH_REPLACE = re.compile(
+    r"(?:^|\n)([^\n`]+?)\n```[^\n]*\n<<<<<<< SEARCH\n(.*?)\n?=======\n(.*?)\n?>>>>>>> REPLACE",
+    re.DOTALL,
+)
+
+
+def edit_calls(reply: str) -> list[dict]:
+    """The SEARCH/REPLACE blocks of a reply as edit_file tool calls, numbered from 1."""
+    return [
+        {
+            "id": f"edit-{number}",
+            "name": "edit_file",
+            "arguments": {"path": path.strip(), "old": old, "new": new},
+        }
+        for number, (path, old, new) in enumerate(_SEARCH_REPLACE.findall(reply), 1)
+    ]
+
+
+def edit_results(step: dict, output: str) -> list[tuple[str, str]]:
+    """Each edit call's result: the lines of aider's output about its file."""
+    results = []
+    for call in step["tool_calls"]:
+        path = call["arguments"]["path"]
+        about = [line.strip() for line in output.splitlines() if path and path in line]
+        applied = [line for line in about if line.startswith("Applied edit to")]
+        results.append((call["tool_call_id"], "\n".join(applied or about) or output.strip()))
+    return results
+
+
+# --- Importing a chat history ----------------------------------------------------------------
+
+_CHAT_START = re.compile(r"^# aider chat started at (.+?)\s*$")
+_CHAT_TOKENS = re.compile(
+    r"Tokens: ([\d.,]+)([kKmM]?) sent.*?([\d.,]+)([kKmM]?) received\.?"
+    r"(?:\s*Cost: \$([\d.,]+) message)?"
+)
+
+
+def looks_like(text: str, filename: str) -> bool:
+    return filename.lower().endswith(".md") or text.lstrip().startswith("# aider chat started at")
+
+
+def import_transcript(text: str, filename: str, extra_files: dict[str, str]) -> dict:
+    """aider's .aider.chat.history.md: "#### " lines are the user's, "> " lines aider's own output
+    (edits applied, token counts), everything else the model's reply with SEARCH/REPLACE blocks."""
+    lines = text.splitlines()
+    if not any(_CHAT_START.match(line) for line in lines):
+        raise ValueError(
+            f"{filename}: not an aider chat history: there is no '# aider chat started at' line."
+        )
+    writer = TranscriptWriter(agent_name=NAME, agent_version="", model_name="")
+    session_time = None
+    input_tokens = output_tokens = 0
+    cost = 0.0
+    last_agent: dict | None = None
+    for kind, block in _chat_blocks(lines):
+        body = "\n".join(block).strip()
+        if kind == "start":
+            session_time = parse_time(body.replace(" ", "T", 1))
+        elif kind == "user":
+            writer.add_step("user", body, timestamp=session_time)
+            last_agent = None
+        elif kind == "agent":
+            last_agent = writer.add_step(
+                "agent", body, tool_calls=edit_calls(body), timestamp=session_time
+            )
+        else:
+            used = _chat_usage(block)
+            if used and last_agent is not None:
+                last_agent["metrics"] = used
+            if used:
+                input_tokens += used["prompt_tokens"]
+                output_tokens += used["completion_tokens"]
+                cost += used["cost_usd"]
+            output = "\n".join(line for line in block if not line.startswith("Tokens:")).strip()
+            if not output:
+                continue
+            if last_agent is not None and last_agent.get("tool_calls"):
+                if "observation" not in last_agent:
+                    writer.add_observations(last_agent, edit_results(last_agent, output))
+                continue
+            writer.add_step("system", output, timestamp=session_time)
+    if not any(step["source"] in ("user", "agent") for step in writer.steps):
+        raise ValueError(f"{filename}: the aider chat history holds no messages.")
+    writer.finish(
+        prompt_tokens=input_tokens,
+        completion_tokens=output_tokens,
+        cost_usd=cost,
+        end_status="",
+        imported=True,
+        source_format=NAME,
+        source_file=filename,
+    )
+    return writer.document
+
+
+def _chat_blocks(lines: list[str]) -> list[tuple[str, list[str]]]:
+    """(kind, lines) runs of a chat history: kind is start, user, agent or output."""
+    blocks: list[tuple[str, list[str]]] = []
+    in_fence = False  # inside the model's ``` blocks, ">>>>>>> REPLACE" is the model's text
+    for line in lines:
+        if start := _CHAT_START.match(line):
+            blocks.append(("start", [start.group(1)]))
+            in_fence = False
+            continue
+        if in_fence or not line.startswith((">", "####")) or line.startswith(">>>>>>>"):
+            kind, content = "agent", line
+            if line.startswith("```"):
+                in_fence = not in_fence
+        elif line.startswith("####"):
+            kind, content = "user", line[4:].removeprefix(" ")
+        else:
+            kind, content = "output", line[1:].removeprefix(" ")
+        if blocks and blocks[-1][0] == kind:
+            blocks[-1][1].append(content)
+        elif kind == "agent" and not content.strip():
+            continue  # blank lines between blocks belong to nobody
+        else:
+            blocks.append((kind, [content]))
+    return blocks
+
+
+def _chat_usage(block: list[str]) -> dict | None:
+    for line in block:
+        if match := _CHAT_TOKENS.search(line):
+            return {
+                "prompt_tokens": _count(match.group(1), match.group(2)),
+                "completion_tokens": _count(match.group(3), match.group(4)),
+                "cost_usd": float((match.group(5) or "0").replace(",", "")),
+            }
+    return None
+
+
+def _count(number: str, suffix: str) -> int:
+    scale = {"k": 1_000, "m": 1_000_000}.get(suffix.lower(), 1)
+    return round(float(number.replace(",", "")) * scale)

@@ -51,7 +51,7 @@ def test_it_builds_the_demo_through_the_real_engine_once(db, settings, tmp_path,
     assert runs[("free-shipping", "hasty-agent")].status == Run.FAILED
     shown = [runs[key] for key in SHOWN]
     assert all(r.status in (Run.FINISHED, Run.FAILED) for r in shown)
-    assert all(r.transcript["schema_version"] == "ATIF-v1.4" for r in shown)
+    assert all(r.transcript["schema_version"] == "ATIF-v1.6" for r in shown)
 
     again = demo.load()
     assert any("0 created" in line for line in again)

@@ -10,7 +10,7 @@ import time
 import pytest
 from django.utils import timezone
 
-from runs import campaigns, execution
+from runs import campaigns, execution, test_results
 from runs.models import Campaign, Contestant, LanguageModel, Prompt, PromptSet, Repository, Run
 from tests.fake_llm import FakeLLM
 
@@ -100,7 +100,7 @@ def test_it_runs_an_agent_against_an_openai_endpoint_and_captures_everything(wor
     assert run.cost_usd == pytest.approx(1000 * 1.0 / 1e6 + 100 * 2.0 / 1e6)
     assert run.expected_files_recall == 1.0
     transcript = run.transcript
-    assert transcript["schema_version"] == "ATIF-v1.4"
+    assert transcript["schema_version"] == "ATIF-v1.6"
     agent_steps = [s for s in transcript["steps"] if s["source"] == "agent"]
     assert [s["tool_calls"][0]["function_name"] for s in agent_steps] == [
         "read_file",
@@ -367,11 +367,11 @@ JUNIT = '<testsuite tests="{tests}" failures="1" errors="0" skipped="1"></testsu
 
 
 def test_it_reads_pass_and_fail_counts_from_junit_xml(tmp_path):
-    (tmp_path / execution.JUNIT_FILE).write_text(JUNIT.format(tests=12))
-    assert execution.parse_junit(tmp_path) == (10, 1)
-    (tmp_path / execution.JUNIT_FILE).unlink()
+    (tmp_path / test_results.JUNIT_FILE).write_text(JUNIT.format(tests=12))
+    assert test_results.parse_junit(tmp_path) == (10, 1)
+    (tmp_path / test_results.JUNIT_FILE).unlink()
     (tmp_path / "report-junit.xml").write_text(f"<testsuites>{JUNIT.format(tests=5)}</testsuites>")
-    assert execution.parse_junit(tmp_path) == (3, 1)
+    assert test_results.parse_junit(tmp_path) == (3, 1)
 
 
 @pytest.mark.parametrize(
@@ -389,14 +389,14 @@ def test_it_ignores_junit_files_it_cannot_trust(tmp_path, planted):
     outside.write_text(JUNIT.format(tests=12))
     work = tmp_path / "work"
     work.mkdir()
-    target = work / execution.JUNIT_FILE
+    target = work / test_results.JUNIT_FILE
     if planted == "symlink":
         target.symlink_to(outside)
     elif planted == "fifo":
         os.mkfifo(target)
     else:
         target.write_text(planted)
-    assert execution.parse_junit(work) == (None, None)
+    assert test_results.parse_junit(work) == (None, None)
 
 
 # -- Tests that cannot be gamed ------------------------------------------------------------------

@@ -6,6 +6,7 @@ import hashlib
 import json
 from datetime import timedelta
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -201,7 +202,10 @@ def test_it_refuses_a_patch_that_does_not_apply_and_stores_nothing(prompt):
     [
         (NOTES_ONLY.replace("NOTES.md", "../outside.txt"), "'..'"),
         ("--- /dev/null\n+++ /etc/passwd\n@@ -0,0 +1 @@\n+root::0:0::/:/bin/sh\n", "absolute"),
-        (NOTES_ONLY.replace("a/NOTES.md", "a//etc/x").replace("b/NOTES.md", "b//etc/x"), "empty"),
+        (
+            NOTES_ONLY.replace("a/NOTES.md", "a//etc/x").replace("b/NOTES.md", "b//etc/x"),
+            "absolute",
+        ),
         (NOTES_ONLY.replace("NOTES.md", ".git/hooks/post-checkout"), "git's own directory"),
         (NOTES_ONLY.replace("NOTES.md", "src/.GIT/config"), "git's own directory"),
         (
@@ -223,7 +227,7 @@ def test_it_reads_a_removed_line_that_looks_like_a_header_as_content(prompt, mak
     # "-- SQL comment" removed shows as "--- SQL comment": not a file header.
     assert imports.patch_paths(
         "--- a/q.sql\n+++ b/q.sql\n@@ -1,2 +1,1 @@\n--- /etc/passwd\n x\n"
-    ) == ["a/q.sql", "b/q.sql"]
+    ) == ["q.sql"]
 
 
 def test_it_refuses_a_patch_writing_through_a_symlink(db, make_repo):
@@ -407,63 +411,17 @@ MSWEA_SAMPLE = {
     "trajectory_format": "mini-swe-agent-1.1",
 }
 
-ROO_API = [
-    {
-        "role": "user",
-        "content": [{"type": "text", "text": "<task>\nFix add\n</task>"}],
-        "ts": 1767607200000,
-    },
-    {
-        "role": "assistant",
-        "content": [
-            {"type": "text", "text": "I'll read the file."},
-            {
-                "type": "tool_use",
-                "id": "toolu_1",
-                "name": "read_file",
-                "input": {"path": "calc.py"},
-            },
-        ],
-        "ts": 1767607205000,
-    },
-    {
-        "role": "user",
-        "content": [
-            {
-                "type": "tool_result",
-                "tool_use_id": "toolu_1",
-                "content": [{"type": "text", "text": "1 | def add(a, b):\n2 |     return a - b"}],
-            },
-        ],
-    },
-    {
-        "role": "assistant",
-        "content": [
-            {
-                "type": "tool_use",
-                "id": "toolu_2",
-                "name": "attempt_completion",
-                "input": {"result": "Fixed add."},
-            },
-        ],
-    },
-]
-ROO_UI = [
-    {"ts": 1767607200000, "type": "say", "say": "text", "text": "Fix add"},
-    {
-        "ts": 1767607201000,
-        "type": "say",
-        "say": "api_req_started",
-        "text": json.dumps({"request": "...", "tokensIn": 1500, "tokensOut": 90, "cost": 0.02}),
-    },
-    {
-        "ts": 1767607230000,
-        "type": "say",
-        "say": "api_req_started",
-        "text": json.dumps({"request": "...", "tokensIn": 1700, "tokensOut": 30, "cost": 0.01}),
-    },
-    {"ts": 1767607260000, "type": "say", "say": "completion_result", "text": "Fixed add."},
-]
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def task_folder(name: str) -> dict[str, str]:
+    """A task folder's files as an upload gives them: base name -> text."""
+    return {path.name: path.read_text() for path in sorted((FIXTURES / name).iterdir())}
+
+
+ROO_NATIVE = task_folder("roo-code/native")
+ROO_API = ROO_NATIVE["api_conversation_history.json"]
+ROO_UI = ROO_NATIVE["ui_messages.json"]
 
 
 def test_it_imports_an_atif_transcript_with_its_usage(prompt):
@@ -514,32 +472,51 @@ def test_it_imports_a_mini_swe_agent_trajectory(prompt):
 
 
 def test_it_imports_a_roo_code_task_folder(prompt):
+    main, text, others = imports.split_transcript_files(ROO_NATIVE)
     run = importing(
-        prompt,
-        patch=FIX,
-        transcript_text=json.dumps(ROO_API),
-        transcript_filename="api_conversation_history.json",
-        extra_files={"ui_messages.json": json.dumps(ROO_UI)},
+        prompt, patch=FIX, transcript_text=text, transcript_filename=main, extra_files=others
+    )
+    transcript = run.transcript
+    steps = transcript["steps"]
+    assert [s["source"] for s in steps] == ["user", "agent", "agent", "agent"]
+    assert steps[0]["message"] == "add() subtracts. Make it add."
+    assert [c["function_name"] for s in steps[1:] for c in s["tool_calls"]] == [
+        "read_file",
+        "apply_diff",
+        "attempt_completion",
+    ]
+    assert "return a - b" in steps[1]["observation"]["results"][0]["content"]
+    # Reasoning stays reasoning; the Gemini thought signature is not text to read.
+    assert steps[1]["reasoning_content"].startswith("The user wants add() fixed")
+    assert steps[1]["message"] == "I'll read calc.py."
+    assert "CsQBAXLI" not in json.dumps(transcript) and "thoughtSignature" not in json.dumps(steps)
+    # Each reply's usage from the panel's requests; the totals from history_item.json.
+    assert steps[2]["metrics"] == {
+        "prompt_tokens": 1700,
+        "completion_tokens": 60,
+        "cached_tokens": 1200,
+        "cost_usd": 0.01,
+    }
+    assert transcript["final_metrics"]["total_cached_tokens"] == 2500
+    assert (run.input_tokens, run.output_tokens) == (5000, 180)
+    assert run.cost_usd == pytest.approx(0.035) and run.agent_status == "finished"
+    assert transcript["extra"]["mode"] == "code"
+    assert transcript["extra"]["files_in_context"][0] == {"path": "calc.py", "source": "read_tool"}
+    assert transcript["schema_version"] == "ATIF-v1.6" and transcript["agent"]["version"]
+    assert run.duration_s == 60
+    assert run.read_artifact("raw/ui_messages.json") == ROO_UI
+
+
+def test_it_imports_roo_code_ui_messages_alone_with_the_tools_real_names(prompt):
+    run = importing(
+        prompt, patch=FIX, transcript_text=ROO_UI, transcript_filename="ui_messages.json"
     )
     steps = run.transcript["steps"]
-    assert [s["source"] for s in steps] == ["user", "agent", "agent"]
-    assert steps[1]["tool_calls"][0]["function_name"] == "read_file"
-    assert "return a - b" in steps[1]["observation"]["results"][0]["content"]
-    assert (run.input_tokens, run.output_tokens) == (3200, 120)
-    assert run.cost_usd == pytest.approx(0.03) and run.agent_status == "finished"
-    assert run.duration_s == 60
-    assert run.read_artifact("raw/ui_messages.json") == json.dumps(ROO_UI)
-
-
-def test_it_imports_roo_code_ui_messages_alone(prompt):
-    run = importing(
-        prompt,
-        patch=FIX,
-        transcript_text=json.dumps(ROO_UI),
-        transcript_filename="ui_messages.json",
-    )
-    assert [s["source"] for s in run.transcript["steps"]] == ["user", "agent"]
-    assert run.input_tokens == 3200
+    assert steps[0]["source"] == "user" and steps[0]["message"] == "add() subtracts. Make it add."
+    calls = [c["function_name"] for s in steps for c in s.get("tool_calls", [])]
+    assert calls == ["read_file", "apply_diff", "attempt_completion"]  # not readFile, appliedDiff
+    assert steps[1]["reasoning_content"].startswith("The user wants add() fixed")
+    assert run.input_tokens == 5000 and run.agent_status == "finished"
 
 
 @pytest.mark.parametrize(
@@ -597,7 +574,7 @@ def queued(monkeypatch):
     from runs import tasks
 
     ids: list[int] = []
-    monkeypatch.setattr(tasks.import_run, "delay", ids.append)
+    monkeypatch.setattr(tasks.import_run, "apply_async", lambda args, **options: ids.append(*args))
     return ids
 
 
@@ -616,8 +593,8 @@ def test_it_imports_from_the_page_in_the_background_then_leads_to_the_run(
             prompt,
             patch=SimpleUploadedFile("fix.patch", FIX.encode()),
             transcripts=[
-                SimpleUploadedFile("api_conversation_history.json", json.dumps(ROO_API).encode()),
-                SimpleUploadedFile("ui_messages.json", json.dumps(ROO_UI).encode()),
+                SimpleUploadedFile("api_conversation_history.json", ROO_API.encode()),
+                SimpleUploadedFile("ui_messages.json", ROO_UI.encode()),
             ],
         )
     job = RunImport.objects.get()
@@ -632,7 +609,7 @@ def test_it_imports_from_the_page_in_the_background_then_leads_to_the_run(
     assert imports.run_queued_import(job.pk) == RunImport.DONE
     run = Run.objects.get()
     assert run.imported and run.contestant.name == "aider-laptop"
-    assert run.transcript["extra"]["source_format"] == "roo-code" and run.input_tokens == 3200
+    assert run.transcript["extra"]["source_format"] == "roo-code" and run.input_tokens == 5000
     assert not default_storage.exists(job.payload_name)  # the upload is not kept twice
     polled = client.get(job.get_absolute_url(), headers={"HX-Request": "true"})
     assert polled["HX-Redirect"] == run.get_absolute_url()
@@ -767,24 +744,379 @@ def test_it_reports_a_refused_import_on_the_command_line(prompt, tmp_path):
     assert Run.objects.count() == 0
 
 
-ENVIRONMENT = (
-    "<environment_details>\n# Current Mode\ncode\n# Current Cost\n$0.42\n"
-    "# Model\nclaude-secret-model-id\n</environment_details>"
-)
-
-
 def test_it_drops_roo_codes_environment_details_which_name_the_model(prompt):
-    api = json.loads(json.dumps(ROO_API))
-    api[0]["content"].append({"type": "text", "text": ENVIRONMENT})
-    api[2]["content"][0]["content"].append({"type": "text", "text": ENVIRONMENT})
     run = importing(
         prompt,
         patch=FIX,
-        transcript_text=json.dumps(api),
+        transcript_text=ROO_API,
         transcript_filename="api_conversation_history.json",
     )
     shown = json.dumps(run.transcript)
-    assert "claude-secret-model-id" not in shown and "environment_details" not in shown
+    assert "claude-sonnet-4-5" in ROO_API and "Current Cost" in ROO_API
+    assert "claude-sonnet-4-5" not in shown and "environment_details" not in shown
+    assert "Current Cost" not in shown
     steps = run.transcript["steps"]
-    assert steps[0]["message"] == "<task>\nFix add\n</task>"
+    assert steps[0]["message"] == "add() subtracts. Make it add."
     assert "return a - b" in steps[1]["observation"]["results"][0]["content"]
+
+
+# --- each format's reader, on files in its real shape --------------------------------------------
+
+
+def read_folder(name: str) -> imports.ImportedTranscript:
+    main, text, others = imports.split_transcript_files(task_folder(name))
+    return imports.parse_transcript(text, main, others)
+
+
+def calls_of(steps: list[dict]) -> list[str]:
+    return [call["function_name"] for step in steps for call in step.get("tool_calls", [])]
+
+
+def test_it_reads_roo_codes_xml_tool_calls_of_tasks_before_native_tool_calling():
+    read = read_folder("roo-code/xml")
+    steps = read.document["steps"]
+    assert [s["source"] for s in steps] == ["user", "agent", "agent", "agent"]
+    assert steps[0]["message"] == "add() subtracts. Make it add."
+    assert calls_of(steps) == ["read_file", "apply_diff", "attempt_completion"]
+    diff_call = steps[2]["tool_calls"][0]
+    assert diff_call["arguments"]["path"] == "calc.py"
+    assert "+    return a + b" not in diff_call["arguments"]["diff"]  # a SEARCH/REPLACE block
+    assert "    return a + b\n>>>>>>> REPLACE" in diff_call["arguments"]["diff"]
+    assert steps[2]["message"] == "The operator is wrong."  # the XML is a call, not text
+    assert "return a - b" in steps[1]["observation"]["results"][0]["content"]
+    assert steps[2]["observation"]["results"][0]["content"].startswith("Changes successfully")
+    assert steps[1]["reasoning_content"] == "I need to see calc.py before changing it."
+    assert "<thinking>" not in json.dumps(steps) and "deepseek-chat" not in json.dumps(steps)
+    assert read.end_status == "finished"
+
+
+def test_it_marks_roo_codes_condensed_and_truncated_history_as_copied_context():
+    steps = read_folder("roo-code/condensed").document["steps"]
+    assert [s["source"] for s in steps] == ["user", "agent", "system", "agent", "system", "agent"]
+    summary, marker = steps[2], steps[4]
+    assert summary["is_copied_context"] and summary["message"].startswith("## Conversation Summary")
+    assert marker["is_copied_context"] and "truncation" in marker["message"]
+    # Nothing the tool wrote for the model reads as a turn of the user.
+    assert not any("Conversation Summary" in s["message"] for s in steps if s["source"] == "user")
+    assert "Current Cost" not in summary["message"]
+    # What was condensed away stays, in order, tagged with what hid it from the model.
+    assert steps[1]["extra"]["condenseParent"] == summary["extra"]["condensed_summary"]
+    assert calls_of(steps) == ["read_file", "apply_diff", "attempt_completion"]
+
+
+def test_it_joins_a_roo_code_subtask_to_its_parent_where_the_parent_waited_for_it():
+    read = read_folder("roo-code/subtask")
+    steps = read.document["steps"]
+    assert calls_of(steps) == ["new_task", "apply_diff", "attempt_completion", "attempt_completion"]
+    child = [s for s in steps if (s.get("extra") or {}).get("subtask") == "019b8e2b-child"]
+    assert [s["step_id"] for s in child] == [3, 4, 5]  # between new_task and the parent's end
+    assert child[0]["message"] == "Fix add() in calc.py so it adds."
+    assert steps[1]["observation"]["results"][0]["content"].startswith("Subtask 019b8e2b-child")
+    # The totals are the parent's and the subtask's together.
+    assert (read.input_tokens, read.output_tokens) == (5000, 150)
+    assert read.cost_usd == pytest.approx(0.03)
+    assert read.document["final_metrics"]["total_cached_tokens"] == 1500
+    assert read.document["extra"]["subtasks"] == ["019b8e2b-child"]
+
+
+def test_it_reads_roo_codes_exported_task_markdown():
+    path = FIXTURES / "roo-code" / "roo_task_jan-5-2026_10-01-00-am.md"
+    read = imports.parse_transcript(path.read_text(), path.name)
+    steps = read.document["steps"]
+    assert read.format == "roo-code"
+    assert steps[0]["source"] == "user" and steps[0]["message"] == "add() subtracts. Make it add."
+    assert calls_of(steps) == ["read_file", "apply_diff", "attempt_completion"]
+    assert steps[1]["tool_calls"][0]["arguments"] == {"path": "calc.py"}
+    assert steps[2]["tool_calls"][0]["arguments"]["diff"].endswith(">>>>>>> REPLACE")
+    assert "return a - b" in steps[1]["observation"]["results"][0]["content"]
+    assert "read calc.py first" in steps[1]["reasoning_content"]
+    assert "claude-sonnet-4-5" not in json.dumps(read.document)
+
+
+def test_it_counts_a_roo_code_completion_only_when_the_task_really_ended():
+    ui = json.loads(ROO_UI)
+    ui += [
+        {"ts": 1767607270000, "type": "say", "say": "user_feedback", "text": "Also add a test."},
+        {"ts": 1767607271000, "type": "say", "say": "api_req_started", "text": '{"tokensIn": 10}'},
+        {"ts": 1767607280000, "type": "say", "say": "text", "text": "Adding a test."},
+    ]
+    read = imports.parse_transcript(json.dumps(ui), "ui_messages.json")
+    assert read.end_status == ""
+    assert read.document["steps"][-2]["message"] == "Also add a test."
+
+
+def test_it_reads_a_cline_task_folder_with_its_own_token_counting():
+    read = read_folder("cline")
+    document = read.document
+    assert read.format == "cline"
+    assert document["agent"]["name"] == "cline" and document["agent"]["version"] == "3.36.0"
+    steps = document["steps"]
+    assert steps[0]["message"] == "add() subtracts. Make it add."
+    assert calls_of(steps) == ["read_file", "replace_in_file", "attempt_completion"]
+    assert steps[1]["model_name"] == "claude-sonnet-4-5-20250929"
+    assert steps[1]["reasoning_content"] == "Look at calc.py first."
+    # Cline's tokensIn leaves out cached input: the prompt is tokensIn + cache reads and writes.
+    assert steps[2]["metrics"]["prompt_tokens"] == 65 + 85 + 9800
+    assert steps[2]["metrics"]["cached_tokens"] == 9800
+    assert (read.input_tokens, read.output_tokens) == (29850, 185)
+    assert document["final_metrics"]["total_cached_tokens"] == 19750
+    assert read.cost_usd == pytest.approx(0.0465) and read.end_status == "finished"
+    assert "Context Window Usage" not in json.dumps(steps)
+
+
+def test_it_tells_cline_from_roo_code_by_what_only_cline_writes():
+    cline = task_folder("cline")
+    assert imports.detect_format(cline["ui_messages.json"], "ui_messages.json") == "cline"
+    assert imports.detect_format(ROO_UI, "ui_messages.json") == "roo-code"
+    assert imports.detect_format("**User:**\n\nhi\n", "cline_task_jan-5-2026.md") == "cline"
+    assert imports.detect_format("# aider chat started at x\n", "chat.md") == "aider"
+
+
+# --- ATIF ----------------------------------------------------------------------------------------
+
+
+def atif(version: str, steps: list[dict], **fields) -> str:
+    return json.dumps(
+        {
+            "schema_version": version,
+            "session_id": "s-1",
+            "agent": {"name": "some-agent", "version": "1.0", "model_name": "m"},
+            "steps": steps,
+            **fields,
+        }
+    )
+
+
+AGENT_STEP = {
+    "step_id": 2,
+    "source": "agent",
+    "message": "Reading.",
+    "model_name": "m-2",
+    "reasoning_content": "First look.",
+    "tool_calls": [{"tool_call_id": "c1", "function_name": "read", "arguments": {"p": "x"}}],
+    "observation": {"results": [{"source_call_id": "c1", "content": "x = 1"}]},
+    "metrics": {"prompt_tokens": 10, "completion_tokens": 2, "cached_tokens": 4, "cost_usd": 0.1},
+}
+
+
+@pytest.mark.parametrize("version", ["ATIF-v1.4", "ATIF-v1.5", "ATIF-v1.6", "ATIF-v1.7"])
+def test_it_reads_atif_from_v1_4_to_v1_7(version):
+    text = atif(version, [{"step_id": 1, "source": "user", "message": "Fix add"}, AGENT_STEP])
+    read = imports.parse_transcript(text, "trajectory.json")
+    assert read.format == "atif" and read.steps == 1
+    assert (read.input_tokens, read.output_tokens) == (10, 2)
+
+
+def test_it_reads_atif_content_part_messages_as_text():
+    parts = [
+        {"type": "text", "text": "Fix add, see the screenshot:"},
+        {"type": "image", "source": {"media_type": "image/png", "path": "images/shot.png"}},
+    ]
+    result = {"source_call_id": "c1", "content": [{"type": "text", "text": "x = 1"}]}
+    agent = {**AGENT_STEP, "observation": {"results": [result]}}
+    text = atif(
+        "ATIF-v1.7",
+        [{"step_id": 1, "source": "user", "message": parts}, agent],
+        trajectory_id="t-1",
+        agent={"name": "a", "version": "2", "tool_definitions": [{"type": "function"}]},
+    )
+    steps = imports.parse_transcript(text, "trajectory.json").document["steps"]
+    assert steps[0]["message"] == "Fix add, see the screenshot:\n[image images/shot.png]"
+    assert steps[1]["observation"]["results"][0]["content"] == "x = 1"
+
+
+@pytest.mark.parametrize(
+    ("steps", "version", "message"),
+    [
+        ([{"step_id": 2, "source": "user", "message": "x"}], "ATIF-v1.6", "step ids must run"),
+        (
+            [{"step_id": 1, "source": "user", "message": "x", "metrics": {"prompt_tokens": 1}}],
+            "ATIF-v1.6",
+            "step 1 is a user step but has metrics",
+        ),
+        (
+            [{"step_id": 1, "source": "system", "message": "x", "model_name": "m"}],
+            "ATIF-v1.6",
+            "only agent steps may",
+        ),
+        (
+            [{**AGENT_STEP, "step_id": 1, "observation": {"results": [{"source_call_id": "zz"}]}}],
+            "ATIF-v1.6",
+            "answers 'zz', which is not a tool call of that step",
+        ),
+        (
+            [{**AGENT_STEP, "step_id": 1, "tool_calls": [{"tool_call_id": "c1"}]}],
+            "ATIF-v1.6",
+            "tool call 1 has no function_name",
+        ),
+        (
+            [{"step_id": 1, "source": "user", "message": [{"type": "text", "text": "x"}]}],
+            "ATIF-v1.4",
+            "allows from v1.6 on",
+        ),
+        (
+            [{"step_id": 1, "source": "user", "message": "x", "timestamp": "yesterday"}],
+            "ATIF-v1.6",
+            "not ISO 8601",
+        ),
+        ([], "ATIF-v2.0", "not one Mergeable reads"),
+    ],
+)
+def test_it_names_what_is_wrong_with_an_atif_document(steps, version, message):
+    with pytest.raises(ImportProblem, match=message) as caught:
+        imports.parse_transcript(atif(version, steps), "trajectory.json")
+    assert str(caught.value).startswith("trajectory.json: ")
+
+
+def test_it_writes_current_atif_with_agent_only_fields_on_agent_steps():
+    from runs.transcript import TranscriptWriter, validate
+
+    writer = TranscriptWriter(
+        agent_name="builtin",
+        agent_version="",
+        model_name="qwen",
+        tool_definitions=[{"type": "function", "function": {"name": "bash"}}],
+    )
+    writer.add_step("user", "Fix add")
+    writer.add_step(
+        "agent",
+        "Done.",
+        model_name="qwen-2",
+        reasoning_content="Easy.",
+        metrics={"prompt_tokens": 5, "completion_tokens": 1, "cached_tokens": 3},
+    )
+    with pytest.raises(ValueError, match="agent steps"):
+        writer.add_step("user", "x", metrics={"prompt_tokens": 1})
+    writer.finish(prompt_tokens=5, completion_tokens=1, cost_usd=0.0, cached_tokens=3)
+    document = validate(writer.document)
+    assert document["schema_version"] == "ATIF-v1.6"
+    assert document["agent"]["version"] == "unknown"  # ATIF requires one
+    assert document["agent"]["tool_definitions"][0]["function"]["name"] == "bash"
+    assert document["steps"][1]["model_name"] == "qwen-2"
+    assert document["final_metrics"]["total_cached_tokens"] == 3
+
+
+# --- one converter per format, shared by the harness and the import ------------------------------
+
+
+def mini_trajectory(exit_status: str, *, cost_limit: float = 0.0, cost: float = 0.5) -> dict:
+    return {
+        "info": {
+            "exit_status": exit_status,
+            "model_stats": {"instance_cost": cost, "api_calls": 2},
+            "config": {"agent": {"step_limit": 2, "cost_limit": cost_limit}},
+        },
+        "messages": [
+            {"role": "system", "content": "sys"},
+            {"role": "user", "content": "Fix add"},
+            {
+                "role": "assistant",
+                "content": "THOUGHT: look\n```bash\nls\n```\n```bash\ncat calc.py\n```",
+                "extra": {
+                    "actions": [{"command": "ls"}, {"command": "cat calc.py"}],
+                    "response": {"usage": {"prompt_tokens": 100, "completion_tokens": 10}},
+                    "cost": 0.25,
+                },
+            },
+            {"role": "user", "content": "<output>calc.py</output>", "extra": {"returncode": 0}},
+            {"role": "user", "content": "<output>def add</output>", "extra": {"returncode": 0}},
+            {"role": "exit", "content": exit_status, "extra": {"exit_status": exit_status}},
+        ],
+    }
+
+
+def test_mini_swe_agents_trajectory_reads_the_same_in_a_run_and_an_import():
+    from runs.agents import base, mini_swe_agent
+    from runs.transcript import TranscriptWriter
+
+    trajectory = mini_trajectory("Submitted")
+    imported = imports.parse_transcript(json.dumps(trajectory), "traj.json").document["steps"]
+    ran = TranscriptWriter(agent_name="mini-swe-agent", agent_version="2", model_name="m")
+    context = base.AgentContext(
+        workspace=Path("."),
+        instructions="",
+        title="",
+        limits=base.Limits(max_steps=2),
+        transcript=ran,
+        run_command=lambda *a: (0, ""),
+        ask_user=lambda q: "",
+        cancel=None,
+        model=type("Model", (), {"cost": staticmethod(lambda p, c: (p + c) / 1000)})(),
+    )
+    outcome = mini_swe_agent.convert(trajectory, context)
+
+    def shape(steps):
+        return [
+            (s["source"], s["message"], s.get("tool_calls"), s.get("observation")) for s in steps
+        ]
+
+    assert shape(ran.steps) == shape(imported)
+    [agent] = [s for s in imported if s["source"] == "agent"]
+    assert [c["tool_call_id"] for c in agent["tool_calls"]] == ["action-1", "action-2"]
+    assert [r["content"] for r in agent["observation"]["results"]] == [
+        "<output>calc.py</output>",
+        "<output>def add</output>",
+    ]
+    assert outcome.end_status == base.FINISHED and outcome.steps == 2
+
+
+@pytest.mark.parametrize(
+    ("cost_limit", "expected"), [(0.0, "max_steps"), (0.4, "max_cost"), (2.0, "max_steps")]
+)
+def test_it_maps_mini_swe_agents_limit_to_the_limit_it_hit(cost_limit, expected):
+    trajectory = mini_trajectory("LimitsExceeded", cost_limit=cost_limit)
+    read = imports.parse_transcript(json.dumps(trajectory), "traj.json")
+    assert read.end_status == expected
+
+
+def test_aiders_edits_are_numbered_the_same_in_a_run_and_an_import():
+    from runs.agents import aider
+
+    reply = AIDER_SAMPLE.split("#### add() subtracts. Make it add.\n\n", 1)[1].split("\n> ", 1)[0]
+    assert [c["id"] for c in aider.edit_calls(reply)] == ["edit-1"]
+    imported = imports.parse_transcript(AIDER_SAMPLE, ".aider.chat.history.md").document
+    [edit] = imported["steps"][2]["tool_calls"]
+    assert edit["tool_call_id"] == "edit-1" and edit["arguments"]["path"] == "calc.py"
+
+
+def test_it_reads_roo_codes_questions_answers_and_errors_from_the_panel():
+    ui = [
+        {"ts": 1767607200000, "type": "say", "say": "text", "text": "Fix add"},
+        {"ts": 1767607201000, "type": "say", "say": "api_req_started", "text": '{"tokensIn": 9}'},
+        {
+            "ts": 1767607202000,
+            "type": "ask",
+            "ask": "followup",
+            "text": json.dumps(
+                {"question": "Should add() add?", "suggest": [{"answer": "Yes"}, {"answer": "No"}]}
+            ),
+        },
+        {"ts": 1767607203000, "type": "say", "say": "user_feedback", "text": "Yes."},
+        {"ts": 1767607204000, "type": "say", "say": "error", "text": "Roo tried to use apply_diff"},
+        {"ts": 1767607205000, "type": "ask", "ask": "command", "text": "pytest -q"},
+        {"ts": 1767607206000, "type": "ask", "ask": "command_output", "text": "1 passed"},
+    ]
+    read = imports.parse_transcript(json.dumps(ui), "ui_messages.json")
+    steps = read.document["steps"]
+    question = steps[1]["tool_calls"][0]
+    assert question["function_name"] == "ask_followup_question"
+    assert question["arguments"]["question"] == "Should add() add?"
+    assert steps[1]["observation"]["results"][0]["content"] == "Yes."
+    assert steps[2] == {
+        **steps[2],
+        "source": "system",
+        "message": "Error: Roo tried to use apply_diff",
+    }
+    assert steps[3]["tool_calls"][0]["arguments"] == {"command": "pytest -q"}
+    assert steps[3]["observation"]["results"][0]["content"] == "1 passed"
+    assert read.end_status == ""  # it never completed
+
+
+def test_a_format_whose_module_is_missing_does_not_stop_the_others(monkeypatch):
+    monkeypatch.setattr(
+        imports, "FORMATS", {"ghost": "runs.agents.no_such_agent", **imports.FORMATS}
+    )
+    read = imports.parse_transcript(json.dumps(MSWEA_SAMPLE), "traj.json")
+    assert read.format == "mini-swe-agent"
+    with pytest.raises(ImportProblem, match="cannot be read here"):
+        imports.format_module("ghost")
