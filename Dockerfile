@@ -1,4 +1,4 @@
-# One image for every Mergeable process: web (gunicorn), worker and beat (Celery).
+# One image for every Mergeable process: web (gunicorn), worker (bin/worker) and beat (Celery).
 # docker-compose.yml picks the process with `command:`; the default is the web server.
 FROM python:3.12-slim
 
@@ -24,6 +24,7 @@ COPY scoring scoring
 COPY templates templates
 COPY static static
 COPY demo demo
+COPY bin/worker bin/worker
 
 # `pip install .` brings the dependencies from pyproject.toml. The code itself runs from /app
 # (PYTHONPATH below), because settings find templates/ and static/ next to the evalsite package.
@@ -57,5 +58,6 @@ ENV PYTHONPATH=/app \
 USER mergeable
 EXPOSE 8000
 
-CMD ["gunicorn", "evalsite.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", \
-     "--access-logfile", "-"]
+# Threaded workers sized from the CPUs the container may use (evalsite/gunicorn_config.py).
+CMD ["gunicorn", "evalsite.wsgi:application", "--config", "python:evalsite.gunicorn_config", \
+     "--bind", "0.0.0.0:8000", "--access-logfile", "-"]

@@ -3,15 +3,17 @@ leaderboard. Each app contributes through a small function so `runs` never impor
 
 from __future__ import annotations
 
+from evalsite.operations import load
+from evalsite.roles import ADMIN, LEAD, has_role
+from runs.models import Campaign, Run
+from scoring.leaderboard import latest_summary
+from scoring.queue import pending_reviews_for
+
 
 def for_user(user) -> dict:
     """Scorers see no standings: a leaderboard would tell them which contestant tends to do
-    well before they judge its runs, and which run is whose from how its numbers move."""
-    from evalsite.roles import LEAD, has_role
-    from runs.models import Campaign, Run
-    from scoring.leaderboard import latest_summary
-    from scoring.queue import pending_reviews_for
-
+    well before they judge its runs, and which run is whose from how its numbers move. Admins
+    also see the load: workers alive, their busy slots, the queue (`evalsite.operations`)."""
     active = (
         Run.objects.filter(status__in=Run.ACTIVE_STATUSES)
         .select_related("prompt", "campaign")
@@ -26,4 +28,5 @@ def for_user(user) -> dict:
         ),
         "pending_reviews": pending_reviews_for(user),
         "leaderboard": latest_summary() if is_lead else None,
+        "load": load() if has_role(user, ADMIN) else None,
     }

@@ -126,6 +126,22 @@ def test_it_shows_the_dashboard_in_fixed_queries(lead, scorer, client_for):
     assert_fixed_queries(client_for(lead), reverse("dashboard"), add, budget=17)
 
 
+def test_it_shows_admins_the_workers_panel_in_fixed_queries(admin_user, client_for):
+    from evalsite.models import WorkerHeartbeat
+
+    def add(n: int) -> None:
+        # Workers alive, each with a run in progress, and runs waiting in the queue.
+        for _ in range(n):
+            worker = f"{_name('worker')}@box:1"
+            WorkerHeartbeat.objects.create(
+                name=worker, slots=4, started_at=timezone.now(), seen_at=timezone.now()
+            )
+            make_run(_prompt(), _contestant(), status=Run.RUNNING, worker=worker)
+            make_run(_prompt(), _contestant(), status=Run.QUEUED)
+
+    assert_fixed_queries(client_for(admin_user), reverse("dashboard"), add, budget=20)
+
+
 # -- runs: curation ------------------------------------------------------------------------------
 
 

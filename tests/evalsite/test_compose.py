@@ -54,7 +54,9 @@ def _settings_variables() -> set[str]:
 
 
 def _command_variables() -> set[str]:
-    return _read_variables(*(ROOT / "evalsite" / "management" / "commands").glob("*.py"))
+    """Variables read outside settings: by management commands and by gunicorn's config."""
+    commands = (ROOT / "evalsite" / "management" / "commands").glob("*.py")
+    return _read_variables(*commands, ROOT / "evalsite" / "gunicorn_config.py")
 
 
 def _env_example_variables() -> set[str]:
@@ -93,6 +95,10 @@ def _check_command(argv: list[str]) -> None:
         module_name, _, attribute = argv[1].partition(":")
         module = __import__(module_name, fromlist=[attribute])
         assert callable(getattr(module, attribute)), f"{argv[1]} is not a WSGI callable"
+    elif argv[0] == "bin/worker":
+        # The image copies it to /app/bin/worker, the working directory's bin/.
+        assert os.access(ROOT / argv[0], os.X_OK), "bin/worker is not an executable file"
+        assert ("COPY", "bin/worker bin/worker") in _dockerfile_instructions()
     elif argv[0] == "celery":
         from celery import Celery
         from celery.app.utils import find_app
@@ -121,7 +127,7 @@ def test_it_starts_app_processes_that_exist():
     services = _services()
     for name in (*APP_SERVICES, "migrate"):
         _check_command(_argv(services[name]["command"]))
-    assert _argv(services["worker"]["command"])[3] == "worker"
+    assert _argv(services["worker"]["command"])[0] == "bin/worker"
     assert _argv(services["beat"]["command"])[3] == "beat"
     assert _argv(services["migrate"]["command"])[2] == "migrate"
     assert "--bind=0.0.0.0:8000" in _argv(services["web"]["command"])
@@ -320,3 +326,40 @@ def test_it_reports_a_healthy_web_server_behind_an_https_proxy(live_server, sett
     env["ALLOWED_HOSTS"] = "other.example.com"  # Django answers 400: the check must fail
     unhealthy = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True)
     assert unhealthy.returncode != 0
+
+
+def _gunicorn_config(argv: list[str], **env: str) -> dict[str, str]:
+    """What gunicorn makes of this command line and environment (`--print-config`)."""
+    environment = {
+        k: v for k, v in os.environ.items() if k not in ("WEB_CONCURRENCY", "WEB_THREADS")
+    }
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    result = subprocess.run(
+        [str(gunicorn), "--print-config", *argv[1:]],
+        cwd=ROOT,
+        env={**environment, **env},
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode:
+        return {"error": result.stdout + result.stderr}
+    return dict(
+        (key.strip(), value.strip())
+        for key, _, value in (line.partition("=") for line in result.stdout.splitlines())
+    )
+
+
+def test_it_serves_the_web_with_threaded_workers_sized_from_the_cpus():
+    cmd = [arguments for kind, arguments in _dockerfile_instructions() if kind == "CMD"][-1]
+    cpus = str(max(2, len(os.sched_getaffinity(0))))
+    for argv in (_argv(_services()["web"]["command"]), yaml.safe_load(cmd)):
+        config = _gunicorn_config(argv)
+        assert config["worker_class"] == "gthread", argv
+        assert (config["workers"], config["threads"]) == (cpus, "4"), argv
+        assert config["bind"] == "['0.0.0.0:8000']", argv
+
+        tuned = _gunicorn_config(argv, WEB_CONCURRENCY="5", WEB_THREADS="2")
+        assert (tuned["workers"], tuned["threads"]) == ("5", "2")
+        assert "WEB_THREADS must be a positive integer" in _gunicorn_config(
+            argv, WEB_THREADS="zero"
+        ).get("error", "")

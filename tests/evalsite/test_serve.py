@@ -103,18 +103,26 @@ def served(tmp_path):
         serve.wait(10)
 
 
+def _pool(processes: dict[int, str], queue: str) -> list[int]:
+    return [pid for pid in _celery(processes, "worker") if f"--queues={queue}" in processes[pid]]
+
+
 def test_it_runs_beat_as_its_own_process(served):
     _serve, var_dir, _port = served
+    # bin/worker: the run pool, and the bookkeeping pool the reaper runs in.
+    _wait_for(lambda: len(_celery(_processes_of(var_dir), "worker")) == 2, 30, "both pools")
     processes = _processes_of(var_dir)
-    assert len(_celery(processes, "worker")) == 1
+    assert len(_pool(processes, "celery")) == 1 and len(_pool(processes, "bookkeeping")) == 1
     assert not any(" -B" in line for line in processes.values())
     _wait_for(lambda: "beat: Starting..." in (var_dir / "beat.log").read_text(), 30, "beat")
     _wait_for(lambda: list(var_dir.glob("celerybeat-schedule*")), 10, "beat's schedule file")
 
 
-def test_it_leaves_nothing_behind_when_the_worker_is_killed(served):
+@pytest.mark.parametrize("queue", ["celery", "bookkeeping"])
+def test_it_leaves_nothing_behind_when_a_worker_pool_is_killed(served, queue):
     serve, var_dir, port = served
-    [worker] = _celery(_processes_of(var_dir), "worker")
+    _wait_for(lambda: _pool(_processes_of(var_dir), queue), 30, f"the {queue} pool")
+    [worker] = _pool(_processes_of(var_dir), queue)
 
     os.kill(worker, signal.SIGKILL)
 

@@ -1,0 +1,28 @@
+"""Gunicorn's settings for the web service (`gunicorn --config=python:evalsite.gunicorn_config`).
+
+Threaded workers (gthread): a request waiting on the database, or a slow one such as a login
+(Argon2 costs tens of milliseconds of CPU on purpose), holds one thread, not a whole process.
+One process per CPU the server may use, so Python's GIL does not cap the site at one core, and
+four threads in each: on 2 CPUs, 8 requests in flight. WEB_CONCURRENCY and WEB_THREADS override.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def _cpus() -> int:
+    # The CPUs this process may run on (a container's cpuset), not every CPU of the host.
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def envcount(name: str, default: int) -> int:
+    value = os.getenv(name) or str(default)
+    if not value.isdigit() or int(value) < 1:
+        raise SystemExit(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+worker_class = "gthread"
+workers = envcount("WEB_CONCURRENCY", max(2, _cpus()))
+threads = envcount("WEB_THREADS", 4)
