@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import wraps
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 
@@ -61,8 +61,6 @@ def role_required(role: str) -> Callable:
 
 def set_role(user, role: str | None) -> None:
     """Make ``role`` the user's only Mergeable role (None removes all). Staff follows admin."""
-    from django.contrib.auth.models import Group
-
     if role is not None and role not in ROLES:
         raise ValueError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
     user.groups.remove(*Group.objects.filter(name__in=ROLES))

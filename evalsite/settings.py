@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import dj_database_url
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
@@ -256,9 +257,19 @@ CELERY_TASK_SOFT_TIME_LIMIT = RUN_HARD_TIME_LIMIT - 60
 CELERY_TASK_TIME_LIMIT = RUN_HARD_TIME_LIMIT
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BEAT_SCHEDULE = {
-    "reap-stale-runs": {"task": "runs.tasks.reap_stale_runs", "schedule": 30.0},
-}
+# Two queues. Runs, imports and checks wait in "celery" for a worker's run slots. Bookkeeping
+# (the reaper, anything beat schedules) has a queue of its own, which every worker host consumes
+# in a separate small process (bin/worker): a worker reserves tasks for its slots across all the
+# queues it consumes, so a pool busy with hour-long runs would leave a reaper tick waiting behind
+# them. Beat's schedule is below, with the heartbeat settings it depends on.
+BOOKKEEPING_QUEUE = "bookkeeping"
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_ROUTES = {"runs.tasks.reap_stale_runs": {"queue": BOOKKEEPING_QUEUE}}
+# Redis serves priority 0 first (kombu's priority_steps 0, 3, 6, 9): runs are sent at 6, and a
+# run the reaper requeues at 0 (runs.enqueue), so it takes the next free slot, not the backlog's
+# end. The embedded queue ignores priorities.
+CELERY_TASK_DEFAULT_PRIORITY = 6
+REQUEUED_RUN_PRIORITY = 0
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # A cache shared by every web process (leaderboards, rendered diffs). Give it its own Redis
@@ -315,8 +326,6 @@ if not MERGEABLE_ENCRYPTION_KEYS:
         )
     MERGEABLE_ENCRYPTION_KEYS = ["ZGV2ZWxvcG1lbnQtb25seS1rZXktMzItYnl0ZXMhISE="]
 try:
-    from cryptography.fernet import Fernet
-
     for _key in MERGEABLE_ENCRYPTION_KEYS:
         Fernet(_key)
 except ValueError:
@@ -346,8 +355,34 @@ MERGEABLE_OPENCODE_BIN = envpath(
 )
 
 MERGEABLE_MAX_ATTEMPTS = envint("MERGEABLE_MAX_ATTEMPTS", 3)
+# A lost run is running again within a minute: a worker killed just after a heartbeat is stale
+# STALE_AFTER seconds later, and the reaper, every REAP seconds on the bookkeeping queue, requeues
+# it ahead of the backlog: at worst 30 + 10 s. Stale is three missed heartbeats, so a database
+# hiccup does not cost a live run its attempt. Workers heartbeat themselves as often too (the
+# dashboard's "Workers" panel).
 MERGEABLE_HEARTBEAT_SECONDS = envint("MERGEABLE_HEARTBEAT_SECONDS", 10)
-MERGEABLE_STALE_AFTER_SECONDS = envint("MERGEABLE_STALE_AFTER_SECONDS", 120)
+MERGEABLE_STALE_AFTER_SECONDS = envint("MERGEABLE_STALE_AFTER_SECONDS", 30)
+MERGEABLE_REAP_SECONDS = envint("MERGEABLE_REAP_SECONDS", 10)
+if min(MERGEABLE_HEARTBEAT_SECONDS, MERGEABLE_REAP_SECONDS) < 1:
+    raise ImproperlyConfigured(
+        "MERGEABLE_HEARTBEAT_SECONDS and MERGEABLE_REAP_SECONDS must be positive integers, got "
+        f"{MERGEABLE_HEARTBEAT_SECONDS} and {MERGEABLE_REAP_SECONDS}"
+    )
+if MERGEABLE_STALE_AFTER_SECONDS < 2 * MERGEABLE_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured(
+        "MERGEABLE_STALE_AFTER_SECONDS must be at least twice MERGEABLE_HEARTBEAT_SECONDS "
+        f"({MERGEABLE_STALE_AFTER_SECONDS} < 2 x {MERGEABLE_HEARTBEAT_SECONDS}): one late "
+        "heartbeat would hand a live run to a second worker"
+    )
+CELERY_BEAT_SCHEDULE = {
+    "reap-stale-runs": {
+        "task": "runs.tasks.reap_stale_runs",
+        "schedule": float(MERGEABLE_REAP_SECONDS),
+        # A tick nobody took in time is worth nothing: the next one does the same work. Without
+        # this, a night without workers would leave thousands of ticks to run one after another.
+        "options": {"expires": float(MERGEABLE_REAP_SECONDS)},
+    },
+}
 MERGEABLE_ANSWER_TIMEOUT_SECONDS = envint("MERGEABLE_ANSWER_TIMEOUT_SECONDS", 900)
 MERGEABLE_ARTIFACT_TEXT_CAP = envint("MERGEABLE_ARTIFACT_TEXT_CAP", 512 * 1024)
 

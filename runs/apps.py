@@ -6,5 +6,6 @@ class RunsConfig(AppConfig):
     verbose_name = "Runs"
 
     def ready(self) -> None:
-        # Connects the worker_ready handler, whatever imports the tasks first (or nothing does).
+        # Registers the tasks (runs.enqueue sends them by name) and connects the worker_ready
+        # handler. Deferred to ready(): the tasks import the models, which need the app registry.
         from runs import tasks  # noqa: F401

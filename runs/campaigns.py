@@ -10,7 +10,9 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from runs import enqueue, sandbox
 from runs.models import Campaign, Contestant, PromptSet, Run
+from runs.workers import machine, worker_name
 
 
 class LaunchError(ValueError):
@@ -76,15 +78,8 @@ def launch(
         run_ids = [run.pk for run in runs] or list(
             campaign.runs.order_by("id").values_list("id", flat=True)
         )
-        transaction.on_commit(lambda: enqueue(run_ids))
+        enqueue.runs(run_ids)
     return campaign
-
-
-def enqueue(run_ids: Sequence[int]) -> None:
-    from runs.tasks import execute_run
-
-    for run_id in run_ids:
-        execute_run.delay(run_id)
 
 
 def cancel_run(run: Run, reason: str = "Cancelled by a user") -> bool:
@@ -106,11 +101,9 @@ def cancel_run(run: Run, reason: str = "Cancelled by a user") -> bool:
 
 
 def _stop_now_if_here(run: Run) -> None:
-    from runs import sandbox
-
     run.refresh_from_db(fields=["process_group", "worker"])
     # Same machine as the worker: kill now. Elsewhere the worker's heartbeat notices the flag.
-    if run.process_group and _machine(run.worker) == _machine(worker_name()):
+    if run.process_group and machine(run.worker) == machine(worker_name()):
         sandbox.kill_process_group(run.process_group)
 
 
@@ -179,7 +172,7 @@ def retry_run(run: Run) -> bool:
     )
     if updated:
         Campaign.objects.filter(pk=run.campaign_id).update(state=Campaign.RUNNING)
-        transaction.on_commit(lambda: enqueue([run.pk]))
+        enqueue.runs([run.pk])
     return bool(updated)
 
 
@@ -199,15 +192,3 @@ def answer_question(run: Run, answer: str, user) -> bool:
         pending["answered_at"] = timezone.now().isoformat()
         locked.save(update_fields=["questions"])
     return True
-
-
-def worker_name(node: str | None = None) -> str:
-    """Who holds a run: the Celery node name (name@host) or the host, and the process id."""
-    import os
-    import socket
-
-    return f"{node or socket.gethostname()}:{os.getpid()}"
-
-
-def _machine(worker: str) -> str:
-    return worker.rsplit(":", 1)[0].split("@")[-1]

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from runs import campaigns, execution
+from runs.files import contestants, prompt_sets
 from runs.models import Campaign, Contestant, PromptSet, Run
 
 DEMO_DIR = Path(settings.BASE_DIR) / "demo"
@@ -59,15 +61,13 @@ def ensure_repository(root: Path | None = None) -> tuple[Path, str]:
 
 
 def load(*, run_campaign: bool = True) -> list[str]:
-    from runs import campaigns, execution, prompt_sets
-
     lines = []
     repo_path, commit = ensure_repository()
     text = (DEMO_DIR / "prompt-set.yaml").read_text()
     text = text.replace("{repo_url}", str(repo_path)).replace("{commit}", commit)
     report = prompt_sets.import_prompt_set(text, filename="demo/prompt-set.yaml")
     lines.append(f"Demo prompt set {PROMPT_SET_NAME}: {_summary(report)}")
-    report = prompt_sets.import_contestants(
+    report = contestants.import_contestants(
         (DEMO_DIR / "contestants.yaml").read_text(),
         filename="demo/contestants.yaml",
         base_dir=Path(settings.BASE_DIR),

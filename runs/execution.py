@@ -19,11 +19,9 @@ import logging
 import os
 import secrets
 import shutil
-import stat
 import tempfile
 import threading
 import time
-import xml.etree.ElementTree as ET
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,22 +30,20 @@ from django.db import DatabaseError, close_old_connections, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
+from runs import agents, enqueue, gateway_bridge, redaction, sandbox, test_results, workspace
 from runs import caps as run_caps
 from runs import gateway as run_gateway
-from runs import gateway_bridge, redaction, sandbox, workspace
 from runs.agents import base
 from runs.agents.cli import endpoint_problem
-from runs.campaigns import worker_name
-from runs.models import Campaign, KeyUnavailable, Run
+from runs.models import Campaign, KeyUnavailable, Run, column_text
 from runs.transcript import TranscriptWriter, dumps
+from runs.workers import worker_name
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIME_LIMIT = 1800
 SETUP_TIMEOUT = 900
 TEST_TIMEOUT = 900
-JUNIT_FILE = ".mergeable-junit.xml"
-JUNIT_MAX_BYTES = 20_000_000
 TRANSCRIPT_SAVE_INTERVAL_S = 0.5
 
 
@@ -320,8 +316,8 @@ def _capture(
         protected = workspace.changed_test_files(
             checkout, captured.tree, run.snapshot["prompt"].get("test_files") or []
         )
-        if _set(run, cancel, **capture_fields(captured), test_files_modified=protected):
-            save_capture_artifacts(run, captured)
+        if _set(run, cancel, **Run.diff_fields(captured), test_files_modified=protected):
+            run.save_diff(captured)
     return captured
 
 
@@ -362,28 +358,6 @@ def _judge(run: Run, outcome: base.AgentOutcome) -> tuple[str, str]:
     if not run.files_changed:
         return Run.FINISHED, "The agent changed no files"
     return Run.FINISHED, ""
-
-
-def capture_fields(captured: workspace.CapturedDiff) -> dict:
-    """The Run fields that describe a captured diff (shared with imported runs)."""
-    return {
-        "files_changed": captured.files,
-        "binary_files": captured.binary_files,
-        "additions": captured.additions,
-        "deletions": captured.deletions,
-    }
-
-
-def save_capture_artifacts(run: Run, captured: workspace.CapturedDiff) -> None:
-    """The diff and the before/after text of changed files, for the review page's context."""
-    run.save_artifact("diff.patch", captured.patch)
-    run.save_artifact("before.json", json.dumps(captured.before))
-    run.save_artifact("after.json", json.dumps(captured.after))
-
-
-def column_text(text: str) -> str:
-    """Text from agents and commands, made storable in any database (PostgreSQL refuses NUL)."""
-    return text.replace("\x00", "\ufffd")
 
 
 def _end(run: Run, status: str, *, reason: str = "", error: str = "", timings=None) -> str:
@@ -583,8 +557,6 @@ def cap_limits(own: dict) -> run_caps.CapLimits:
 
 
 def _run_agent(run: Run, box: _Box, deadline: float) -> base.AgentOutcome:
-    from runs import agents
-
     contestant = run.contestant
     model = contestant.model
     prompt = run.snapshot["prompt"]
@@ -619,7 +591,9 @@ def _run_agent(run: Run, box: _Box, deadline: float) -> base.AgentOutcome:
         if getattr(harness, "RUNS_IN_WORKER", False):
             config = box.gateway.worker_model()
         else:
-            config = box.gateway.sandbox_model(box.door.port)
+            # A CLI with a fixed wire format (SPEAKS) gets the gateway in that format; the
+            # gateway translates to the model's own.
+            config = box.gateway.sandbox_model(box.door.port, getattr(harness, "SPEAKS", ""))
 
     transcript = TranscriptWriter(
         agent_name=harness.NAME,
@@ -760,57 +734,17 @@ def ask_user(run: Run, question: str, cancel: _Cancel, deadline: float) -> str:
 
 def _run_tests(run: Run, command: str, box: _Box) -> None:
     result = box.run(command, TEST_TIMEOUT)
-    passed, failed = parse_junit(box.checkout.work)
+    passed, failed = test_results.parse_junit(box.checkout.work)
     owned = _set(
         run,
         box.cancel,
         test_exit_code=result.exit_code,
         tests_passed=passed,
         tests_failed=failed,
-        # Scrubbed before it is cut, so a key split at the cut cannot leak its half.
-        test_output_tail=column_text(redaction.scrub(result.output)[-4000:]),
+        test_output_tail=test_results.output_tail(result.output),
     )
     if owned:
         run.save_artifact("test_output.txt", result.output)
-
-
-def parse_junit(work: Path) -> tuple[int | None, int | None]:
-    """Pass and fail counts from JUnit XML the test command wrote (pytest --junitxml).
-
-    The test command runs code the agent may have changed, so the file is untrusted: a symlink
-    (to a file of the host's, say) or anything but a regular file of sane size is ignored, and so
-    is XML whose counts are not numbers. (None, None) when no usable file is found.
-    """
-    candidates = [work / JUNIT_FILE, *sorted(work.glob("*junit*.xml"))]
-    for path in candidates:
-        try:
-            descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:
-            continue  # missing, or a symlink
-        with os.fdopen(descriptor, "rb") as opened:
-            info = os.fstat(opened.fileno())
-            if not stat.S_ISREG(info.st_mode) or info.st_size > JUNIT_MAX_BYTES:
-                continue
-            try:
-                counts = _junit_counts(ET.parse(opened).getroot())  # noqa: S314 - see above
-            except (ET.ParseError, ValueError):
-                continue
-        return counts
-    return None, None
-
-
-def _junit_counts(root: ET.Element) -> tuple[int, int]:
-    suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
-    tests = failures = errors = skipped = 0
-    for suite in suites:
-        tests += int(suite.get("tests", 0))
-        failures += int(suite.get("failures", 0))
-        errors += int(suite.get("errors", 0))
-        skipped += int(suite.get("skipped", 0))
-    passed = tests - failures - errors - skipped
-    if min(passed, failures, errors, skipped) < 0:
-        raise ValueError("inconsistent JUnit counts")
-    return passed, failures + errors
 
 
 def _budget_spent(campaign: Campaign) -> bool:
@@ -861,7 +795,5 @@ def reap_stale_runs() -> list[int]:
         ):
             requeued.append(run.pk)
     if requeued:
-        from runs.campaigns import enqueue
-
-        transaction.on_commit(lambda: enqueue(requeued))
+        enqueue.runs(requeued, requeued=True)
     return requeued

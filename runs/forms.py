@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from django import forms
 from django.conf import settings
 from django.urls import reverse
 
 from runs.models import (
     SANDBOX_LIMIT_CAPS,
+    CommitNotFound,
     Contestant,
     LanguageModel,
     Prompt,
     PromptSet,
     Repository,
-    hidden_path_problem,
+    RepositoryUnreachable,
 )
+from runs.workspace import redact_url
 
 UPLOAD_LIMIT = 5 * 1024 * 1024
 
@@ -186,69 +185,57 @@ class PromptForm(forms.ModelForm):
         return key
 
     def clean(self):
+        # Field rules are the model's (run by _post_clean); what needs the repository's mirror is
+        # checked here, and only for what changed: a stored commit was resolved when it was saved.
         data = super().clean()
-        repository, commit = data.get("repository"), data.get("commit")
-        if repository and commit:
-            data["commit"] = self._resolved_commit(repository, commit.strip(), "commit")
-        hidden_commit = (data.get("hidden_tests_commit") or "").strip()
-        if repository and hidden_commit:
-            data["hidden_tests_commit"] = hidden_commit = self._resolved_commit(
+        repository = data.get("repository")
+        if repository is None:
+            return data
+        if data.get("commit") and self._changed(repository, "commit", data["commit"]):
+            data["commit"] = self._resolved(repository, data["commit"], "commit")
+        hidden_commit = data.get("hidden_tests_commit") or ""
+        paths = data.get("hidden_tests_paths") or []
+        if hidden_commit and self._changed(repository, "hidden_tests_commit", hidden_commit):
+            data["hidden_tests_commit"] = hidden_commit = self._resolved(
                 repository, hidden_commit, "hidden_tests_commit"
             )
-            paths = data.get("hidden_tests_paths") or []
-            unchanged = (
-                self.instance.pk
-                and self.instance.repository_id == repository.pk
-                and (self.instance.hidden_tests_commit, self.instance.hidden_tests_paths)
-                == (hidden_commit, paths)
+        if (
+            hidden_commit
+            and paths
+            and "hidden_tests_commit" not in self.errors
+            and (
+                self._changed(repository, "hidden_tests_commit", hidden_commit)
+                or self._changed(repository, "hidden_tests_paths", paths)
             )
-            checkable = [path for path in paths if not hidden_path_problem(path)]
-            if not unchanged and "hidden_tests_commit" not in self.errors and checkable:
-                self._check_hidden_paths(repository, hidden_commit, checkable)
+        ):
+            try:
+                missing = repository.missing_paths(hidden_commit, paths)
+            except RepositoryUnreachable as exc:
+                self.add_error("hidden_tests_paths", f"Cannot check these paths: {exc}")
+                missing = []
+            for path in missing:
+                self.add_error(
+                    "hidden_tests_paths", f"{path!r} is not in commit {hidden_commit[:12]}."
+                )
         return data
 
-    def _resolved_commit(self, repository: Repository, commit: str, field: str) -> str:
-        """The full sha of `commit`, fetched into the mirror; a form error if it cannot be."""
-        unchanged = (
+    def _changed(self, repository: Repository, field: str, value) -> bool:
+        return not (
             self.instance.pk
             and self.instance.repository_id == repository.pk
-            and getattr(self.instance, field) == commit
+            and getattr(self.instance, field) == value
         )
-        if unchanged:  # resolved when it was stored; no need to reach the remote again
-            return commit
-        from runs import workspace
 
+    def _resolved(self, repository: Repository, commit: str, field: str) -> str:
+        """The full sha of `commit`; a form error (and `commit` unchanged) if it cannot be."""
         try:
-            root = Path(settings.MERGEABLE_WORKSPACE_ROOT)
-            mirror = workspace.ensure_mirror(repository.url, root, commit)
-            return workspace.resolve_commit(mirror, commit)
-        except workspace.WorkspaceError as exc:
-            self.add_error(
-                field,
-                f"Cannot resolve this commit in {repository.name}: "
-                f"{_without_url(str(exc), repository)}",
-            )
-            return commit
-
-    def _check_hidden_paths(self, repository: Repository, commit: str, paths: list[str]) -> None:
-        from runs import workspace
-
-        try:
-            root = Path(settings.MERGEABLE_WORKSPACE_ROOT)
-            mirror = workspace.ensure_mirror(repository.url, root, commit)
-            missing = workspace.missing_paths(mirror, commit, paths)
-        except workspace.WorkspaceError as exc:
-            problem = _without_url(str(exc), repository)
-            self.add_error("hidden_tests_paths", f"Cannot check these paths: {problem}")
-            return
-        for path in missing:
-            self.add_error("hidden_tests_paths", f"{path!r} is not in commit {commit[:12]}.")
-
-
-def _without_url(message: str, repository: Repository) -> str:
-    if repository.url != repository.display_url:
-        message = message.replace(repository.url, repository.display_url)
-    return message
+            return repository.resolve_commit(commit)
+        except CommitNotFound:
+            problem = f"{repository.name} has no commit or branch {commit[:100]!r}."
+        except RepositoryUnreachable as exc:
+            problem = f"the repository cannot be fetched: {exc}"
+        self.add_error(field, f"Cannot resolve this commit in {repository.name}: {problem}")
+        return commit
 
 
 # -- Repositories --------------------------------------------------------------------------------
@@ -258,8 +245,6 @@ class RedactedURLInput(forms.TextInput):
     """Renders a URL with its credentials removed, so a stored password never reaches a page."""
 
     def format_value(self, value):
-        from runs.workspace import redact_url
-
         value = super().format_value(value)
         return redact_url(value) if value else value
 
@@ -277,27 +262,10 @@ class RepositoryForm(forms.ModelForm):
         }
 
     def clean_url(self) -> str:
-        from runs.workspace import redact_url, validate_repository_url
-
-        url = self.cleaned_data["url"].strip()
-        stored = self.instance.url if self.instance.pk else ""
         # The field showed the stored URL redacted: sent back unchanged, it means "keep it".
-        if stored and url == redact_url(stored):
-            url = stored
-        try:
-            return validate_repository_url(url, settings.MERGEABLE_LOCAL_REPO_ROOTS)
-        except ValueError as exc:
-            message = str(exc)
-            if url != redact_url(url):
-                message = message.replace(url, redact_url(url))
-            raise forms.ValidationError(f"This repository URL is not allowed: {message}") from None
-
-    def _post_clean(self) -> None:
-        super()._post_clean()
-        # The model validator repeats the check above; keep only the clearer message.
-        errors = self.errors.get("url")
-        if errors and len(errors) > 1:
-            self.errors["url"] = self.error_class(errors[:1])
+        # Whether a URL is allowed is the model's rule, checked when the form validates it.
+        url = self.cleaned_data["url"]
+        return self.instance.restored_url(url) if self.instance.pk else url
 
 
 # -- Models --------------------------------------------------------------------------------------
@@ -358,29 +326,11 @@ class LanguageModelForm(forms.ModelForm):
     ]
 
     def clean(self):
+        # A provider's required fields and a script that parses are the model's rules.
         data = super().clean()
-        provider = data.get("provider")
-        if provider == LanguageModel.SCRIPTED:
-            self._check_script(data.get("script", ""))
-        elif provider:
-            if not data.get("base_url"):
-                self.add_error("base_url", "A base URL is needed for this provider.")
-            if not data.get("model_id"):
-                self.add_error("model_id", "A model id is needed for this provider.")
         if data.get("api_key") and data.get("clear_api_key"):
             self.add_error("clear_api_key", "Either enter a new key or remove it, not both.")
         return data
-
-    def _check_script(self, script: str) -> None:
-        from runs.providers import load_script
-
-        if not script.strip():
-            self.add_error("script", "A scripted model needs a script.")
-            return
-        try:
-            load_script(script)
-        except ValueError as exc:
-            self.add_error("script", str(exc))
 
     def save(self, commit: bool = True) -> LanguageModel:
         model = super().save(commit=False)
@@ -442,12 +392,3 @@ class ContestantForm(forms.ModelForm):
         for name, setting in SANDBOX_LIMIT_CAPS.items():
             cap = getattr(settings, setting)
             self.fields[name].help_text = f"At most {cap}, the site's cap; blank means the cap"
-
-    def clean_benchmarks(self) -> dict:
-        benchmarks = self.cleaned_data["benchmarks"]
-        for name, score in benchmarks.items():
-            if isinstance(score, bool) or not isinstance(score, int | float):
-                raise forms.ValidationError(
-                    f"The score for {name!r} must be a number, got {json.dumps(score)}."
-                )
-        return benchmarks

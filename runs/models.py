@@ -6,27 +6,39 @@ import json
 import os
 import re
 import secrets
+import subprocess
+import uuid
+from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
+from django.core.files.storage import FileSystemStorage, default_storage
+from django.core.files.utils import validate_file_name
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
 from evalsite.fields import EncryptedTextField, UnreadableSecret
-from runs import agents, redaction
+from runs import agents, providers, redaction, workspace
 
 
 def _validate_url(value: str) -> None:
-    from runs.workspace import validate_repository_url
-
+    """The one rule for a repository URL, for the form, the prompt-set files and the checks."""
     try:
-        validate_repository_url(value, settings.MERGEABLE_LOCAL_REPO_ROOTS)
+        workspace.validate_repository_url(value, settings.MERGEABLE_LOCAL_REPO_ROOTS)
     except ValueError as exc:
-        raise ValidationError(str(exc)) from None
+        problem = workspace.redact_url(str(exc))
+        raise ValidationError(f"This repository URL is not allowed: {problem}") from None
+
+
+class RepositoryUnreachable(Exception):
+    """No mirror of the repository can be made; the message says why (credentials hidden)."""
+
+
+class CommitNotFound(Exception):
+    """The repository is reachable but has no such commit."""
 
 
 class Repository(models.Model):
@@ -44,12 +56,62 @@ class Repository(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def clean(self) -> None:
+        super().clean()
+        # The field's validator reports a URL that is not allowed; an allowed one is stored in
+        # its normal form, so that every spelling of a local repository shares one mirror.
+        try:
+            self.url = workspace.validate_repository_url(
+                self.url, settings.MERGEABLE_LOCAL_REPO_ROOTS
+            )
+        except ValueError:
+            pass
+
     @property
     def display_url(self) -> str:
         """The URL with any embedded credentials removed: safe to render."""
-        from runs.workspace import redact_url
+        return workspace.redact_url(self.url)
 
-        return redact_url(self.url)
+    def restored_url(self, url: str) -> str:
+        """`url`, or the stored URL when `url` is the stored one as shown (credentials hidden).
+
+        Pages and exported files show the URL redacted; sent back unchanged, it means "keep the
+        stored URL and its credentials".
+        """
+        return self.url if self.url and url == self.display_url else url
+
+    def resolve_commit(self, commit: str) -> str:
+        """The full sha of `commit` (a sha, an abbreviated one or a branch), fetched into the
+        repository's mirror. Raises RepositoryUnreachable or CommitNotFound."""
+        root = Path(settings.MERGEABLE_WORKSPACE_ROOT)
+        failures = (workspace.WorkspaceError, OSError, subprocess.SubprocessError, ValueError)
+        try:
+            mirror = workspace.ensure_mirror(self.url, root, commit)
+        except failures as exc:
+            # A failed fetch of one commit still leaves a usable mirror that can say "not found";
+            # with no mirror at all, the repository itself is at fault.
+            mirror = workspace.mirror_path(root, self.url)
+            if not (mirror / "HEAD").exists():
+                raise RepositoryUnreachable(workspace.redact_url(str(exc))[:500]) from None
+        try:
+            return workspace.resolve_commit(mirror, commit)
+        except failures:
+            raise CommitNotFound(commit) from None
+
+    def missing_paths(self, commit: str, paths: list[str]) -> list[str]:
+        """Which of `paths` the (resolved) `commit` does not have. Paths that cannot be hidden
+        test paths at all are left to Prompt.clean(), which names their problem. Raises
+        RepositoryUnreachable when the mirror cannot be read."""
+        checkable = [path for path in paths if not hidden_path_problem(path)]
+        if not checkable:
+            return []
+        try:
+            mirror = workspace.ensure_mirror(
+                self.url, Path(settings.MERGEABLE_WORKSPACE_ROOT), commit
+            )
+            return workspace.missing_paths(mirror, commit, checkable)
+        except workspace.WorkspaceError as exc:
+            raise RepositoryUnreachable(workspace.redact_url(str(exc))) from None
 
 
 class PromptSetQuerySet(models.QuerySet):
@@ -270,8 +332,25 @@ class LanguageModel(models.Model):
         return self.name
 
     def clean(self) -> None:
+        super().clean()
+        # Phrased to follow the field's name, as the contestants file reports them.
+        errors = {}
         if self.api_key_env and (problem := api_key_env_problem(self.api_key_env)):
-            raise ValidationError({"api_key_env": f"api_key_env {problem}."})
+            errors["api_key_env"] = f"api_key_env {problem}."
+        if self.provider == self.SCRIPTED:
+            if not self.script.strip():
+                errors["script"] = "Is required for provider scripted."
+            else:
+                try:
+                    providers.load_script(self.script)
+                except ValueError as exc:
+                    errors["script"] = str(exc)
+        elif self.provider:
+            for name in ("base_url", "model_id"):
+                if not getattr(self, name):
+                    errors[name] = f"Is required for provider {self.provider}."
+        if errors:
+            raise ValidationError(errors)
 
     @property
     def is_scripted(self) -> bool:
@@ -311,9 +390,7 @@ class LanguageModel(models.Model):
             return os.environ.get(self.api_key_env, "")
         return ""
 
-    def provider_config(self, prompt_key: str | None = None):
-        from runs import providers
-
+    def provider_config(self, prompt_key: str | None = None) -> providers.ModelConfig:
         return providers.ModelConfig(
             provider=self.provider,
             model=self.model_id,
@@ -392,6 +469,15 @@ class Contestant(models.Model):
             value, cap = getattr(self, name), getattr(settings, setting)
             if value is not None and value > cap:
                 errors[name] = f"Must be at most {cap}, the site's cap ({setting})."
+        if not isinstance(self.benchmarks, dict):
+            errors["benchmarks"] = "Must map benchmark names to scores."
+        else:
+            for name, score in self.benchmarks.items():
+                if isinstance(score, bool) or not isinstance(score, int | float):
+                    errors["benchmarks"] = (
+                        f"The score for {name!r} must be a number, got {json.dumps(score)}."
+                    )
+                    break
         if errors:
             raise ValidationError(errors)
 
@@ -643,6 +729,22 @@ class Run(models.Model):
         """Store an artifact, with every secret the worker knows replaced by [redacted]."""
         save_file(self.artifact_name(name), redaction.scrub_artifact(name, content))
 
+    @staticmethod
+    def diff_fields(captured: workspace.CapturedDiff) -> dict:
+        """The fields that describe a captured diff, for an executed or an imported run."""
+        return {
+            "files_changed": captured.files,
+            "binary_files": captured.binary_files,
+            "additions": captured.additions,
+            "deletions": captured.deletions,
+        }
+
+    def save_diff(self, captured: workspace.CapturedDiff) -> None:
+        """The diff and the before/after text of changed files, for the review page's context."""
+        self.save_artifact("diff.patch", captured.patch)
+        self.save_artifact("before.json", json.dumps(captured.before))
+        self.save_artifact("after.json", json.dumps(captured.after))
+
     def read_artifact(self, name: str, default: str = "") -> str:
         path = self.artifact_name(name)
         if not default_storage.exists(path):
@@ -705,6 +807,11 @@ class RunImport(models.Model):
         return f"imports/{self.pk}.json"
 
 
+def column_text(text: str) -> str:
+    """Text from agents and commands, made storable in any database (PostgreSQL refuses NUL)."""
+    return text.replace("\x00", "\ufffd")
+
+
 def save_file(name: str, content: str | bytes) -> None:
     """Store `content` in default storage under exactly `name`, replacing what is there."""
     data = content.encode() if isinstance(content, str) else content
@@ -723,12 +830,6 @@ def _replace_local_file(name: str, data: bytes) -> bool:
     the storage is not local or the directory does not exist yet: the storage then creates it
     with its own permissions.
     """
-    import os
-    import uuid
-
-    from django.core.files.storage import FileSystemStorage
-    from django.core.files.utils import validate_file_name
-
     if not isinstance(default_storage, FileSystemStorage):
         return False
     validate_file_name(name, allow_relative_path=True)  # as Storage.save does

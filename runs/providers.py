@@ -35,6 +35,8 @@ CONNECT_TIMEOUT = 10.0
 BACKOFF_BASE = 1.0  # seconds before the first retry (upper bound of the jitter)
 BACKOFF_CAP = 30.0
 RETRY_AFTER_CAP = 60.0  # a provider asking for longer is not worth blocking a worker for
+# Params that describe the endpoint (runs/wire_formats.py reads them), never sent in a request.
+ENDPOINT_PARAMS = frozenset({"wire_api"})
 ERROR_TEXT_LIMIT = 500
 SCRIPT_ENDED_TEXT = "(script ended)"
 
@@ -85,6 +87,10 @@ class ModelConfig:
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         return input_tokens * self.input_per_mtok / 1e6 + output_tokens * self.output_per_mtok / 1e6
+
+
+def _request_params(config: ModelConfig) -> dict:
+    return {name: value for name, value in config.params.items() if name not in ENDPOINT_PARAMS}
 
 
 @functools.cache
@@ -282,7 +288,7 @@ _OPENAI_STOP_REASONS = {
 class OpenAIProvider(Provider):
     def complete(self, messages: list[dict], tools: list[ToolSpec]) -> Reply:
         body: dict[str, Any] = {
-            **self.config.params,
+            **_request_params(self.config),
             "model": self.config.model,
             "messages": [_openai_message(m) for m in messages],
         }
@@ -397,7 +403,7 @@ class AnthropicProvider(Provider):
     def complete(self, messages: list[dict], tools: list[ToolSpec]) -> Reply:
         system, wire_messages = _anthropic_messages(messages)
         body: dict[str, Any] = {
-            **self.config.params,
+            **_request_params(self.config),
             "model": self.config.model,
             "max_tokens": self.config.params.get("max_tokens", ANTHROPIC_DEFAULT_MAX_TOKENS),
             "messages": wire_messages,
@@ -663,7 +669,7 @@ def for_model(
     return provider_class(config, client=client, sleep=sleep)
 
 
-def test_connection(config: ModelConfig, *, client: httpx.Client | None = None) -> str:
+def check_connection(config: ModelConfig, *, client: httpx.Client | None = None) -> str:
     """Send one tiny request and return the model's answer text.
 
     Meant for an admin's "test connection" button: one retry at most and a short timeout, so
@@ -684,7 +690,3 @@ def test_connection(config: ModelConfig, *, client: httpx.Client | None = None) 
             return f"scripted model with {len(provider.script)} turns"
         reply = provider.complete([{"role": "user", "content": "Reply with OK"}], [])
     return reply.text.strip()
-
-
-# pytest would otherwise collect `test_connection` when a test module imports it by name.
-test_connection.__test__ = False  # type: ignore[attr-defined]

@@ -1,4 +1,11 @@
-"""Thin Celery tasks: take ids, call a plain function."""
+"""Thin Celery tasks: take ids, call a plain function of a domain module.
+
+Nothing imports this module but `runs.apps` (to register the tasks and the worker_ready handler):
+domain modules enqueue through `runs.enqueue`, which names the tasks below. A task's name is
+`runs.tasks.<function>`; renaming one leaves messages queued under the old name unread, which is
+harmless only because every task here can be enqueued again (checks by the admin's button, runs
+and imports by the reapers).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +15,8 @@ from celery import shared_task
 from celery.signals import worker_ready
 from django.conf import settings
 
-from runs import execution
-from runs.campaigns import worker_name
+from runs import checks, execution, imports
+from runs.workers import worker_name
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -19,31 +26,23 @@ def execute_run(self, run_id: int) -> None:
 
 @shared_task(ignore_result=True)
 def reap_stale_runs() -> None:
-    from runs import imports
-
     execution.reap_stale_runs()
     imports.reap_stale_imports()
 
 
 @shared_task(ignore_result=True)
 def import_run(import_id: int) -> None:
-    from runs import imports
-
     imports.run_queued_import(import_id)
 
 
 @shared_task(ignore_result=True)
 def check_repository(repository_id: int) -> None:
-    from runs import curation
-
-    curation.check_repository(repository_id)
+    checks.check_repository(repository_id)
 
 
 @shared_task(ignore_result=True)
-def test_model_connection(model_id: int) -> None:
-    from runs import curation
-
-    curation.test_model_connection(model_id)
+def check_model_connection(model_id: int) -> None:
+    checks.check_model_connection(model_id)
 
 
 @worker_ready.connect

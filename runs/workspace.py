@@ -9,7 +9,7 @@ own repository), a `.git` file or a config the agent plants is plain data to us.
 The agent's `.git` borrows its objects from a pack of the commit's history only, never from the
 mirror: the mirror also holds what came after the commit (the real fix, hidden tests).
 
-No Django imports at module level: settings are read lazily, and only as defaults.
+Settings are read only as defaults, when a caller passes none.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from fnmatch import fnmatchcase
 from functools import cache
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+
+from django.conf import settings
 
 from runs.repository_urls import check_repository_url_safety
 
@@ -167,8 +169,6 @@ def _validate_file_url(url: str, local_roots: Sequence[Path] | None) -> str:
 
 def _validate_local_path(path: str, local_roots: Sequence[Path] | None) -> str:
     if local_roots is None:
-        from django.conf import settings
-
         local_roots = settings.MERGEABLE_LOCAL_REPO_ROOTS
     if not path.startswith("/"):
         raise ValueError(f"The local repository path {path!r} is not absolute.")

@@ -2,7 +2,7 @@
 
 Prompt sets, prompts, models and contestants are archived, never deleted: runs point at them and
 a campaign's results must stay readable. Background checks (repository fetch, model connection)
-are enqueued by `runs.curation` and polled by small htmx fragments.
+are enqueued by `runs.checks` and polled by small htmx fragments.
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from evalsite.roles import ADMIN, role_required
-from runs import curation
+from runs import checks
+from runs.files.contestants import export_contestants, import_contestants
+from runs.files.prompt_sets import export_prompt_set, import_prompt_set
+from runs.files.strict import FormatError
 from runs.forms import (
     ContestantForm,
     LanguageModelForm,
@@ -71,8 +74,6 @@ def _import_file(request: HttpRequest, importer) -> list[str] | None:
     Returns None on success (the report is queued as a message), else the error lines to show:
     nothing is stored when the file is invalid.
     """
-    from runs.prompt_sets import FormatError
-
     form = UploadForm(request.POST, request.FILES)
     if not form.is_valid():
         return [error for errors in form.errors.values() for error in errors]
@@ -120,8 +121,6 @@ def prompt_set_list(request: HttpRequest) -> HttpResponse:
 @role_required(ADMIN)
 @require_POST
 def prompt_set_import(request: HttpRequest) -> HttpResponse:
-    from runs.prompt_sets import import_prompt_set
-
     errors = _import_file(request, import_prompt_set)
     if errors:
         return _prompt_set_list(request, import_errors=errors)
@@ -131,8 +130,6 @@ def prompt_set_import(request: HttpRequest) -> HttpResponse:
 @role_required(ADMIN)
 @require_GET
 def prompt_set_export(request: HttpRequest, prompt_set_id: int) -> HttpResponse:
-    from runs.prompt_sets import export_prompt_set
-
     prompt_set = _get_prompt_set_for_admin(prompt_set_id)
     filename = f"{slugify(prompt_set.name) or 'prompt-set'}.yaml"
     return _yaml_download(export_prompt_set(prompt_set), filename)
@@ -287,7 +284,7 @@ def repository_create(request: HttpRequest) -> HttpResponse:
     form = RepositoryForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         repository = form.save()
-        curation.request_repository_check(repository)
+        checks.request_repository_check(repository)
         messages.success(request, f"Added repository {repository.name}; checking it now.")
         return redirect("runs:repositories")
     return render(request, "runs/curation/repository_form.html", {"form": form})
@@ -310,7 +307,7 @@ def repository_edit(request: HttpRequest, repository_id: int) -> HttpResponse:
 @require_POST
 def repository_check(request: HttpRequest, repository_id: int) -> HttpResponse:
     repository = _get_repository_for_admin(repository_id)
-    curation.request_repository_check(repository)
+    checks.request_repository_check(repository)
     if request.htmx:
         return _repository_status(request, repository)
     messages.success(request, f"Checking {repository.name}.")
@@ -371,7 +368,7 @@ def model_edit(request: HttpRequest, model_id: int) -> HttpResponse:
 @require_POST
 def model_test(request: HttpRequest, model_id: int) -> HttpResponse:
     model = _get_model_for_admin(model_id)
-    curation.request_model_test(model)
+    checks.request_model_connection_check(model)
     if request.htmx:
         return _model_status(request, model)
     messages.success(request, f"Testing {model.name}.")
@@ -452,8 +449,6 @@ def contestant_archive(request: HttpRequest, contestant_id: int) -> HttpResponse
 @role_required(ADMIN)
 @require_POST
 def contestants_import(request: HttpRequest) -> HttpResponse:
-    from runs.prompt_sets import import_contestants
-
     errors = _import_file(request, import_contestants)
     if errors:
         return _contestant_list(request, import_errors=errors)
@@ -463,8 +458,6 @@ def contestants_import(request: HttpRequest) -> HttpResponse:
 @role_required(ADMIN)
 @require_GET
 def contestants_export(request: HttpRequest) -> HttpResponse:
-    from runs.prompt_sets import export_contestants
-
     return _yaml_download(export_contestants(), "contestants.yaml")
 
 

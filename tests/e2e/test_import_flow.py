@@ -21,7 +21,9 @@ def test_it_follows_an_import_to_its_run(
     transactional_db, live_server, page, login, console_errors, make_repo, monkeypatch, tmp_path
 ):
     queued: list[int] = []
-    monkeypatch.setattr(tasks.import_run, "delay", queued.append)
+    monkeypatch.setattr(
+        tasks.import_run, "apply_async", lambda args, **options: queued.extend(args)
+    )
     path, sha = make_repo(FILES)
     repository = Repository.objects.create(name="calc", url=str(path))
     prompt_set = PromptSet.objects.create(name="calc-tasks")

@@ -9,8 +9,9 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
+from runs.files.contestants import import_contestants
+from runs.files.strict import FormatError
 from runs.models import KeyUnavailable, LanguageModel
-from runs.prompt_sets import FormatError, import_contestants
 
 SITE_SECRETS = [
     "SECRET_KEY",

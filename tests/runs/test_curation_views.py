@@ -8,7 +8,7 @@ import pytest
 from django.contrib.messages import get_messages
 from django.urls import reverse
 
-from runs import curation
+from runs import checks
 from runs.models import Contestant, LanguageModel, Prompt, PromptSet, Repository
 from tests.conftest import git
 from tests.fake_llm import FakeLLM
@@ -485,7 +485,9 @@ def test_it_adds_a_local_repository_and_enqueues_a_check(
     from runs import tasks
 
     queued = []
-    monkeypatch.setattr(tasks.check_repository, "delay", queued.append)
+    monkeypatch.setattr(
+        tasks.check_repository, "apply_async", lambda args, **options: queued.extend(args)
+    )
     path, _ = make_repo({"a.py": "x\n"})
     with django_capture_on_commit_callbacks(execute=True):
         response = admin.post(reverse("runs:repository_create"), {"name": "app", "url": str(path)})
@@ -559,7 +561,7 @@ def test_it_checks_a_repository_and_every_prompt_commit(local_repo):
         repository=repository,
         commit="b" * 40,
     )
-    curation.check_repository(repository.pk)
+    checks.check_repository(repository.pk)
     check = Repository.objects.get().last_check
     assert check["ok"] is False and check["checked_at"]
     assert check["prompts"] == [
@@ -568,13 +570,13 @@ def test_it_checks_a_repository_and_every_prompt_commit(local_repo):
     ]
     assert "gone" in check["error"]
     Prompt.objects.filter(key="gone").update(archived=True)
-    curation.check_repository(repository.pk)
+    checks.check_repository(repository.pk)
     assert Repository.objects.get().last_check["ok"] is True
 
 
 def test_it_sees_commits_pushed_after_the_mirror_was_made(local_repo):
     repository, _ = local_repo
-    curation.check_repository(repository.pk)  # makes the mirror
+    checks.check_repository(repository.pk)  # makes the mirror
     origin = Path(repository.url)
     (origin / "new.py").write_text("y = 2\n")
     git(origin, "add", "-A")
@@ -589,7 +591,7 @@ def test_it_sees_commits_pushed_after_the_mirror_was_made(local_repo):
         repository=repository,
         commit=new_sha,
     )
-    curation.check_repository(repository.pk)
+    checks.check_repository(repository.pk)
     check = Repository.objects.get().last_check
     assert check["ok"] is True and check["prompts"][0]["exists"] is True
 
@@ -597,7 +599,7 @@ def test_it_sees_commits_pushed_after_the_mirror_was_made(local_repo):
 def test_it_records_an_unreachable_repository(db, tmp_path):
     missing = tmp_path / "repos" / "nothing-here"
     repository = Repository.objects.create(name="gone", url=str(missing))
-    curation.check_repository(repository.pk)
+    checks.check_repository(repository.pk)
     check = Repository.objects.get().last_check
     assert check["ok"] is False and check["error"] and check["checked_at"]
 
@@ -672,12 +674,14 @@ def test_it_polls_a_model_test_until_it_finishes(
     from runs import tasks
 
     queued = []
-    monkeypatch.setattr(tasks.test_model_connection, "delay", queued.append)
+    monkeypatch.setattr(
+        tasks.check_model_connection, "apply_async", lambda args, **options: queued.extend(args)
+    )
     with django_capture_on_commit_callbacks(execute=True):
         response = admin.post(_url("model_test", world), headers={"HX-Request": "true"})
     assert queued == [world["model"].pk]
     assert 'hx-trigger="every 2s"' in response.content.decode()
-    curation.test_model_connection(world["model"].pk)
+    checks.check_model_connection(world["model"].pk)
     body = admin.get(_url("model_status", world)).content.decode()
     assert "hx-trigger" not in body and "works" in body
 
@@ -691,7 +695,7 @@ def test_it_tests_a_model_connection_against_a_live_endpoint(db):
             model_id="m",
             api_key="sk-test-0123456789abcdef",
         )
-        curation.test_model_connection(model.pk)
+        checks.check_model_connection(model.pk)
         sent = llm.requests[0]
     check = LanguageModel.objects.get().connection_check
     assert check["ok"] is True and check["answer"] == "OK" and check["checked_at"]
@@ -708,7 +712,7 @@ def test_it_records_a_failed_connection_without_the_key(db):
             model_id="m",
             api_key="sk-ant-secret-4321",
         )
-        curation.test_model_connection(model.pk)
+        checks.check_model_connection(model.pk)
     check = LanguageModel.objects.get().connection_check
     assert check["ok"] is False and "401" in check["error"]
     assert "sk-ant-secret" not in str(check)

@@ -11,8 +11,9 @@ import yaml
 from django.core.management import CommandError, call_command
 from django.db import connection
 
+from runs.files.contestants import export_contestants, import_contestants
+from runs.files.strict import FormatError
 from runs.models import Contestant, LanguageModel, Prompt, PromptSet
-from runs.prompt_sets import FormatError, export_contestants, import_contestants
 
 API_KEY = "sk-live-7f3a9c1e5b2d4f6a8c0e"
 

@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 
-from runs import curation
+from runs import checks
 from runs.models import LanguageModel, Repository
 from tests.fake_llm import FakeLLM
 from tests.runs.test_curation_views import CURATION_URLS
@@ -92,7 +92,7 @@ def test_it_never_shows_or_logs_the_api_key(admin, admin_user, debug_logs):
             "benchmarks": "{}",
         },
     )
-    curation.test_model_connection(model.pk)  # fails (nothing listens on port 9): an error text
+    checks.check_model_connection(model.pk)  # fails (nothing listens on port 9): an error text
     assert LanguageModel.objects.get(pk=model.pk).connection_check["ok"] is False
 
     world["model"] = model
@@ -151,7 +151,7 @@ def test_it_keeps_a_key_echoed_by_a_provider_out_of_the_check(db):
         model = LanguageModel.objects.create(
             name="echo", provider="openai", base_url=llm.base_url_openai, model_id="m", api_key=KEY
         )
-        curation.test_model_connection(model.pk)
+        checks.check_model_connection(model.pk)
     check = LanguageModel.objects.get().connection_check
     assert check["ok"] is True and KEY not in str(check)
 
@@ -178,7 +178,7 @@ def test_it_never_shows_the_password_in_a_repository_url(admin, db, settings):
     assert response.status_code == 302
     repository = Repository.objects.get()
     assert repository.url == CREDENTIAL_URL
-    curation.check_repository(repository.pk)  # fails to connect: its error must be redacted
+    checks.check_repository(repository.pk)  # fails to connect: its error must be redacted
     assert Repository.objects.get().last_check["error"]
     for url, body in _repository_pages(admin, repository).items():
         assert PASSWORD not in body, f"the password appears on {url}"

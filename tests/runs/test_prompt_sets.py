@@ -9,8 +9,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from runs.files.prompt_sets import export_prompt_set, import_prompt_set
+from runs.files.strict import FormatError
 from runs.models import Prompt, PromptSet, Repository
-from runs.prompt_sets import FormatError, export_prompt_set, import_prompt_set
 from tests.conftest import git
 
 EXAMPLE = """\
@@ -734,7 +735,6 @@ def test_it_exports_any_text_so_that_it_imports_back_unchanged(
 
 def test_it_never_exports_credentials_and_keeps_them_on_reimport(db, make_repo, settings):
     from runs.models import Repository
-    from runs.prompt_sets import export_prompt_set, import_prompt_set
 
     path, sha = make_repo({"a.py": "x = 1\n"}, name="secretrepo")
     text = (
@@ -752,11 +752,10 @@ def test_it_never_exports_credentials_and_keeps_them_on_reimport(db, make_repo, 
     exported = export_prompt_set(PromptSet.objects.get(name="creds"))
     assert "hunter2" not in exported and "bot" not in exported
     assert "https://***@git.example.com/shop.git" in exported
-    from runs.prompt_sets import _restore_credentials
-
-    assert _restore_credentials("shop", "https://***@git.example.com/shop.git") == (
+    stored = Repository.objects.get(name="shop")
+    assert stored.restored_url("https://***@git.example.com/shop.git") == (
         "https://bot:hunter2@git.example.com/shop.git"
     )
-    assert _restore_credentials("other", "https://***@git.example.com/shop.git") == (
+    assert Repository(url="https://x@y/z.git").restored_url(
         "https://***@git.example.com/shop.git"
-    )
+    ) == ("https://***@git.example.com/shop.git")

@@ -12,9 +12,9 @@ from runs.providers import (
     ProviderError,
     ToolCall,
     ToolSpec,
+    check_connection,
     for_model,
     load_script,
-    test_connection,
 )
 from tests.fake_llm import FakeLLM
 
@@ -503,13 +503,13 @@ def test_it_explains_what_is_wrong_with_a_script(text, error):
     assert error in str(caught.value)
 
 
-# -- test_connection -----------------------------------------------------------------------------
+# -- check_connection ----------------------------------------------------------------------------
 
 
 def test_it_tests_an_openai_connection_with_a_tiny_request(llm):
     llm.queue({"text": " OK\n"})
 
-    assert test_connection(openai_config(llm)) == "OK"
+    assert check_connection(openai_config(llm)) == "OK"
     body = llm.requests[0]["body"]
     assert body["messages"] == [{"role": "user", "content": "Reply with OK"}]
     assert body["max_tokens"] == 16
@@ -519,7 +519,7 @@ def test_it_reports_the_provider_error_when_a_connection_test_fails(llm):
     llm.fail_next(401)
 
     with pytest.raises(ProviderError) as caught:
-        test_connection(anthropic_config(llm))
+        check_connection(anthropic_config(llm))
 
     assert "HTTP 401: fake failure with status 401" in str(caught.value)
     assert SECRET not in str(caught.value)
@@ -531,7 +531,7 @@ def test_it_does_not_keep_retrying_a_connection_test(llm, monkeypatch):
     llm.fail_next(503, times=10)
 
     with pytest.raises(ProviderError):
-        test_connection(openai_config(llm))
+        check_connection(openai_config(llm))
 
     assert len(llm.requests) == 2
     assert len(waits) == 1
@@ -540,7 +540,7 @@ def test_it_does_not_keep_retrying_a_connection_test(llm, monkeypatch):
 def test_it_describes_a_scripted_model_when_testing_its_connection():
     config = ModelConfig(provider="scripted", script=SCRIPT)
 
-    assert test_connection(config) == "scripted model with 2 turns"
+    assert check_connection(config) == "scripted model with 2 turns"
 
 
 # -- The fake server itself, as other tests rely on it ------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 from cryptography.fernet import Fernet
 from django.urls import reverse
 
-from runs import campaigns, curation, execution
+from runs import campaigns, checks, execution
 from runs.models import Contestant, LanguageModel, Prompt, PromptSet, Repository, Run
 from tests.evalsite.test_permissions import all_url_names
 from tests.world import build_world, kwarg_value
@@ -96,7 +96,7 @@ def test_it_records_the_reason_when_the_connection_is_tested(db, lost_key):
             name="lost", provider="openai", base_url="http://127.0.0.1:9/v1", model_id="m"
         )
     )
-    curation.test_model_connection(model.pk)
+    checks.check_model_connection(model.pk)
     check = LanguageModel.objects.get(pk=model.pk).connection_check
     assert check["ok"] is False
     assert UNREADABLE in check["error"]

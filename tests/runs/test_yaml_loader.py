@@ -9,8 +9,10 @@ import yaml
 from django.urls import reverse
 
 from runs import yaml_loader
+from runs.files.contestants import import_contestants
+from runs.files.prompt_sets import import_prompt_set
+from runs.files.strict import FormatError
 from runs.models import LanguageModel, PromptSet
-from runs.prompt_sets import FormatError, import_contestants, import_prompt_set
 from runs.providers import load_script
 
 # Nine levels of nine aliases: a few hundred bytes that stand for 9**9 (387 million) strings.

@@ -4,6 +4,9 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import models, transaction
 from django.db.models.functions import Cast
 
+from evalsite.fields import DecryptionError, rotate
+from runs.models import LanguageModel
+
 
 class Command(BaseCommand):
     help = (
@@ -12,9 +15,6 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args, **options) -> None:
-        from evalsite.fields import DecryptionError, rotate
-        from runs.models import LanguageModel
-
         with transaction.atomic():
             # The raw column: a plain-text cast skips the field's decryption on the way out.
             rows = (

@@ -2,6 +2,9 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
+from runs.files.contestants import export_contestants
+from runs.models import Contestant
+
 
 class Command(BaseCommand):
     help = (
@@ -13,9 +16,6 @@ class Command(BaseCommand):
         parser.add_argument("names", nargs="*", help="contestant names (default: all active)")
 
     def handle(self, *args, **options) -> None:
-        from runs.models import Contestant
-        from runs.prompt_sets import export_contestants
-
         names = options["names"]
         contestants = None
         if names:

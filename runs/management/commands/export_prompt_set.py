@@ -2,6 +2,9 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
+from runs.files.prompt_sets import export_prompt_set
+from runs.models import PromptSet
+
 
 class Command(BaseCommand):
     help = "Print a prompt set as a prompt-set YAML file (importing it again changes nothing)."
@@ -10,9 +13,6 @@ class Command(BaseCommand):
         parser.add_argument("name", help="the prompt set's name")
 
     def handle(self, *args, **options) -> None:
-        from runs.models import PromptSet
-        from runs.prompt_sets import export_prompt_set
-
         name = options["name"]
         prompt_set = PromptSet.objects.filter(name=name).first()
         if prompt_set is None:

@@ -4,6 +4,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from runs.files.contestants import import_contestants
+from runs.files.strict import FormatError
+
 
 class Command(BaseCommand):
     help = "Create or update models and contestants from a contestants YAML file."
@@ -12,8 +15,6 @@ class Command(BaseCommand):
         parser.add_argument("file", help="a contestants file (see FORMATS.md)")
 
     def handle(self, *args, **options) -> None:
-        from runs.prompt_sets import FormatError, import_contestants
-
         path = Path(options["file"])
         try:
             text = path.read_text(encoding="utf-8")

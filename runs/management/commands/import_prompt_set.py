@@ -4,6 +4,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from runs.files.prompt_sets import import_prompt_set
+from runs.files.strict import FormatError
+
 
 class Command(BaseCommand):
     help = "Create or update a prompt set from a prompt-set YAML file; prints what changed."
@@ -12,8 +15,6 @@ class Command(BaseCommand):
         parser.add_argument("file", help="a prompt-set file (see FORMATS.md)")
 
     def handle(self, *args, **options) -> None:
-        from runs.prompt_sets import FormatError, import_prompt_set
-
         path = Path(options["file"])
         text = _read(path)
         try:

@@ -1,8 +1,8 @@
 """Background checks an admin asks for on the curation pages.
 
-The views call `request_repository_check` / `request_model_test`, which mark the object as
-pending and enqueue a Celery task once the transaction commits; the task calls
-`check_repository` / `test_model_connection`, plain functions that tests call directly. Results
+The views call `request_repository_check` / `request_model_connection_check`, which mark the
+object as pending and enqueue a Celery task once the transaction commits; the task calls
+`check_repository` / `check_model_connection`, plain functions that tests call directly. Results
 land in a JSON column that the page polls:
 
     Repository.last_check = {"checked_at": iso, "ok": bool, "error": str,
@@ -18,10 +18,9 @@ import logging
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
-from runs import redaction
+from runs import enqueue, providers, redaction, workspace
 from runs.models import KeyUnavailable, LanguageModel, Repository
 
 log = logging.getLogger(__name__)
@@ -38,27 +37,19 @@ def is_pending(check: dict) -> bool:
 
 
 def request_repository_check(repository: Repository) -> None:
-    from runs import tasks
-
     repository.last_check = {"pending": True, "requested_at": _now()}
     Repository.objects.filter(pk=repository.pk).update(last_check=repository.last_check)
-    repository_id = repository.pk
-    transaction.on_commit(lambda: tasks.check_repository.delay(repository_id))
+    enqueue.repository_check(repository.pk)
 
 
-def request_model_test(model: LanguageModel) -> None:
-    from runs import tasks
-
+def request_model_connection_check(model: LanguageModel) -> None:
     model.connection_check = {"pending": True, "requested_at": _now()}
     LanguageModel.objects.filter(pk=model.pk).update(connection_check=model.connection_check)
-    model_id = model.pk
-    transaction.on_commit(lambda: tasks.test_model_connection.delay(model_id))
+    enqueue.model_connection_check(model.pk)
 
 
 def check_repository(repository_id: int) -> None:
     """Fetch the repository's mirror and check that every prompt's commit is in it."""
-    from runs import workspace
-
     repository = Repository.objects.filter(pk=repository_id).first()
     if repository is None:
         return  # deleted while the task waited in the queue
@@ -70,7 +61,7 @@ def check_repository(repository_id: int) -> None:
         # A ref name (unlike a sha) is always fetched, so this refreshes an existing mirror.
         mirror = workspace.ensure_mirror(repository.url, root, repository.default_branch or "HEAD")
     except (ValueError, workspace.WorkspaceError) as exc:
-        result["error"] = _redacted(str(exc), repository)
+        result["error"] = workspace.redact_url(str(exc))
     else:
         result["prompts"] = _prompt_commits(repository, mirror, root)
         missing = [p["key"] for p in result["prompts"] if not p["exists"]]
@@ -83,8 +74,6 @@ def check_repository(repository_id: int) -> None:
 
 
 def _prompt_commits(repository: Repository, mirror: Path, root: Path) -> list[dict]:
-    from runs import workspace
-
     rows = []
     for key, commit in repository.prompts.filter(archived=False).values_list("key", "commit"):
         exists = workspace.commit_exists(mirror, commit)
@@ -99,16 +88,14 @@ def _prompt_commits(repository: Repository, mirror: Path, root: Path) -> list[di
     return rows
 
 
-def test_model_connection(model_id: int) -> None:
+def check_model_connection(model_id: int) -> None:
     """Send one tiny request to the model and record its answer or the error."""
-    from runs import providers
-
     model = LanguageModel.objects.filter(pk=model_id).first()
     if model is None:
         return
     result: dict = {"checked_at": None, "ok": False}
     try:
-        answer = providers.test_connection(model.provider_config())
+        answer = providers.check_connection(model.provider_config())
     except (providers.ProviderError, KeyUnavailable) as exc:
         result["error"] = str(exc)
     except ValueError as exc:  # a scripted model whose script no longer parses
@@ -126,13 +113,3 @@ def test_model_connection(model_id: int) -> None:
     result["checked_at"] = _now()
     LanguageModel.objects.filter(pk=model_id).update(connection_check=result)
     log.info("tested model %s: ok=%s", model.name, result["ok"])
-
-
-# pytest would otherwise collect it when a test module imports it by name.
-test_model_connection.__test__ = False  # type: ignore[attr-defined]
-
-
-def _redacted(message: str, repository: Repository) -> str:
-    if repository.url and repository.url != repository.display_url:
-        message = message.replace(repository.url, repository.display_url)
-    return message
