@@ -16,6 +16,8 @@ from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
+from evalsite import storage as artifact_storage
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -79,9 +81,11 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "django_htmx",
     "axes",
+    "django_celery_beat",
     "evalsite",
     "runs",
     "scoring",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -178,8 +182,20 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = envpath("STATIC_ROOT", BASE_DIR / "staticfiles")
 MEDIA_ROOT = envpath("MEDIA_ROOT", VAR_DIR / "media")
+# Artifacts (transcripts, diffs, logs, test output, rendered diffs, queued imports): MEDIA_ROOT on
+# one machine; an S3-compatible bucket, which every web and worker process must share, once
+# workers run on other machines (evalsite/storage.py).
+MERGEABLE_STORAGE_URL = os.getenv("MERGEABLE_STORAGE_URL", "").strip()
+_default_storage = (
+    artifact_storage.from_url(MERGEABLE_STORAGE_URL)
+    if MERGEABLE_STORAGE_URL
+    else artifact_storage.from_aws_environment(os.environ)
+) or {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+# Downloads of raw artifacts from a bucket: streamed through the web process (the default, as
+# browsers often cannot reach the bucket's endpoint), or a redirect to a link signed for a minute.
+MERGEABLE_STORAGE_SIGNED_DOWNLOADS = envbool("MERGEABLE_STORAGE_SIGNED_DOWNLOADS", "False")
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": _default_storage,
     "staticfiles": {
         "BACKEND": (
             "django.contrib.staticfiles.storage.StaticFilesStorage"
@@ -271,6 +287,10 @@ CELERY_TASK_ROUTES = {"runs.tasks.reap_stale_runs": {"queue": BOOKKEEPING_QUEUE}
 CELERY_TASK_DEFAULT_PRIORITY = 6
 REQUEUED_RUN_PRIORITY = 0
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# Beat reads its schedule from the database (django-celery-beat), so a lead's schedule for a
+# campaign (api.series) takes effect without restarting beat. CELERY_BEAT_SCHEDULE below is
+# copied into it each time beat starts.
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 
 # A cache shared by every web process (leaderboards, rendered diffs). Give it its own Redis
 # database, never the broker's: clearing the cache must not drop queued runs. Values are signed
@@ -380,9 +400,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(MERGEABLE_REAP_SECONDS),
         # A tick nobody took in time is worth nothing: the next one does the same work. Without
         # this, a night without workers would leave thousands of ticks to run one after another.
-        "options": {"expires": float(MERGEABLE_REAP_SECONDS)},
+        # (expire_seconds: the database scheduler's name for it; it drops "expires".)
+        "options": {"expire_seconds": MERGEABLE_REAP_SECONDS},
     },
 }
+# Requests one API token may make per minute (api.throttle); past it, 429 with Retry-After.
+MERGEABLE_API_RATE_PER_MINUTE = envint("MERGEABLE_API_RATE_PER_MINUTE", 120)
 MERGEABLE_ANSWER_TIMEOUT_SECONDS = envint("MERGEABLE_ANSWER_TIMEOUT_SECONDS", 900)
 MERGEABLE_ARTIFACT_TEXT_CAP = envint("MERGEABLE_ARTIFACT_TEXT_CAP", 512 * 1024)
 
@@ -420,9 +443,22 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # An ordinary 403 or 404 is one line, not a traceback that buries the real errors.
+    "filters": {"expected_refusals": {"()": "evalsite.log_filters.NoTracebackForRefusals"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["expected_refusals"],
+        }
+    },
     "root": {"handlers": ["console"], "level": os.getenv("LOG_LEVEL", "INFO")},
     "loggers": {
+        # The development server's line per request; `make run` turns it off (the live pages
+        # poll every 2 s), leaving failed requests, which it logs as warnings and errors.
+        "django.server": {
+            "level": "INFO" if envbool("MERGEABLE_LOG_REQUESTS", "True") else "WARNING"
+        },
         "axes": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
         "kombu.connection": {"level": "ERROR"},

@@ -1,7 +1,8 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from evalsite import views
+from api import endpoints
+from evalsite import accounts, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -14,8 +15,11 @@ urlpatterns = [
     path("users/", views.user_list, name="users"),
     path("users/new/", views.user_create, name="user_create"),
     path("users/<int:user_id>/", views.user_edit, name="user_edit"),
+    path("", include(accounts.urlpatterns)),
     path("", include("runs.urls")),
     path("", include("scoring.urls")),
+    path("", include("api.urls")),
+    path("api/", endpoints.urls()),
 ]
 
 handler403 = "evalsite.views.permission_denied"

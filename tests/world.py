@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from django.utils import timezone
 
+from api.models import ApiToken, Series
 from runs.models import (
     Campaign,
     Contestant,
     LanguageModel,
     Prompt,
+    PromptDraft,
     PromptSet,
     Repository,
     Run,
@@ -69,8 +71,14 @@ def build_world(owner) -> dict:
         "review": review,
         "comparison": comparison,
         "import": RunImport.objects.create(prompt=prompt, contestant_name="aider-laptop"),
+        "draft": PromptDraft.objects.create(
+            repository=repo, commit="b" * 40, parent="a" * 40, subject="Fix", title="Fix"
+        ),
         "rubric": Rubric.default(),
         "user": owner,
+        # api: a token of whoever visits is looked up per user, so any id will do for the matrix.
+        "token": ApiToken.objects.create(user=owner, name="ci", prefix="0000abcd", digest="0"),
+        "series": Series.objects.create(name="First", template=campaign),
     }
 
 
@@ -85,10 +93,13 @@ KWARG_OBJECTS = {
     "campaign_id": "campaign",
     "run_id": "run",
     "import_id": "import",
+    "draft_id": "draft",
     "review_id": "review",
     "comparison_id": "comparison",
     "rubric_id": "rubric",
     "user_id": "user",
+    "token_id": "token",
+    "series_id": "series",
 }
 
 

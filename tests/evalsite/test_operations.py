@@ -57,7 +57,7 @@ def test_it_detects_and_requeues_a_lost_run_within_a_minute_by_default(tmp_path)
     assert stale >= 3 * heartbeat
     [entry] = [e for e in schedule.values() if e["task"] == "runs.tasks.reap_stale_runs"]
     assert entry["schedule"] == reap
-    assert entry["options"]["expires"] <= reap  # a missed tick is dropped, never run late
+    assert entry["options"]["expire_seconds"] <= reap  # a missed tick is dropped, never run late
 
 
 def test_it_refuses_a_staleness_window_shorter_than_two_heartbeats(tmp_path):

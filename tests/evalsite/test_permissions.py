@@ -20,16 +20,20 @@ MATRIX: dict[str, str] = {
     "user_edit": "admin",
 }
 # Each area's views add their rows here (kept beside the area's own tests).
+from tests.api.matrix import MATRIX as API_MATRIX  # noqa: E402
+from tests.api.matrix import TOKEN_API_NAMESPACE  # noqa: E402
 from tests.runs.matrix import MATRIX as RUNS_MATRIX  # noqa: E402
 from tests.scoring.matrix import MATRIX as SCORING_MATRIX  # noqa: E402
 
-MATRIX = {**MATRIX, **RUNS_MATRIX, **SCORING_MATRIX}
+MATRIX = {**MATRIX, **RUNS_MATRIX, **SCORING_MATRIX, **API_MATRIX}
 RANK = {"public": 0, "scorer": 1, "lead": 2, "admin": 3}
 
 
 def _walk(patterns, namespace=""):
     for entry in patterns:
         if isinstance(entry, URLResolver):
+            if entry.namespace == TOKEN_API_NAMESPACE:
+                continue  # answers with JSON, not the login page: tests/api/test_roles.py
             ns = f"{namespace}{entry.namespace}:" if entry.namespace else namespace
             yield from _walk(entry.url_patterns, ns)
         elif isinstance(entry, URLPattern) and entry.name:
