@@ -46,3 +46,8 @@ def repository_check(repository_id: int) -> None:
 def model_connection_check(model_id: int) -> None:
     """Send a model one tiny request (`runs.checks.check_model_connection`)."""
     _on_commit("check_model_connection", [model_id])
+
+
+def draft_proof(draft_id: int) -> None:
+    """Prove a drafted prompt in the sandbox (`runs.drafts.prove_draft`)."""
+    _on_commit("prove_draft", [draft_id])

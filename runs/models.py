@@ -21,7 +21,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from evalsite.fields import EncryptedTextField, UnreadableSecret
-from runs import agents, providers, redaction, workspace
+from runs import agents, forges, providers, redaction, workspace
 
 
 def _validate_url(value: str) -> None:
@@ -41,13 +41,32 @@ class CommitNotFound(Exception):
     """The repository is reachable but has no such commit."""
 
 
+def _validate_forge_url(value: str) -> None:
+    """A forge project's web address: https, or http only to this machine (a local forge)."""
+    if problem := forges.url_problem(value):
+        raise ValidationError(f"This forge URL is not allowed: {problem}")
+
+
 class Repository(models.Model):
+    GITHUB = "github"
+    GITLAB = "gitlab"
+    FORGES = [(GITHUB, "GitHub"), (GITLAB, "GitLab")]
+
     name = models.SlugField(max_length=100, unique=True)
     url = models.CharField(max_length=1000, validators=[_validate_url])
     default_branch = models.CharField(max_length=200, blank=True, default="")
     archived = models.BooleanField(default=False)
     last_check = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Drafting prompts from history (runs.drafts): the test command of a draft, with `{tests}`
+    # standing for its hidden test paths, e.g. `pytest -q {tests}`.
+    test_command_template = models.TextField(blank=True, default="")
+    # Optional: where issue and merge-request texts referenced by commit messages are read.
+    forge = models.CharField(max_length=10, choices=FORGES, blank=True, default="")
+    forge_url = models.CharField(
+        max_length=500, blank=True, default="", validators=[_validate_forge_url]
+    )
+    forge_token = EncryptedTextField(blank=True, default="")
 
     class Meta:
         ordering = ["name"]
@@ -229,6 +248,90 @@ class Prompt(models.Model):
             "reference_patch": self.reference_patch,
             "time_limit": self.time_limit,
         }
+
+
+class PromptDraftQuerySet(models.QuerySet):
+    def open(self):
+        """Drafts not yet accepted into a prompt set."""
+        return self.filter(prompt__isnull=True)
+
+
+class PromptDraft(models.Model):
+    """A prompt drafted from a merged change of a repository's history (runs.drafts).
+
+    `commit` is the change (a merge or a single commit); the prompt starts at `parent` and is
+    graded by the change's test files taken from `commit`. A draft is proven in the sandbox
+    before it is offered: the tests fail at the parent and pass with the reference patch. One
+    that is not proven keeps the reason in `proof_status` and `proof`, and is never dropped.
+    """
+
+    PENDING = "pending"
+    PROVING = "proving"
+    PROVEN = "proven"
+    FLAKY = "flaky"
+    PASSES_ALREADY = "passes_already"
+    NOT_FIXED = "not_fixed"
+    UNPROVABLE = "unprovable"
+    PROOF_STATUSES = [
+        (PENDING, "waiting to be proven"),
+        (PROVING, "being proven"),
+        (PROVEN, "proven"),
+        (FLAKY, "flaky"),
+        (PASSES_ALREADY, "passes already"),
+        (NOT_FIXED, "the reference does not fix it"),
+        (UNPROVABLE, "could not be proven"),
+    ]
+    ACTIVE_PROOF_STATUSES = (PENDING, PROVING)
+
+    repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="drafts")
+    commit = models.CharField(max_length=64)
+    parent = models.CharField(max_length=64)
+    subject = models.CharField(max_length=300)
+    author_date = models.DateTimeField(null=True, blank=True)
+    title = models.CharField(max_length=300)
+    instructions = models.TextField(blank=True, default="")
+    # Where the instructions came from: "commit message", or the forge reference ("#12", "!4").
+    instructions_source = models.CharField(max_length=200, blank=True, default="")
+    tags = models.JSONField(default=list, blank=True)
+    expected_files = models.JSONField(default=list, blank=True)
+    reference_patch = models.TextField(blank=True, default="")
+    hidden_tests_paths = models.JSONField(default=list, blank=True)
+    test_command = models.TextField(blank=True, default="")
+    additions = models.PositiveIntegerField(default=0)
+    deletions = models.PositiveIntegerField(default=0)
+    proof_status = models.CharField(max_length=20, choices=PROOF_STATUSES, default=PENDING)
+    # {"step", "steps", "message", "reason", "checks": [{"name", "exit_code", "output_tail"}]}
+    proof = models.JSONField(default=dict, blank=True)
+    prompt = models.ForeignKey(
+        Prompt, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = PromptDraftQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-author_date", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["repository", "commit"], name="draft_commit_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"draft of {self.commit[:12]} in {self.repository.name}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("runs:draft", args=[self.pk])
+
+    @property
+    def is_proving(self) -> bool:
+        return self.proof_status in self.ACTIVE_PROOF_STATUSES
+
+    @property
+    def is_proven(self) -> bool:
+        return self.proof_status == self.PROVEN
 
 
 def test_glob_problem(glob: str) -> str:
@@ -746,11 +849,12 @@ class Run(models.Model):
         self.save_artifact("after.json", json.dumps(captured.after))
 
     def read_artifact(self, name: str, default: str = "") -> str:
-        path = self.artifact_name(name)
-        if not default_storage.exists(path):
+        # One request to a bucket, not an exists() and then a read.
+        try:
+            with default_storage.open(self.artifact_name(name), "rb") as handle:
+                return handle.read().decode("utf-8", errors="replace")
+        except FileNotFoundError:
             return default
-        with default_storage.open(path, "rb") as handle:
-            return handle.read().decode("utf-8", errors="replace")
 
     def read_json_artifact(self, name: str, default=None):
         text = self.read_artifact(name)
@@ -817,8 +921,10 @@ def save_file(name: str, content: str | bytes) -> None:
     data = content.encode() if isinstance(content, str) else content
     if _replace_local_file(name, data):
         return
-    if default_storage.exists(name):
-        default_storage.delete(name)  # else the storage would pick another name
+    # A bucket replaces an object in one request (file_overwrite, evalsite/storage.py); elsewhere
+    # the storage would pick another name for an existing one.
+    if not getattr(default_storage, "file_overwrite", False) and default_storage.exists(name):
+        default_storage.delete(name)
     default_storage.save(name, ContentFile(data))
 
 

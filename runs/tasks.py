@@ -15,7 +15,7 @@ from celery import shared_task
 from celery.signals import worker_ready
 from django.conf import settings
 
-from runs import checks, execution, imports
+from runs import checks, drafts, execution, imports
 from runs.workers import worker_name
 
 
@@ -43,6 +43,11 @@ def check_repository(repository_id: int) -> None:
 @shared_task(ignore_result=True)
 def check_model_connection(model_id: int) -> None:
     checks.check_model_connection(model_id)
+
+
+@shared_task(ignore_result=True)
+def prove_draft(draft_id: int) -> None:
+    drafts.prove_draft(draft_id)
 
 
 @worker_ready.connect

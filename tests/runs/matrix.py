@@ -43,4 +43,11 @@ MATRIX: dict[str, str] = {
     "runs:contestant_archive": "admin",
     "runs:contestants_import": "admin",
     "runs:contestants_export": "admin",
+    "runs:drafts": "admin",
+    "runs:draft_create": "admin",
+    "runs:drafts_fetch": "admin",
+    "runs:drafting_settings": "admin",
+    "runs:draft": "admin",
+    "runs:draft_prove": "admin",
+    "runs:draft_status": "admin",
 }
