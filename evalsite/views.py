@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth import get_user_model
+from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -24,8 +25,13 @@ def permission_denied(request: HttpRequest, exception=None) -> HttpResponse:
 @role_required(ADMIN)
 def user_list(request: HttpRequest) -> HttpResponse:
     users = get_user_model().objects.prefetch_related("groups").order_by("username")
+    # A team's users fit in memory: paging the loaded list spares a COUNT query.
     rows = [(user, role_of(user)) for user in users]
-    return render(request, "evalsite/users.html", {"rows": rows})
+    return render(
+        request,
+        "evalsite/users.html",
+        {"rows": Paginator(rows, 100).get_page(request.GET.get("page"))},
+    )
 
 
 @role_required(ADMIN)

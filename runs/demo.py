@@ -84,7 +84,8 @@ def load(*, run_campaign: bool = True) -> list[str]:
         for run_id in campaign.runs.filter(status=Run.QUEUED).values_list("id", flat=True):
             execution.execute(run_id)
         progress = campaign.progress()
-        lines.append(f"Demo campaign ran: {progress['counts']}")
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(progress["counts"].items()))
+        lines.append(f"Demo campaign ran: {counts or 'no runs'}.")
     return lines
 
 

@@ -6,6 +6,7 @@ from django import forms
 from django.conf import settings
 from django.urls import reverse
 
+from runs.agents import command as command_harness
 from runs.models import (
     SANDBOX_LIMIT_CAPS,
     CommitNotFound,
@@ -66,6 +67,12 @@ class JSONObjectField(forms.JSONField):
     def __init__(self, **kwargs) -> None:
         kwargs.setdefault("required", False)
         super().__init__(**kwargs)
+
+    def prepare_value(self, value):
+        # An empty object shows as an empty box, not the literal text "null" or "{}".
+        if value is None or value == {}:
+            return ""
+        return super().prepare_value(value)
 
     def to_python(self, value):
         result = super().to_python(value)
@@ -325,6 +332,16 @@ class LanguageModelForm(forms.ModelForm):
         "script",
     ]
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.instance.api_key:
+            del self.fields["clear_api_key"]  # nothing stored: nothing to remove
+        else:
+            # Asked for again on submit (static/js/app.js, through htmx's confirm event).
+            self.fields["clear_api_key"].widget.attrs["data-confirm-when-checked"] = (
+                "Remove the stored API key? Runs of this model fail until a key is entered again."
+            )
+
     def clean(self):
         # A provider's required fields and a script that parses are the model's rules.
         data = super().clean()
@@ -392,3 +409,14 @@ class ContestantForm(forms.ModelForm):
         for name, setting in SANDBOX_LIMIT_CAPS.items():
             cap = getattr(settings, setting)
             self.fields[name].help_text = f"At most {cap}, the site's cap; blank means the cap"
+
+    def clean(self):
+        data = super().clean()
+        if data.get("harness") == Contestant.COMMAND:
+            # The command harness's own reader decides what a valid template is.
+            values = dict.fromkeys(command_harness.PLACEHOLDERS, "x")
+            try:
+                command_harness.build_command((data.get("options") or {}).get("command"), values)
+            except command_harness.CommandTemplateError as exc:
+                self.add_error("options", str(exc))
+        return data

@@ -12,28 +12,22 @@ import json
 from collections import OrderedDict
 from typing import Any
 
-from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db.models import Q
 
-from runs import diffs
+from evalsite import storage as artifact_storage
+from runs import diffs, rendered_diffs
 from runs.identity import identity_terms, redactor
 from runs.models import Run
 from runs.templatetags.runs_tags import render_markdown  # the site's one markdown policy
-from scoring.models import VERDICTS, Criterion, Review, Rubric
+from scoring.models import VERDICTS, Comparison, Criterion, Review, Rubric
 
 MERGE_KEY = "merge"
-# Bump when the cached shape of a rendered diff changes, so stale caches are re-rendered.
-RENDER_VERSION = 2  # 2: hidden and bidirectional Unicode shown as marks
-RENDERED_DIFF_ARTIFACT = "rendered_diff.json"
-RENDERED_REFERENCE_ARTIFACT = "rendered_reference.json"
 # A transcript entry longer than this is cut for the page; the raw transcript stays downloadable.
 MAX_TRANSCRIPT_CHARS = 20_000
 
 
 # --- rendering helpers ---------------------------------------------------------------------------
-
-
-def _empty_diff(error: str = "") -> dict:
-    return {"files": [], "totals": {"files": 0, "additions": 0, "deletions": 0}, "error": error}
 
 
 _RECENT: OrderedDict[tuple, dict] = OrderedDict()
@@ -43,58 +37,34 @@ _RECENT_SIZE = 8
 def _render_cached(run: Run, artifact: str, render) -> dict:
     # A reviewer moves between a handful of runs: keep the last few parsed in memory, since
     # decoding a large rendered diff costs more than the rest of the page.
-    key = (str(settings.MEDIA_ROOT), run.pk, artifact, run.finished_at)
+    key = (artifact_storage.describe(default_storage), run.pk, artifact, run.finished_at)
     if key in _RECENT:
         _RECENT.move_to_end(key)
         return _RECENT[key]
-    rendered = _load_or_render(run, artifact, render)
+    rendered = rendered_diffs.load_or_render(run, artifact, render)
     _RECENT[key] = rendered
     while len(_RECENT) > _RECENT_SIZE:
         _RECENT.popitem(last=False)
     return rendered
 
 
-def _load_or_render(run: Run, artifact: str, render) -> dict:
-    cached = run.read_json_artifact(artifact)
-    if isinstance(cached, dict) and cached.get("version") == RENDER_VERSION:
-        return cached["diff"]
-    try:
-        rendered = render()
-        rendered.setdefault("error", "")
-    except ValueError as exc:
-        rendered = _empty_diff(f"The diff could not be read: {diffs.strip_control(str(exc))}")
-    _add_range_sizes(rendered)
-    run.save_artifact(artifact, json.dumps({"version": RENDER_VERSION, "diff": rendered}))
-    return rendered
-
-
-def _add_range_sizes(rendered: dict) -> None:
-    """Give each expandable range its line count and new-minus-old offset, for the links."""
-    for entry in rendered.get("files", []):
-        ranges = [hunk.get("expand_before") for hunk in entry.get("hunks", [])]
-        for span in [*ranges, entry.get("expand_after")]:
-            if span:
-                span["count"] = span["old_end"] - span["old_start"] + 1
-                span["delta"] = span["new_start"] - span["old_start"]
-
-
 def rendered_diff(run: Run) -> dict:
-    """The run's diff rendered for the page; computed once per run and cached as an artifact."""
-
-    def render() -> dict:
-        before = run.read_json_artifact("before.json", {}) or {}
-        after = run.read_json_artifact("after.json", {}) or {}
-        return diffs.render_diff(run.diff, before, after)
-
-    return _stamped(run, "diff", _render_cached(run, RENDERED_DIFF_ARTIFACT, render))
+    """The run's diff rendered for the page: stored by the worker when the run ended
+    (runs/rendered_diffs.py), rendered here only when that rendering is missing or outdated."""
+    rendered = _render_cached(
+        run, rendered_diffs.DIFF_ARTIFACT, lambda: rendered_diffs.render_diff(run)
+    )
+    return _stamped(run, "diff", rendered)
 
 
 def rendered_reference(run: Run) -> dict | None:
     """The prompt's reference patch ("what we would have written"), rendered and cached."""
-    patch = (run.snapshot.get("prompt") or {}).get("reference_patch") or ""
-    if not patch.strip():
+    patch = rendered_diffs.reference_patch(run)
+    if not patch:
         return None
-    rendered = _render_cached(run, RENDERED_REFERENCE_ARTIFACT, lambda: diffs.render_diff(patch))
+    rendered = _render_cached(
+        run, rendered_diffs.REFERENCE_ARTIFACT, lambda: diffs.render_diff(patch)
+    )
     return _stamped(run, "reference", rendered)
 
 
@@ -405,4 +375,77 @@ def review_page_data(run: Run, user) -> dict:
         "time_spent_s": mine.time_spent_s if mine else 0,
         "identity": identity,
         "others": others,
+        # Shown under their lines (static/js/app.js), only once this reviewer has submitted.
+        "others_comments_json": json.dumps(
+            [
+                {**comment, "reviewer": other["reviewer"]}
+                for other in others
+                for comment in other["line_comments"]
+                if isinstance(comment, dict)
+            ]
+        ),
+    }
+
+
+# --- the lead's view of a run --------------------------------------------------------------------
+
+
+def run_judgement_data(run: Run) -> dict:
+    """What a lead sees of a run's judgement on its run page: the rendered diff, every review
+    with its reviewer's name (drafts as "in progress"), and the pairwise votes that include it.
+    Leads are never blind, so nothing here is hidden."""
+    criteria = criteria_for_run(run)
+    reviews = []
+    in_progress = []
+    for review in (
+        Review.objects.filter(run=run).select_related("reviewer").order_by("submitted_at", "id")
+    ):
+        if not review.is_submitted:
+            in_progress.append(review.reviewer.get_username())
+            continue
+        reviews.append(
+            {
+                "reviewer": review.reviewer.get_username(),
+                "verdict": review.get_verdict_display(),
+                "answers": answer_labels(criteria, review.answers),
+                "notes": review.notes,
+                "line_comments": review.line_comments,
+                "submitted_at": review.submitted_at,
+                "time_spent_s": review.time_spent_s,
+            }
+        )
+    votes = []
+    for vote in (
+        Comparison.objects.exclude(outcome="")
+        .filter(Q(run_a=run) | Q(run_b=run))
+        .select_related("reviewer", "run_a__contestant", "run_b__contestant")
+        .order_by("decided_at", "id")
+    ):
+        this_is_a = vote.run_a_id == run.pk
+        other = vote.run_b if this_is_a else vote.run_a
+        won = {Comparison.A: this_is_a, Comparison.B: not this_is_a}.get(vote.outcome)
+        votes.append(
+            {
+                "reviewer": vote.reviewer.get_username(),
+                "other_run": other,
+                "other_label": other.contestant.label,
+                "result": {True: "better", False: "worse"}.get(won, vote.get_outcome_display()),
+                "reason": vote.reason,
+                "decided_at": vote.decided_at,
+            }
+        )
+    comments = [
+        {**comment, "reviewer": review["reviewer"]}
+        for review in reviews
+        for comment in review["line_comments"]
+        if isinstance(comment, dict)
+    ]
+    return {
+        "run": run,
+        "diff": rendered_diff(run),
+        "reviews": reviews,
+        "in_progress": in_progress,
+        "votes": votes,
+        # Placed under their lines by static/js/app.js (a data attribute: htmx drops <script>).
+        "comments_json": json.dumps(comments),
     }

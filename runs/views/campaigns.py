@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from django import forms
 from django.contrib import messages
 from django.db.models import Count, Q
@@ -12,8 +14,10 @@ from django.views.decorators.http import require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect
 
+from evalsite import storage as artifact_storage
 from evalsite.roles import LEAD, SCORER, has_role, role_required
 from runs import campaigns as workflows
+from runs import sizing
 from runs.identity import hide_identity
 from runs.models import Campaign, Contestant, PromptSet, Run
 
@@ -38,7 +42,17 @@ class CampaignForm(forms.Form):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["contestants"].label_from_instance = lambda c: c.label
+        self.fields["contestants"].label_from_instance = _contestant_choice_label
+
+
+def _contestant_choice_label(contestant: Contestant) -> str:
+    """A contestant as the campaign form offers it, warned about when its model failed its
+    connection check: every run of it would error."""
+    check = contestant.model.connection_check or {}
+    if check.get("ok") is False:
+        reason = str(check.get("error") or "no reason given")[:120]
+        return f"{contestant.label}: warning, its model failed its connection check ({reason})"
+    return contestant.label
 
 
 def _get_campaign(campaign_id: int) -> Campaign:
@@ -90,11 +104,23 @@ def campaign_create(request: HttpRequest) -> HttpResponse:
         except workflows.LaunchError as exc:
             form.add_error(None, str(exc))
         else:
+            size = sizing.size_sentence(len(data["prompt_set"].active_prompts()), data["repeats"])
             messages.success(
-                request, f"Launched {campaign.name}: {campaign.runs.count()} runs queued."
+                request, f"Launched {campaign.name}: {campaign.runs.count()} runs queued. {size}"
             )
             return redirect(campaign)
-    return render(request, "runs/campaign_form.html", {"form": form})
+    # What each prompt set's size could detect, so a lead picks repeats knowingly.
+    sizes = [
+        {
+            "prompt_set": prompt_set.name,
+            "prompts": prompt_set.prompts_count,
+            "sentences": [sizing.size_sentence(prompt_set.prompts_count, r) for r in (1, 2, 3)],
+        }
+        for prompt_set in PromptSet.objects.filter(archived=False)
+        .annotate(prompts_count=Count("prompts", filter=Q(prompts__archived=False)))
+        .filter(prompts_count__gt=0)
+    ]
+    return render(request, "runs/campaign_form.html", {"form": form, "sizes": sizes})
 
 
 @role_required(LEAD)
@@ -127,6 +153,9 @@ def campaign_detail(request: HttpRequest, campaign_id: int) -> HttpResponse:
         "live": ended < total,
         "cost": sum(run.cost_usd for run in runs),
         "errored": sum(run.status == Run.ERRORED for run in runs),
+        "size_sentence": sizing.size_sentence(
+            len(rows) or campaign.prompt_set.active_prompts().count(), campaign.repeats
+        ),
     }
     template = "runs/campaign.html#grid" if request.htmx else "runs/campaign.html"
     return render(request, template, context)
@@ -184,8 +213,71 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         "live": run.is_active,
         "reviewable_statuses": Run.REVIEWABLE_STATUSES,
     }
-    template = "runs/run.html#live" if request.htmx else "runs/run.html"
+    # The live fragment polls the status and the transcript; a boosted form (retry, cancel)
+    # lands here after its redirect and wants the whole page.
+    fragment = bool(request.htmx) and not request.htmx.boosted
+    if not fragment:
+        context.update(
+            {
+                "setup_output": _cut_output(run.read_artifact("setup_output.txt")),
+                "test_output": _cut_output(run.read_artifact("test_output.txt")),
+                "gateway_calls": gateway_calls(run.read_artifact("raw/gateway.jsonl")),
+            }
+        )
+    template = "runs/run.html#live" if fragment else "runs/run.html"
     return render(request, template, context)
+
+
+# Outputs and gateway bodies longer than this are cut on the page; the raw artifact has them all.
+MAX_OUTPUT_CHARS = 50_000
+MAX_GATEWAY_CALLS = 500
+MAX_GATEWAY_BODY_CHARS = 4_000
+
+
+def _cut_output(text: str, limit: int = MAX_OUTPUT_CHARS) -> dict:
+    """The tail of a long output (where failures are), and how much was left out."""
+    if len(text) <= limit:
+        return {"text": text, "cut": 0}
+    return {"text": text[-limit:], "cut": len(text) - limit}
+
+
+def gateway_calls(log: str) -> dict:
+    """The run's model-call log (the gateway's JSON lines) as rows for the page.
+
+    A line that is not a JSON object is counted, not shown: the log is the site's own, but a run
+    cut short can leave a half-written last line.
+    """
+    rows, unreadable = [], 0
+    lines = [line for line in log.splitlines() if line.strip()]
+    for line in lines[:MAX_GATEWAY_CALLS]:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            unreadable += 1
+            continue
+        rows.append(
+            {
+                "index": record.get("index"),
+                "method": str(record.get("method") or ""),
+                "path": str(record.get("path") or ""),
+                "status": record.get("status"),
+                "latency_s": record.get("latency_s"),
+                "stream": bool(record.get("stream")),
+                "input_tokens": record.get("input_tokens"),
+                "output_tokens": record.get("output_tokens"),
+                "cost_usd": record.get("cost_usd"),
+                "error": str(record.get("error") or ""),
+                "request": _cut_output(str(record.get("request") or ""), MAX_GATEWAY_BODY_CHARS),
+                "response": _cut_output(str(record.get("response") or ""), MAX_GATEWAY_BODY_CHARS),
+            }
+        )
+    return {
+        "rows": rows,
+        "unreadable": unreadable,
+        "left_out": max(0, len(lines) - MAX_GATEWAY_CALLS),
+    }
 
 
 def _answer(request: HttpRequest, run: Run) -> None:
@@ -260,14 +352,23 @@ def run_retry(request: HttpRequest, run_id: int) -> HttpResponse:
 def run_artifact(request: HttpRequest, run_id: int) -> HttpResponse:
     """Raw diff or test output as plain text (never rendered as HTML)."""
     run = _get_run(run_id)
-    names = {"diff": "diff.patch", "tests": "test_output.txt", "setup": "setup_output.txt"}
-    name = names.get(request.GET.get("name", "diff"))
+    names = {
+        "diff": "diff.patch",
+        "tests": "test_output.txt",
+        "setup": "setup_output.txt",
+        "gateway": "raw/gateway.jsonl",
+    }
+    wanted = request.GET.get("name", "diff")
+    name = names.get(wanted)
     if name is None:
         raise Http404("No such artifact")
-    response = HttpResponse(run.read_artifact(name), content_type="text/plain; charset=utf-8")
-    response["X-Content-Type-Options"] = "nosniff"
-    response["Content-Disposition"] = f'inline; filename="run-{run.pk}-{name}"'
-    return response
+    if wanted == "gateway" and not has_role(request.user, LEAD):
+        # The model calls name the model: a scorer reviewing blind must not read them.
+        raise Http404("No such artifact")
+    # Streamed from storage (or a signed link to the bucket), never from a worker's disk.
+    return artifact_storage.download_response(
+        run.artifact_name(name), filename=f"run-{run.pk}-{name.replace('/', '-')}"
+    )
 
 
 urlpatterns = [

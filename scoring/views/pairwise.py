@@ -13,6 +13,7 @@ from django.views.decorators.http import require_POST
 
 from evalsite.roles import LEAD, SCORER, has_role, role_required
 from runs.diffs import strip_control
+from runs.identity import identity_terms
 from runs.models import Campaign
 from runs.templatetags.runs_tags import render_markdown
 from scoring import pairing, review_page
@@ -51,6 +52,10 @@ def _side(run, reveal: bool) -> dict:
         },
         "label": run.contestant.label if reveal else None,
         "cost_usd": run.cost_usd if reveal else None,
+        # Blind until the vote is in: the agent's own words may name it.
+        "transcript": review_page.transcript_timeline(
+            run.transcript, blind=not reveal, terms=None if reveal else identity_terms(run)
+        ),
     }
 
 

@@ -22,7 +22,13 @@ from runs.models import Campaign, Run
 from scoring import queue as review_queue
 from scoring import reviews
 from scoring.models import Comparison, Review, ReviewHold, ReviewVersion
-from scoring.review_page import MERGE_KEY, context_for_range, rendered_diff, review_page_data
+from scoring.review_page import (
+    MERGE_KEY,
+    context_for_range,
+    rendered_diff,
+    review_page_data,
+    run_judgement_data,
+)
 
 VIEWS = ("split", "unified")
 MAX_CONTEXT_LINES = 5_000
@@ -134,10 +140,11 @@ def queue(request: HttpRequest) -> HttpResponse:
         "campaigns": campaigns,
         "campaign_id": campaign_id,
         "pending": len(waiting),
-        "waiting": waiting[:50],
+        "waiting": Paginator(waiting, 50).get_page(request.GET.get("page")),
         "skipped": list(skipped[:50]),
-        "mine": list(mine.order_by("-submitted_at")[:20]),
-        "submitted_count": mine.count(),
+        "mine": Paginator(mine.order_by("-submitted_at", "-id"), 20).get_page(
+            request.GET.get("mpage")
+        ),
     }
     return render(request, "scoring/queue.html", context)
 
@@ -309,6 +316,29 @@ def review_ask_another(request: HttpRequest, review_key: str) -> HttpResponse:
     return redirect(target)
 
 
+@role_required(LEAD)
+@vary_on_headers("HX-Request")
+def run_judgement(request: HttpRequest, run_id: int) -> HttpResponse:
+    """The diff, reviews and votes of one run, named, for its lead's run page (which loads this
+    fragment; `runs` knows nothing of scoring). Without htmx, a page of its own."""
+    run = get_object_or_404(
+        Run.objects.select_related("campaign", "prompt", "contestant__model"), pk=run_id
+    )
+    data = run_judgement_data(run)
+    data.update(
+        {
+            "view": _diff_view(request),
+            "expand": set(),
+            # Collapsed files load through the review page's routes, which serve ended runs only.
+            "expand_all": run.status not in Run.REVIEWABLE_STATUSES,
+        }
+    )
+    template = (
+        "scoring/run_judgement.html#judgement" if request.htmx else "scoring/run_judgement.html"
+    )
+    return render(request, template, data)
+
+
 # --- history (leads) -----------------------------------------------------------------------------
 
 
@@ -345,6 +375,7 @@ urlpatterns = [
     path("review/", queue, name="queue"),
     path("review/next/", review_next, name="review_next"),
     path("review/history/", review_history, name="review_history"),
+    path("review/run/<int:run_id>/", run_judgement, name="run_judgement"),
     path("review/runs/<slug:review_key>/", review_page, name="review"),
     path("review/runs/<slug:review_key>/file/", review_file, name="review_file"),
     path("review/runs/<slug:review_key>/context/", review_context, name="review_context"),

@@ -8,8 +8,12 @@
       (el.tagName === "INPUT" && !["radio", "checkbox"].includes(el.type)) || el.tagName === "SELECT");
 
   // --- shortcuts overlay ---------------------------------------------------------------------
+  // Opened as a dialog (static/js/app.js): it takes focus, and Esc or its button closes it.
   const overlay = document.getElementById("shortcuts");
-  const toggleOverlay = (show) => overlay && overlay.classList.toggle("hidden", !show);
+  function toggleOverlay(show) {
+    if (!overlay) return;
+    if (show) window.Mergeable.openDialog(overlay); else window.Mergeable.closeDialog(overlay);
+  }
   const helpButton = document.getElementById("show-shortcuts");
   if (helpButton) helpButton.addEventListener("click", () => toggleOverlay(overlay.classList.contains("hidden")));
 
@@ -108,6 +112,12 @@
   }
 
   // --- line comments ----------------------------------------------------------------------------
+  // A line number is focusable: Enter or c on it opens a box under the line (Ctrl+Enter adds,
+  // Esc closes), ↑/↓ move between line numbers. Each comment shows under its line and in the list
+  // beside the rubric, with a Remove button until the review is submitted.
+  const editable = Boolean(form && form.dataset.autosave === "on");
+  const lineCells = ".difftable.commentable td.no[data-line]";
+
   // A path as the page shows it: invisible characters as marks (rendered by the server, which
   // owns that rule), while the comment itself keeps the exact path.
   function pathLabel(path) {
@@ -116,56 +126,112 @@
     }
     return path;
   }
-  function storeComments() {
-    if (!commentsInput) return;
-    commentsInput.value = JSON.stringify(comments);
+  function removeComment(comment) {
+    const index = comments.indexOf(comment);
+    if (index >= 0) comments.splice(index, 1);
+    storeComments(); dirty = true; saveDraft();
+  }
+  function showComments() {
+    document.querySelectorAll("tr.line-comment.mine").forEach((row) => row.remove());
     const list = document.getElementById("comment-list");
-    if (list) {
-      list.replaceChildren();
-      if (!comments.length) {
-        const li = document.createElement("li"); li.className = "empty"; li.textContent = "None yet."; list.append(li);
-      }
-      comments.forEach((c, i) => {
-        const li = document.createElement("li");
-        const code = document.createElement("code"); code.textContent = pathLabel(c.path) + ":" + c.line;
+    if (list) list.replaceChildren();
+    if (list && !comments.length) {
+      const li = document.createElement("li"); li.className = "empty"; li.textContent = "None yet."; list.append(li);
+    }
+    comments.forEach((c) => {
+      const onRemove = editable ? () => removeComment(c) : null;
+      window.Mergeable.placeLineComment(c, { mine: true, onRemove: onRemove });
+      if (!list) return;
+      const li = document.createElement("li");
+      const code = document.createElement("code"); code.textContent = pathLabel(c.path) + ":" + c.line;
+      li.append(code, " (" + c.side + ") " + c.text + " ");
+      if (onRemove) {
         const remove = document.createElement("button");
         remove.type = "button"; remove.className = "linkbutton-dark"; remove.textContent = "remove";
-        remove.addEventListener("click", () => { comments.splice(i, 1); storeComments(); dirty = true; saveDraft(); });
-        li.append(code, " (" + c.side + ") " + c.text + " ", remove);
-        list.append(li);
-      });
-    }
-  }
-  if (form && form.dataset.autosave === "on") {
-    document.addEventListener("click", (event) => {
-      const cell = event.target.closest ? event.target.closest(".difftable.commentable td.no[data-line]") : null;
-      if (!cell || !cell.dataset.line) return;
-      const section = cell.closest("section.diff");
-      const row = cell.closest("tr");
-      if (row.nextElementSibling && row.nextElementSibling.classList.contains("line-comment")) return;
-      const box = document.createElement("tr");
-      box.className = "line-comment";
-      const td = document.createElement("td");
-      td.colSpan = row.children.length;
-      const area = document.createElement("textarea");
-      area.placeholder = "Comment on line " + cell.dataset.line + " (" + cell.dataset.side + ")";
-      const save = document.createElement("button"); save.type = "button"; save.textContent = "Add comment";
-      const cancel = document.createElement("button"); cancel.type = "button"; cancel.textContent = "Cancel";
-      save.addEventListener("click", () => {
-        const text = area.value.trim();
-        if (text) {
-          comments.push({ path: section.dataset.path, line: parseInt(cell.dataset.line, 10), side: cell.dataset.side, text: text });
-          storeComments(); dirty = true; saveDraft();
-        }
-        box.remove();
-      });
-      cancel.addEventListener("click", () => box.remove());
-      td.append(area, save, " ", cancel);
-      box.append(td);
-      row.after(box);
-      area.focus();
+        remove.setAttribute("aria-label", "Remove the comment on " + pathLabel(c.path) + ":" + c.line);
+        remove.addEventListener("click", onRemove);
+        li.append(remove);
+      }
+      list.append(li);
     });
   }
+  function storeComments() {
+    if (commentsInput) commentsInput.value = JSON.stringify(comments);
+    showComments();
+  }
+  function makeFocusable() {
+    if (!editable) return;
+    document.querySelectorAll(lineCells).forEach((cell) => {
+      if (cell.dataset.line && !cell.hasAttribute("tabindex")) {
+        cell.tabIndex = 0;
+        cell.title = "Line " + cell.dataset.line + " (" + cell.dataset.side + "): Enter or c to comment";
+      }
+    });
+  }
+  function openCommentBox(cell) {
+    const section = cell.closest("section.diff");
+    let row = cell.closest("tr");
+    while (row.nextElementSibling && row.nextElementSibling.classList.contains("line-comment")) {
+      if (row.nextElementSibling.classList.contains("editing")) {
+        row.nextElementSibling.querySelector("textarea").focus();
+        return;
+      }
+      row = row.nextElementSibling;
+    }
+    const box = document.createElement("tr");
+    box.className = "line-comment editing";
+    const td = document.createElement("td");
+    td.colSpan = cell.closest("tr").children.length;
+    const area = document.createElement("textarea");
+    const label = "Comment on line " + cell.dataset.line + " (" + cell.dataset.side + ")";
+    area.placeholder = label + ". Ctrl+Enter adds it, Esc closes.";
+    area.setAttribute("aria-label", label);
+    const save = document.createElement("button"); save.type = "button"; save.textContent = "Add comment";
+    const cancel = document.createElement("button"); cancel.type = "button"; cancel.textContent = "Cancel";
+    const close = () => { box.remove(); cell.focus(); };
+    save.addEventListener("click", () => {
+      const text = area.value.trim();
+      box.remove();
+      if (text) {
+        comments.push({ path: section.dataset.path, line: parseInt(cell.dataset.line, 10), side: cell.dataset.side, text: text });
+        storeComments(); dirty = true; saveDraft();
+      }
+      cell.focus();
+    });
+    cancel.addEventListener("click", close);
+    area.addEventListener("keydown", (event) => {
+      if ((event.ctrlKey || event.metaKey) && event.key === "Enter") { event.preventDefault(); event.stopPropagation(); save.click(); }
+      else if (event.key === "Escape") { event.preventDefault(); event.stopPropagation(); close(); }
+    });
+    td.append(area, save, " ", cancel);
+    box.append(td);
+    row.after(box);
+    area.focus();
+  }
+  function moveLine(cell, step) {
+    const table = cell.closest("table");
+    const cells = Array.from(table.querySelectorAll('td.no[data-side="' + cell.dataset.side + '"][tabindex]'));
+    const next = cells[cells.indexOf(cell) + step];
+    if (next) next.focus();
+  }
+  if (editable) {
+    document.addEventListener("click", (event) => {
+      const cell = event.target.closest ? event.target.closest(lineCells) : null;
+      if (cell && cell.dataset.line) openCommentBox(cell);
+    });
+    document.addEventListener("keydown", (event) => {
+      const cell = event.target.closest ? event.target.closest(lineCells) : null;
+      if (!cell || !cell.dataset.line || event.ctrlKey || event.metaKey || event.altKey) return;
+      if (event.key === "Enter" || event.key === "c") openCommentBox(cell);
+      else if (event.key === "ArrowDown") moveLine(cell, 1);
+      else if (event.key === "ArrowUp") moveLine(cell, -1);
+      else return;
+      event.preventDefault();
+      event.stopImmediatePropagation();
+    }, true);
+    document.addEventListener("htmx:load", makeFocusable);
+  }
+  document.addEventListener("DOMContentLoaded", () => { makeFocusable(); if (form) showComments(); });
 
   // --- keys ---------------------------------------------------------------------------------------
   function followView(id) {

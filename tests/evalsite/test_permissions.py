@@ -18,6 +18,10 @@ MATRIX: dict[str, str] = {
     "users": "admin",
     "user_create": "admin",
     "user_edit": "admin",
+    "user_password_reset": "admin",
+    "invites": "admin",
+    "invite_accept": "public",  # the invited person has no account yet
+    "password_change": "scorer",  # any signed-in user; the matrix's least role
 }
 # Each area's views add their rows here (kept beside the area's own tests).
 from tests.api.matrix import MATRIX as API_MATRIX  # noqa: E402

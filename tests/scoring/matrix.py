@@ -9,6 +9,7 @@ MATRIX: dict[str, str] = {
     "scoring:review_skip": "scorer",
     "scoring:review_ask_another": "lead",
     "scoring:review_history": "lead",
+    "scoring:run_judgement": "lead",
     "scoring:pairwise_next": "scorer",
     "scoring:pairwise": "scorer",
     "scoring:pairwise_vote": "scorer",
