@@ -51,3 +51,16 @@ def model_connection_check(model_id: int) -> None:
 def draft_proof(draft_id: int) -> None:
     """Prove a drafted prompt in the sandbox (`runs.drafts.prove_draft`)."""
     _on_commit("prove_draft", [draft_id])
+
+
+def judge_reviews(judge_review_ids: Iterable[int]) -> None:
+    """Have an LLM judge review these runs (`scoring.judge.judge_run`). The task is scoring's,
+    sent by name like the others: runs never imports scoring."""
+    ids = list(judge_review_ids)
+
+    def send() -> None:
+        registered = current_app.tasks["scoring.tasks.judge_run"]
+        for item_id in ids:
+            registered.apply_async((item_id,))
+
+    transaction.on_commit(send)

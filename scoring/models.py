@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models
+from django.db import models, transaction
+from django.db.models import F
+from django.db.models.fields.json import KeyTransform
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 from django.utils import timezone
 
-from runs.models import Campaign, Prompt, Run
+from runs.models import Campaign, Contestant, LanguageModel, Prompt, Run
 
 VERDICT_YES = "yes"
 VERDICT_SMALL_CHANGES = "small_changes"
@@ -50,6 +57,22 @@ class Rubric(models.Model):
     def for_campaign(cls, campaign: Campaign) -> Rubric:
         link = CampaignRubric.objects.filter(campaign=campaign).select_related("rubric").first()
         return link.rubric if link else cls.default()
+
+    @classmethod
+    def campaign_counts(cls) -> dict[int, int]:
+        """How many campaigns use each rubric, as for_campaign reads it: those linked to it, and
+        for the default rubric also every campaign linked to none. The rubric list and the
+        editor's "in use" warning both count this way."""
+        counts = dict(
+            Campaign.objects.values("rubric_link__rubric_id")
+            .annotate(campaigns=models.Count("id"))
+            .values_list("rubric_link__rubric_id", "campaigns")
+        )
+        unlinked = counts.pop(None, 0)
+        default = cls.default() if unlinked else None
+        if default is not None:
+            counts[default.pk] = counts.get(default.pk, 0) + unlinked
+        return counts
 
     def criteria_for(self, prompt_snapshot: dict) -> list[Criterion]:
         """The criteria that apply to a prompt: tag-limited ones only where the tag is present."""
@@ -165,6 +188,21 @@ class Review(models.Model):
     def __str__(self) -> str:
         return f"Review of run {self.run_id} by {self.reviewer_id}"
 
+    def save(self, *args, **kwargs) -> None:
+        """Saves the review and, when it is or was submitted, its run's tally with it."""
+        counts = self.submitted_at is not None or getattr(self, "_submitted_when_loaded", False)
+        with transaction.atomic():
+            super().save(*args, **kwargs)
+            if counts:
+                RunTally.recount([self.run_id])
+        self._submitted_when_loaded = self.submitted_at is not None
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        review = super().from_db(db, field_names, values)
+        review._submitted_when_loaded = review.submitted_at is not None
+        return review
+
     @property
     def is_submitted(self) -> bool:
         return self.submitted_at is not None
@@ -255,6 +293,31 @@ class Comparison(models.Model):
     def __str__(self) -> str:
         return f"Comparison {self.pk}"
 
+    def save(self, *args, **kwargs) -> None:
+        """Saves the vote and moves it between the vote tallies it is counted in."""
+        with transaction.atomic():
+            before = None
+            if not self._state.adding:
+                before = (
+                    Comparison.objects.filter(pk=self.pk)
+                    .values("run_a_id", "run_b_id", "outcome", "decided_at")
+                    .first()
+                )
+            super().save(*args, **kwargs)
+            if before is not None and before["decided_at"] and before["outcome"] in VOTE_OUTCOMES:
+                VoteTally.shift(before["run_a_id"], before["run_b_id"], before["outcome"], -1)
+            if self.is_counted:
+                VoteTally.shift(self.run_a_id, self.run_b_id, self.outcome, +1)
+
+    @property
+    def is_counted(self) -> bool:
+        """Whether the leaderboard counts this vote: decided, with one of the outcomes."""
+        return self.decided_at is not None and self.outcome in VOTE_OUTCOMES
+
+
+# The outcomes a decided vote can have ("" is a comparison shown but not yet voted on).
+VOTE_OUTCOMES = {Comparison.A, Comparison.B, Comparison.TIE, Comparison.BOTH_BAD}
+
 
 class Adjudication(models.Model):
     """A lead's final verdict on a run whose reviewers disagreed; the leaderboard uses it in
@@ -273,3 +336,355 @@ class Adjudication(models.Model):
 
     def __str__(self) -> str:
         return f"Adjudication of run {self.run_id}: {self.verdict}"
+
+    def save(self, *args, **kwargs) -> None:
+        with transaction.atomic():
+            super().save(*args, **kwargs)
+            RunTally.recount([self.run_id])
+
+
+# --- Aggregates the leaderboards read -------------------------------------------------------------
+#
+# A leaderboard covers tens of thousands of runs and reviews. Rather than read every review on
+# every cold page, it reads one row per run (RunTally) and a few rows per campaign (VoteTally).
+# Both are kept up to date in the transaction that saves or deletes a review, an adjudication or
+# a vote (the `save` methods above and the receivers below); writes that bypass `save` (bulk
+# creates, `.update()`) must be followed by `manage.py rebuild_aggregates`, which recounts
+# everything. Tests compare the stored tallies with a full recount after varied real writes.
+
+
+_RECOUNT_BATCH = 2000
+
+
+class RunTally(models.Model):
+    """What a run's submitted reviews and its adjudication add up to.
+
+    A run with no row has no submitted review and no adjudication. Rows are created only where
+    a review, adjudication or vote is saved; deletions only update existing rows, so that a run
+    being deleted (its reviews go first) never gets a new row pointing at it.
+    """
+
+    run = models.OneToOneField(
+        Run, on_delete=models.CASCADE, primary_key=True, related_name="tally"
+    )
+    reviews = models.PositiveIntegerField(default=0)  # submitted, with or without a verdict
+    yes = models.PositiveIntegerField(default=0)
+    small_changes = models.PositiveIntegerField(default=0)
+    no = models.PositiveIntegerField(default=0)
+    adjudicated = models.CharField(max_length=20, blank=True, default="")
+    # The run's row of the run x reviewer matrix: "reviewer_id:verdict" per submitted review,
+    # by reviewer id, space-separated ("7:yes 9:no"). Runs reviewed alike share one string.
+    verdicts = models.TextField(blank=True, default="")
+    # criterion key -> answer -> how many submitted reviews gave it, as canonical JSON (sorted
+    # keys, no spaces): text rather than a JSONField so that a page can decode each distinct
+    # string once instead of once per run.
+    answers = models.TextField(blank=True, default="{}")
+    acceptance_criteria = models.PositiveIntegerField(default=0)  # the run's prompt's, distinct
+    acceptance_ticked = models.PositiveIntegerField(default=0)  # of those, summed over reviews
+
+    FIELDS = (
+        "reviews",
+        "yes",
+        "small_changes",
+        "no",
+        "adjudicated",
+        "verdicts",
+        "answers",
+        "acceptance_criteria",
+        "acceptance_ticked",
+    )
+
+    def __str__(self) -> str:
+        return f"Tally of run {self.run_id}"
+
+    @classmethod
+    def computed(cls, run_ids: Iterable[int]) -> dict[int, dict]:
+        """run id -> the tally's fields recounted from the reviews and adjudications, for the
+        runs among `run_ids` that have a submitted review or an adjudication."""
+        run_ids = sorted(run_ids)
+        if len(run_ids) > _RECOUNT_BATCH:  # bounded IN lists, and memory
+            result = {}
+            for start in range(0, len(run_ids), _RECOUNT_BATCH):
+                result.update(cls.computed(run_ids[start : start + _RECOUNT_BATCH]))
+            return result
+        by_run: dict[int, list[tuple]] = defaultdict(list)
+        for run_id, reviewer_id, verdict, answers, met in (
+            Review.objects.submitted()
+            .filter(run_id__in=run_ids)
+            .order_by("run_id", "reviewer_id")
+            .values_list("run_id", "reviewer_id", "verdict", "answers", "acceptance_met")
+        ):
+            by_run[run_id].append((reviewer_id, verdict, answers, met))
+        adjudicated = dict(
+            Adjudication.objects.filter(run_id__in=run_ids).values_list("run_id", "verdict")
+        )
+        counted = by_run.keys() | adjudicated.keys()
+        wanted = {
+            run_id: {str(text) for text in criteria or []}
+            for run_id, criteria in Run.objects.filter(pk__in=counted).values_list(
+                "pk", KeyTransform("acceptance_criteria", KeyTransform("prompt", "snapshot"))
+            )
+        }
+        result = {}
+        for run_id in counted:
+            reviews = by_run.get(run_id, [])
+            verdicts = Counter(verdict for _, verdict, _, _ in reviews)
+            answers: dict[str, Counter] = defaultdict(Counter)
+            for _, _, given, _ in reviews:
+                for key, value in (given or {}).items():
+                    if value not in (None, ""):
+                        answers[key][str(value)] += 1
+            criteria = wanted.get(run_id, set())
+            result[run_id] = {
+                "reviews": len(reviews),
+                "yes": verdicts[VERDICT_YES],
+                "small_changes": verdicts[VERDICT_SMALL_CHANGES],
+                "no": verdicts[VERDICT_NO],
+                "adjudicated": adjudicated.get(run_id, ""),
+                "verdicts": " ".join(
+                    f"{reviewer}:{verdict}" for reviewer, verdict, _, _ in reviews
+                ),
+                "answers": json.dumps(answers, sort_keys=True, separators=(",", ":")),
+                "acceptance_criteria": len(criteria),
+                "acceptance_ticked": sum(
+                    len(criteria & {str(text) for text in met or []}) for _, _, _, met in reviews
+                ),
+            }
+        return result
+
+    @classmethod
+    def recount(cls, run_ids: Iterable[int], *, create: bool = True) -> None:
+        """Bring the runs' tallies up to date; rows are created only when `create`."""
+        run_ids = list(run_ids)
+        fresh = cls.computed(run_ids)
+        empty = {field: cls._meta.get_field(field).default for field in cls.FIELDS}
+        existing = {tally.pk: tally for tally in cls.objects.filter(pk__in=run_ids)}
+        for tally in existing.values():
+            for field, value in fresh.get(tally.pk, empty).items():
+                setattr(tally, field, value)
+        cls.objects.bulk_update(existing.values(), cls.FIELDS)
+        if create:
+            cls.objects.bulk_create(
+                cls(run_id=run_id, **fields)
+                for run_id, fields in fresh.items()
+                if run_id not in existing
+            )
+
+
+class VoteTally(models.Model):
+    """How many decided votes gave each outcome, by the campaigns and contestants of the two
+    runs compared ("a" is the comparison's run_a). Kept up to date by `Comparison.save` and on
+    deletion; the leaderboard subtracts the votes of runs that are not on it."""
+
+    campaign_a = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="+")
+    campaign_b = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="+")
+    contestant_a = models.ForeignKey(Contestant, on_delete=models.CASCADE, related_name="+")
+    contestant_b = models.ForeignKey(Contestant, on_delete=models.CASCADE, related_name="+")
+    outcome = models.CharField(max_length=20, choices=Comparison.OUTCOMES)
+    votes = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["campaign_a", "campaign_b", "contestant_a", "contestant_b", "outcome"],
+                name="one_vote_tally_per_cell",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.votes} votes {self.outcome} for {self.contestant_a_id} v {self.contestant_b_id}"
+        )
+
+    @classmethod
+    def shift(cls, run_a_id: int, run_b_id: int, outcome: str, change: int) -> None:
+        """Add `change` (+1 or -1) votes with `outcome` to the cell of runs a and b. A cell is
+        created only to add to it, so a vote deleted with its runs never recreates one."""
+        runs = {
+            pk: (campaign, contestant)
+            for pk, campaign, contestant in Run.objects.filter(
+                pk__in=[run_a_id, run_b_id]
+            ).values_list("pk", "campaign_id", "contestant_id")
+        }
+        if run_a_id not in runs or run_b_id not in runs:
+            return
+        cell = {
+            "campaign_a_id": runs[run_a_id][0],
+            "campaign_b_id": runs[run_b_id][0],
+            "contestant_a_id": runs[run_a_id][1],
+            "contestant_b_id": runs[run_b_id][1],
+            "outcome": outcome,
+        }
+        if change > 0:
+            cls.objects.get_or_create(**cell)
+            cls.objects.filter(**cell).update(votes=F("votes") + change)
+        else:
+            # Never below zero: a tally that drifted (a bulk write without a rebuild) must not
+            # stop a vote from being deleted; rebuild_aggregates recounts it.
+            cls.objects.filter(**cell, votes__gte=-change).update(votes=F("votes") + change)
+
+    @classmethod
+    def computed(cls) -> dict[tuple, int]:
+        """(campaign_a, campaign_b, contestant_a, contestant_b, outcome) -> votes, recounted."""
+        return {
+            tuple(row[:5]): row[5]
+            for row in Comparison.objects.filter(
+                decided_at__isnull=False, outcome__in=VOTE_OUTCOMES
+            )
+            .values_list(
+                "run_a__campaign_id",
+                "run_b__campaign_id",
+                "run_a__contestant_id",
+                "run_b__contestant_id",
+                "outcome",
+            )
+            .annotate(votes=models.Count("id"))
+            .order_by()
+        }
+
+    @classmethod
+    def stored(cls) -> dict[tuple, int]:
+        return {
+            tuple(row[:5]): row[5]
+            for row in cls.objects.filter(votes__gt=0).values_list(
+                "campaign_a_id",
+                "campaign_b_id",
+                "contestant_a_id",
+                "contestant_b_id",
+                "outcome",
+                "votes",
+            )
+        }
+
+
+def rebuild_aggregates() -> dict[str, int]:
+    """Recount every RunTally and VoteTally from the reviews, adjudications and votes, in one
+    transaction. Returns how many rows of each were written."""
+    with transaction.atomic():
+        RunTally.objects.all().delete()
+        counted = sorted(
+            set(Review.objects.submitted().values_list("run_id", flat=True).distinct())
+            | set(Adjudication.objects.values_list("run_id", flat=True))
+        )
+        for start in range(0, len(counted), _RECOUNT_BATCH):
+            RunTally.recount(counted[start : start + _RECOUNT_BATCH])
+        VoteTally.objects.all().delete()
+        cells = VoteTally.computed()
+        VoteTally.objects.bulk_create(
+            VoteTally(
+                campaign_a_id=campaign_a, campaign_b_id=campaign_b, contestant_a_id=contestant_a,
+                contestant_b_id=contestant_b, outcome=outcome, votes=votes,
+            )
+            for (campaign_a, campaign_b, contestant_a, contestant_b, outcome), votes in cells.items()
+        )  # fmt: skip
+    return {"run_tallies": len(counted), "vote_tallies": len(cells)}
+
+
+def tally_drift() -> list[str]:
+    """What differs between the stored tallies and a full recount: one entry per tally that
+    differs ("run 12", "votes (campaign_a, campaign_b, contestant_a, contestant_b, outcome)")."""
+    empty = {field: RunTally._meta.get_field(field).default for field in RunTally.FIELDS}
+    stored = {row.pop("run_id"): row for row in RunTally.objects.values("run_id", *RunTally.FIELDS)}
+    counted = set(Review.objects.submitted().values_list("run_id", flat=True)) | set(
+        Adjudication.objects.values_list("run_id", flat=True)
+    )
+    recounted = RunTally.computed(stored.keys() | counted)
+    drifted = [
+        f"run {run_id}"
+        for run_id in sorted(stored.keys() | recounted.keys())
+        if stored.get(run_id, empty) != recounted.get(run_id, empty)
+    ]
+    votes_stored, votes_recounted = VoteTally.stored(), VoteTally.computed()
+    drifted += [
+        f"votes {cell}"
+        for cell in sorted(votes_stored.keys() | votes_recounted.keys())
+        if votes_stored.get(cell, 0) != votes_recounted.get(cell, 0)
+    ]
+    return drifted
+
+
+# Deletions, including those that cascade from a run, a user or a campaign: only rows that still
+# exist are updated (see RunTally).
+@receiver(post_delete, sender=Review, dispatch_uid="tally_review_deleted")
+def _review_deleted(sender, instance: Review, **kwargs) -> None:
+    if instance.submitted_at is not None:
+        RunTally.recount([instance.run_id], create=False)
+
+
+@receiver(post_delete, sender=Adjudication, dispatch_uid="tally_adjudication_deleted")
+def _adjudication_deleted(sender, instance: Adjudication, **kwargs) -> None:
+    RunTally.recount([instance.run_id], create=False)
+
+
+@receiver(post_delete, sender=Comparison, dispatch_uid="tally_comparison_deleted")
+def _comparison_deleted(sender, instance: Comparison, **kwargs) -> None:
+    if instance.is_counted:
+        VoteTally.shift(instance.run_a_id, instance.run_b_id, instance.outcome, -1)
+
+
+# --- The LLM judge, kept apart from the humans ---------------------------------------------------
+#
+# A judge's reviews live in their own table: no human-facing query (RunTally, the queue, the
+# leaderboards, agreement, exports) reads it, so nothing a model says can reach the human board.
+
+
+class Judge(models.Model):
+    """A model asked to review a campaign's reviewable runs blind, with the campaign's rubric
+    rendered as instructions (scoring.judge)."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="judges")
+    model = models.ForeignKey(LanguageModel, on_delete=models.PROTECT, related_name="+")
+    # What one run's judgement may cost at most, enforced by the run gateway it calls through.
+    max_cost_usd = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.0)],
+        verbose_name="Cost limit per run (USD)",
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "model"], name="one_judge_per_model")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} judging {self.campaign}"
+
+
+class JudgeReview(models.Model):
+    """One judge's review of one run: answers and verdict with a rationale each, or the reason
+    it failed. A malformed answer from the model is a failure with its reason, never a guess."""
+
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+    STATUSES = [(PENDING, "pending"), (DONE, "done"), (FAILED, "failed")]
+
+    judge = models.ForeignKey(Judge, on_delete=models.CASCADE, related_name="reviews")
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="judge_reviews")
+    status = models.CharField(max_length=20, choices=STATUSES, default=PENDING)
+    answers = models.JSONField(default=dict, blank=True)  # criterion key -> answer
+    verdict = models.CharField(max_length=20, choices=VERDICTS, blank=True, default="")
+    rationales = models.JSONField(default=dict, blank=True)  # criterion key or "verdict" -> text
+    error = models.TextField(blank=True, default="")
+    reply = models.TextField(blank=True, default="")  # the model's answer as given, capped
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.FloatField(default=0.0)
+    model_calls = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    judged_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["judge", "run"], name="one_judge_review_per_run")
+        ]
+
+    def __str__(self) -> str:
+        return f"Judge review of run {self.run_id} by judge {self.judge_id}"

@@ -16,7 +16,7 @@ from runs.models import (
     Run,
     RunImport,
 )
-from scoring.models import Comparison, Review, Rubric
+from scoring.models import Comparison, Judge, Review, Rubric
 
 
 def build_world(owner) -> dict:
@@ -79,6 +79,7 @@ def build_world(owner) -> dict:
         # api: a token of whoever visits is looked up per user, so any id will do for the matrix.
         "token": ApiToken.objects.create(user=owner, name="ci", prefix="0000abcd", digest="0"),
         "series": Series.objects.create(name="First", template=campaign),
+        "judge": Judge.objects.create(campaign=campaign, model=model),
     }
 
 
@@ -100,6 +101,7 @@ KWARG_OBJECTS = {
     "user_id": "user",
     "token_id": "token",
     "series_id": "series",
+    "judge_id": "judge",
 }
 
 

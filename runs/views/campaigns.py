@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from django import forms
 from django.contrib import messages
+from django.db import transaction
 from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -18,41 +18,9 @@ from evalsite import storage as artifact_storage
 from evalsite.roles import LEAD, SCORER, has_role, role_required
 from runs import campaigns as workflows
 from runs import sizing
+from runs.forms import CampaignForm
 from runs.identity import hide_identity
-from runs.models import Campaign, Contestant, PromptSet, Run
-
-
-class CampaignForm(forms.Form):
-    name = forms.CharField(max_length=200, required=False, help_text="Default: the set and date")
-    prompt_set = forms.ModelChoiceField(queryset=PromptSet.objects.active())
-    contestants = forms.ModelMultipleChoiceField(
-        queryset=Contestant.objects.filter(archived=False).select_related("model"),
-        widget=forms.CheckboxSelectMultiple,
-    )
-    repeats = forms.IntegerField(min_value=1, max_value=20, initial=1)
-    reviews_wanted = forms.IntegerField(
-        min_value=1, max_value=10, initial=2, help_text="Reviews wanted per run"
-    )
-    budget_usd = forms.FloatField(
-        min_value=0.01,
-        required=False,
-        label="Budget (USD)",
-        help_text="Runs not yet started when it is spent are cancelled",
-    )
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["contestants"].label_from_instance = _contestant_choice_label
-
-
-def _contestant_choice_label(contestant: Contestant) -> str:
-    """A contestant as the campaign form offers it, warned about when its model failed its
-    connection check: every run of it would error."""
-    check = contestant.model.connection_check or {}
-    if check.get("ok") is False:
-        reason = str(check.get("error") or "no reason given")[:120]
-        return f"{contestant.label}: warning, its model failed its connection check ({reason})"
-    return contestant.label
+from runs.models import Campaign, PromptSet, Run
 
 
 def _get_campaign(campaign_id: int) -> Campaign:
@@ -89,18 +57,29 @@ def campaign_list(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def campaign_create(request: HttpRequest) -> HttpResponse:
     form = CampaignForm(request.POST or None)
+    estimate = None
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
+        contestants = list(data["contestants"])
+        estimate = workflows.estimate_cost(data["prompt_set"], contestants, data["repeats"])
         try:
-            campaign = workflows.launch(
-                prompt_set=data["prompt_set"],
-                contestants=list(data["contestants"]),
-                repeats=data["repeats"],
-                name=data["name"],
-                created_by=request.user,
-                budget_usd=data["budget_usd"],
-                reviews_wanted=data["reviews_wanted"],
-            )
+            if form.over_budget_unconfirmed(estimate):
+                raise workflows.LaunchError(
+                    "The estimated cost exceeds the budget: confirm below to launch anyway."
+                )
+            # One transaction: what other apps attach (the rubric) exists before any run is
+            # enqueued, and nothing is left behind if they refuse.
+            with transaction.atomic():
+                campaign = workflows.launch(
+                    prompt_set=data["prompt_set"],
+                    contestants=contestants,
+                    repeats=data["repeats"],
+                    name=data["name"],
+                    created_by=request.user,
+                    budget_usd=data["budget_usd"],
+                    reviews_wanted=data["reviews_wanted"],
+                )
+                form.apply_launch_choices(campaign)
         except workflows.LaunchError as exc:
             form.add_error(None, str(exc))
         else:
@@ -120,7 +99,11 @@ def campaign_create(request: HttpRequest) -> HttpResponse:
         .annotate(prompts_count=Count("prompts", filter=Q(prompts__archived=False)))
         .filter(prompts_count__gt=0)
     ]
-    return render(request, "runs/campaign_form.html", {"form": form, "sizes": sizes})
+    over_budget = (
+        estimate if estimate and estimate.exceeds(form.cleaned_data["budget_usd"]) else None
+    )
+    context = {"form": form, "sizes": sizes, "over_budget": over_budget}
+    return render(request, "runs/campaign_form.html", context)
 
 
 @role_required(LEAD)

@@ -27,6 +27,7 @@ from scoring import adjudications, leaderboard
 from scoring.leaderboard import Filters
 from scoring.leaderboard import filters as readings
 from scoring.leaderboard.disagreements import side_by_side
+from scoring.leaderboard.power import guidance as power_guidance
 from scoring.models import Adjudication
 
 EXPORT_FORMATS = ("csv", "json")
@@ -216,6 +217,7 @@ def leaderboard_page(request: HttpRequest) -> HttpResponse:
     context.update(
         board=board,
         chart=_merge_chart(board["rows"]),
+        power=power_guidance(board),
         criteria_rows=[
             {"label": row["label"], "cells": [row["criteria"].get(key) for key in keys]}
             for row in board["rows"]
@@ -249,6 +251,7 @@ def leaderboard_export(request: HttpRequest) -> HttpResponse:
             "leaderboard": board["rows"],
             "tags": board["tags"],
             "predictors": board["predictors"],
+            "power": power_guidance(board),
         }
         response = HttpResponse(
             json.dumps(payload, indent=2, default=str), content_type="application/json"

@@ -22,4 +22,9 @@ MATRIX: dict[str, str] = {
     "scoring:leaderboard_history": "lead",
     "scoring:leaderboard_disagreements": "lead",
     "scoring:leaderboard_adjudicate": "lead",
+    "scoring:judge_campaign": "lead",
+    "scoring:judge": "lead",
+    "scoring:judge_queue": "lead",
+    "scoring:judge_calibration": "lead",
+    "scoring:judge_board": "lead",
 }
