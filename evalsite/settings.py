@@ -280,7 +280,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # them. Beat's schedule is below, with the heartbeat settings it depends on.
 BOOKKEEPING_QUEUE = "bookkeeping"
 CELERY_TASK_DEFAULT_QUEUE = "celery"
-CELERY_TASK_ROUTES = {"runs.tasks.reap_stale_runs": {"queue": BOOKKEEPING_QUEUE}}
+CELERY_TASK_ROUTES = {
+    "runs.tasks.reap_stale_runs": {"queue": BOOKKEEPING_QUEUE},
+    "scoring.tasks.judge_new_runs": {"queue": BOOKKEEPING_QUEUE},
+}
 # Redis serves priority 0 first (kombu's priority_steps 0, 3, 6, 9): runs are sent at 6, and a
 # run the reaper requeues at 0 (runs.enqueue), so it takes the next free slot, not the backlog's
 # end. The embedded queue ignores priorities.
@@ -394,6 +397,7 @@ if MERGEABLE_STALE_AFTER_SECONDS < 2 * MERGEABLE_HEARTBEAT_SECONDS:
         f"({MERGEABLE_STALE_AFTER_SECONDS} < 2 x {MERGEABLE_HEARTBEAT_SECONDS}): one late "
         "heartbeat would hand a live run to a second worker"
     )
+MERGEABLE_JUDGE_SWEEP_SECONDS = envint("MERGEABLE_JUDGE_SWEEP_SECONDS", 60)
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-runs": {
         "task": "runs.tasks.reap_stale_runs",
@@ -402,6 +406,12 @@ CELERY_BEAT_SCHEDULE = {
         # this, a night without workers would leave thousands of ticks to run one after another.
         # (expire_seconds: the database scheduler's name for it; it drops "expires".)
         "options": {"expire_seconds": MERGEABLE_REAP_SECONDS},
+    },
+    # Runs that finished since an LLM judge was appointed get judged without a lead's click.
+    "judge-new-runs": {
+        "task": "scoring.tasks.judge_new_runs",
+        "schedule": float(MERGEABLE_JUDGE_SWEEP_SECONDS),
+        "options": {"expire_seconds": MERGEABLE_JUDGE_SWEEP_SECONDS},
     },
 }
 # Requests one API token may make per minute (api.throttle); past it, 429 with Retry-After.

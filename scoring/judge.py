@@ -68,17 +68,21 @@ def appoint(
         return judge, queue_unjudged(judge)
 
 
+def _add_new_runs(judge: Judge) -> list[int]:
+    """Pending judge reviews for the campaign's reviewable runs this judge has none of."""
+    judged = JudgeReview.objects.filter(judge=judge).values("run_id")
+    added = JudgeReview.objects.bulk_create(
+        JudgeReview(judge=judge, run=run)
+        for run in Run.objects.reviewable().filter(campaign=judge.campaign).exclude(pk__in=judged)
+    )
+    return [review.pk for review in added]
+
+
 def queue_unjudged(judge: Judge) -> int:
     """Queue the campaign's reviewable runs this judge has no review of, and its failed ones
     again. Returns how many were queued."""
     with transaction.atomic():
-        judged = JudgeReview.objects.filter(judge=judge).values("run_id")
-        JudgeReview.objects.bulk_create(
-            JudgeReview(judge=judge, run=run)
-            for run in Run.objects.reviewable()
-            .filter(campaign=judge.campaign)
-            .exclude(pk__in=judged)
-        )
+        _add_new_runs(judge)
         JudgeReview.objects.filter(judge=judge, status=JudgeReview.FAILED).update(
             status=JudgeReview.PENDING, error=""
         )
@@ -89,6 +93,19 @@ def queue_unjudged(judge: Judge) -> int:
         )
         enqueue.judge_reviews(pending)
     return len(pending)
+
+
+def queue_new_runs() -> int:
+    """For every judge, queue the runs that became reviewable since it last looked (beat calls
+    this every MERGEABLE_JUDGE_SWEEP_SECONDS; failed judgements wait for a lead's retry).
+    Returns how many were queued."""
+    queued = 0
+    for judge in Judge.objects.filter(campaign__runs__in=Run.objects.reviewable()).distinct():
+        with transaction.atomic():
+            added = _add_new_runs(judge)
+            enqueue.judge_reviews(added)
+        queued += len(added)
+    return queued
 
 
 # --- what the model is told -----------------------------------------------------------------------

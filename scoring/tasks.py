@@ -10,3 +10,8 @@ from scoring import judge
 @shared_task(ignore_result=True)
 def judge_run(judge_review_id: int) -> None:
     judge.judge_run(judge_review_id)
+
+
+@shared_task(ignore_result=True)
+def judge_new_runs() -> None:
+    judge.queue_new_runs()

@@ -317,3 +317,24 @@ def test_it_refuses_a_scripted_model_as_judge(build, client_for, lead, queued):
     assert not Judge.objects.exists()
     with pytest.raises(judging.JudgeError, match="is scripted"):
         judging.appoint(run.campaign, build.scripted_model, None, None)
+
+
+def test_beats_sweep_queues_runs_that_finished_after_the_judge_was_appointed(
+    build, judge_model, queued, django_capture_on_commit_callbacks
+):
+    first = a_run(build, "alpha-agent", "p0")
+    with django_capture_on_commit_callbacks(execute=True):
+        judge, _ = judging.appoint(first.campaign, judge_model, None, None)
+    assert len(queued) == 1
+    later = build.run(first.campaign, build.prompt("p1"), build.contestant("beta-agent"))
+    Run.objects.filter(pk=later.pk).update(status=Run.RUNNING)  # not reviewable yet
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert judging.queue_new_runs() == 0
+    Run.objects.filter(pk=later.pk).update(status=Run.FINISHED)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert judging.queue_new_runs() == 1
+        assert judging.queue_new_runs() == 0  # each run once
+
+    new = JudgeReview.objects.get(judge=judge, run=later)
+    assert queued == [JudgeReview.objects.get(judge=judge, run=first).pk, new.pk]
