@@ -30,7 +30,16 @@ from django.db import DatabaseError, close_old_connections, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from runs import agents, enqueue, gateway_bridge, redaction, sandbox, test_results, workspace
+from runs import (
+    agents,
+    enqueue,
+    gateway_bridge,
+    redaction,
+    rendered_diffs,
+    sandbox,
+    test_results,
+    workspace,
+)
 from runs import caps as run_caps
 from runs import gateway as run_gateway
 from runs.agents import base
@@ -318,6 +327,11 @@ def _capture(
         )
         if _set(run, cancel, **Run.diff_fields(captured), test_files_modified=protected):
             run.save_diff(captured)
+        else:
+            return captured
+    # Here, not on the review page: the first scorer never waits for pygments (or the bucket).
+    with _phase(timings, "render"):
+        rendered_diffs.prerender(run)
     return captured
 
 

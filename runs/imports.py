@@ -39,7 +39,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from runs import diffs, enqueue, redaction, sandbox, test_results, workspace
+from runs import diffs, enqueue, redaction, rendered_diffs, sandbox, test_results, workspace
 from runs.caps import RunCaps
 from runs.execution import SETUP_TIMEOUT, TEST_TIMEOUT, cap_limits
 from runs.models import Campaign, Contestant, LanguageModel, Prompt, Run, RunImport, save_file
@@ -611,6 +611,7 @@ def _store(
             run.save_artifact("transcript.json", dumps(transcript.document))
         for name, content in raw_files.items():
             run.save_artifact(f"raw/{name}", content)
+        rendered_diffs.prerender(run)
     return run
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -127,9 +128,33 @@ def _empty_cache():
     yield
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _artifact_bucket():
+    """With MERGEABLE_STORAGE_URL (bin/test's PostgreSQL + Redis pass, on a local S3 server),
+    this process's bucket, made once; each test then stores under a prefix of its own."""
+    from django.conf import settings
+
+    if settings.MERGEABLE_STORAGE_URL:
+        from tests.s3_server import ensure_bucket
+
+        ensure_bucket(settings.STORAGES["default"]["OPTIONS"])
+
+
 @pytest.fixture(autouse=True)
 def _isolated_storage(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
+    if settings.MERGEABLE_STORAGE_URL:
+        from evalsite.storage import from_url
+        from tests.s3_server import with_prefix
+
+        # Worker processes a test starts get this URL too (tests/runs/test_distributed.py).
+        settings.MERGEABLE_STORAGE_URL = with_prefix(
+            settings.MERGEABLE_STORAGE_URL, f"t-{uuid.uuid4().hex[:12]}"
+        )
+        settings.STORAGES = {
+            **settings.STORAGES,
+            "default": from_url(settings.MERGEABLE_STORAGE_URL),
+        }
     settings.MERGEABLE_WORKSPACE_ROOT = tmp_path / "workspaces"
     settings.MERGEABLE_CHECKOUT_ROOT = tmp_path / "checkouts"
     settings.MERGEABLE_LOCAL_REPO_ROOTS = [tmp_path / "repos", Path("/tmp")]

@@ -18,8 +18,10 @@ import yaml
 from django.conf import settings
 from django.core.management import get_commands
 
+from evalsite.storage import AWS_VARIABLES, from_url
+
 ROOT = Path(settings.BASE_DIR)
-APP_SERVICES = ("web", "worker", "beat")
+APP_SERVICES = ("web", "worker", "worker-2", "beat")
 # As docker compose interpolates it: required, from .env.
 REDIS_PASSWORD = "${REDIS_PASSWORD:?Set REDIS_PASSWORD in .env}"
 # Variables the image sets for Python, pip and Django themselves, not for settings.py.
@@ -50,7 +52,8 @@ def _read_variables(*sources: Path) -> set[str]:
 
 
 def _settings_variables() -> set[str]:
-    return _read_variables(ROOT / "evalsite" / "settings.py")
+    # The object storage's variables are read through evalsite/storage.py and boto3.
+    return _read_variables(ROOT / "evalsite" / "settings.py") | set(AWS_VARIABLES)
 
 
 def _command_variables() -> set[str]:
@@ -167,6 +170,7 @@ def test_it_documents_every_variable_settings_read_and_compose_needs():
         "MERGEABLE_ENCRYPTION_KEYS",
         "POSTGRES_PASSWORD",
         "REDIS_PASSWORD",
+        "MINIO_ROOT_PASSWORD",
     } <= documented
 
 
@@ -179,6 +183,7 @@ def test_it_ships_no_secret_in_env_example():
     assert values["MERGEABLE_ENCRYPTION_KEYS"] == ""
     assert values["POSTGRES_PASSWORD"] == ""
     assert values["REDIS_PASSWORD"] == ""
+    assert values["MINIO_ROOT_PASSWORD"] == ""
 
 
 def test_it_keeps_redis_private_and_refuses_to_evict_tasks():
@@ -233,19 +238,54 @@ def test_it_starts_app_processes_only_once_their_dependencies_are_healthy():
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
 
 
-def test_it_shares_media_and_workspaces_between_web_and_worker():
+def _interpolated(value: str) -> str:
+    """A ${NAME:-default} value as compose fills it in with NAME unset."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+
+
+def test_it_keeps_every_artifact_in_the_minio_bucket_it_creates_at_start():
+    services = _services()
+    bucket = None
+    for name in (*APP_SERVICES, "migrate"):
+        environment = services[name]["environment"]
+        assert "MEDIA_ROOT" not in environment, name
+        options = from_url(_interpolated(environment["MERGEABLE_STORAGE_URL"]))["OPTIONS"]
+        assert options["endpoint_url"] == "http://minio:9000", name
+        assert bucket in (None, options["bucket_name"]), name
+        bucket = options["bucket_name"]
+        assert _interpolated(environment["AWS_ACCESS_KEY_ID"]) == _interpolated(
+            services["minio"]["environment"]["MINIO_ROOT_USER"]
+        )
+        assert (
+            environment["AWS_SECRET_ACCESS_KEY"]
+            == "${MINIO_ROOT_PASSWORD:?Set MINIO_ROOT_PASSWORD in .env}"
+        )
+    minio = services["minio"]
+    assert minio["image"].startswith("minio/minio") and "ports" not in minio
+    assert minio["volumes"][0].startswith("minio-data:")
+    assert minio["healthcheck"]["test"] == ["CMD", "mc", "ready", "local"]
+    creator = services["create-bucket"]
+    assert creator["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert f"mc mb --ignore-existing store/{bucket}" in creator["command"][-1]
+    for name in APP_SERVICES:
+        condition = services[name]["depends_on"]["create-bucket"]["condition"]
+        assert condition == "service_completed_successfully", name
+
+
+def test_it_runs_two_workers_that_share_no_volume_but_the_local_repositories():
     services = _services()
     volumes = set(_compose()["volumes"])
-    mounts = {}
-    for name in ("web", "worker"):
+    assert _argv(services["worker-2"]["command"]) == _argv(services["worker"]["command"])
+    workspaces = {}
+    for name in ("web", "worker", "worker-2"):
         environment = services[name]["environment"]
         mounted = dict(reversed(v.split(":")[:2]) for v in services[name]["volumes"])
-        mounts[name] = (
-            mounted[environment["MEDIA_ROOT"]],
-            mounted[environment["MERGEABLE_WORKSPACE_ROOT"]],
-        )
-        assert set(mounts[name]) <= volumes
-    assert mounts["web"] == mounts["worker"]
+        assert set(mounted.values()) <= volumes
+        assert set(mounted) <= {"/data/repos", environment["MERGEABLE_WORKSPACE_ROOT"]}, name
+        workspaces[name] = mounted.get(environment["MERGEABLE_WORKSPACE_ROOT"])
+    assert workspaces["web"] is None  # the web's mirrors are a cache in its container
+    assert workspaces["worker"] and workspaces["worker-2"]
+    assert workspaces["worker"] != workspaces["worker-2"]
     assert services["postgres"]["volumes"][0].startswith("postgres-data:")
 
 

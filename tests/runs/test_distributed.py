@@ -39,7 +39,9 @@ def _database_env() -> dict[str, str]:
 
 
 class Worker:
-    def __init__(self, name: str, workspace_root: Path, media_root: Path) -> None:
+    def __init__(
+        self, name: str, workspace_root: Path, media_root: Path, env: dict | None = None
+    ) -> None:
         self.name = name
         self.log = workspace_root.parent / f"{name}.log"
         env = {
@@ -48,8 +50,11 @@ class Worker:
             "DEBUG": "true",
             "MERGEABLE_WORKSPACE_ROOT": str(workspace_root),
             "MEDIA_ROOT": str(media_root),
+            # The test's own prefix in the bucket when storage is S3 (tests/conftest.py).
+            "MERGEABLE_STORAGE_URL": settings.MERGEABLE_STORAGE_URL,
             "MERGEABLE_HEARTBEAT_SECONDS": "1",
             "MERGEABLE_LOCAL_REPO_ROOTS": ",".join(map(str, settings.MERGEABLE_LOCAL_REPO_ROOTS)),
+            **(env or {}),
         }
         self.process = subprocess.Popen(
             [

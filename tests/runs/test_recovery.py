@@ -40,6 +40,7 @@ def bin_worker(tmp_path):
         "DEBUG": "true",
         "MERGEABLE_WORKSPACE_ROOT": str(tmp_path / "workspaces"),
         "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "MERGEABLE_STORAGE_URL": settings.MERGEABLE_STORAGE_URL,
         "MERGEABLE_HEARTBEAT_SECONDS": "1",
         "MERGEABLE_LOCAL_REPO_ROOTS": ",".join(map(str, settings.MERGEABLE_LOCAL_REPO_ROOTS)),
     }
