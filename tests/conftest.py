@@ -168,6 +168,25 @@ def _isolated_storage(settings, tmp_path):
     settings.MERGEABLE_SANDBOX_UID_BASE += 50_000 * int(worker.removeprefix("gw") or 0)
 
 
+def stored_files(top: str = "") -> list[str]:
+    """Every file under `top` in the site's storage, the local directory or the bucket alike
+    (the PostgreSQL pass keeps artifacts in S3, where MEDIA_ROOT stays empty)."""
+    from django.core.files.storage import default_storage
+
+    def walk(path: str) -> list[str]:
+        try:
+            directories, files = default_storage.listdir(path)
+        except FileNotFoundError:
+            return []
+        prefix = f"{path.rstrip('/')}/" if path else ""
+        found = [prefix + name for name in files]
+        for directory in directories:
+            found += walk(prefix + directory)
+        return found
+
+    return sorted(walk(top))
+
+
 def git(cwd: Path, *args: str) -> str:
     env = {
         **os.environ,

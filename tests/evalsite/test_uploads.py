@@ -7,6 +7,7 @@ from django.http import multipartparser
 from django.urls import reverse
 
 from runs.models import PromptSet, RunImport
+from tests.conftest import stored_files
 from tests.runs.test_imports import FIX, post_import, prompt, queued  # noqa: F401 - fixtures
 
 PART = 600 * 1024  # each file well under its own limit; two of them over a 1 MB total
@@ -18,7 +19,7 @@ def _transcripts() -> list[SimpleUploadedFile]:
 
 
 def _stored(settings) -> list:
-    return [p for p in settings.MEDIA_ROOT.rglob("*") if p.is_file()]
+    return stored_files()
 
 
 def test_it_refuses_an_import_whose_files_add_up_to_more_than_the_limit(

@@ -29,7 +29,7 @@ from runs.models import (
     Run,
     RunImport,
 )
-from tests.conftest import git
+from tests.conftest import git, stored_files
 
 FILES = {
     "calc.py": "def add(a, b):\n    return a - b\n",
@@ -83,8 +83,7 @@ def prompt(db, make_repo) -> Prompt:
 
 
 def counts() -> tuple:
-    stored = settings.MEDIA_ROOT / "runs"
-    files = sorted(p for p in stored.rglob("*") if p.is_file()) if stored.exists() else []
+    files = stored_files("runs")
     return (
         Run.objects.count(),
         Contestant.objects.count(),
