@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Avg, F
 from django.utils import timezone
 
 from runs import enqueue, sandbox
@@ -80,6 +80,50 @@ def launch(
         )
         enqueue.runs(run_ids)
     return campaign
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """What a launch would cost: `known_usd` for the contestants whose cost per run is known,
+    one line per contestant saying how it was reckoned, and the contestants nothing is known of."""
+
+    known_usd: float
+    lines: list[str]
+    unknown: list[str]
+
+    def exceeds(self, budget_usd: float | None) -> bool:
+        return budget_usd is not None and self.known_usd > budget_usd
+
+
+def estimate_cost(
+    prompt_set: PromptSet, contestants: Sequence[Contestant], repeats: int
+) -> CostEstimate:
+    """The cost of prompt_set × contestants × repeats runs, reckoned per contestant from its cost
+    cap (max_cost_usd) where it has one, else from its mean cost per run so far (runs whose agent
+    ran its course: finished, failed or timed out). A contestant with neither is unknown."""
+    runs_each = prompt_set.active_prompts().count() * repeats
+    uncapped = [c.pk for c in contestants if c.max_cost_usd is None]
+    means = dict(
+        Run.objects.filter(contestant_id__in=uncapped, status__in=Run.REVIEWABLE_STATUSES)
+        .values("contestant_id")
+        .annotate(mean=Avg("cost_usd"))
+        .values_list("contestant_id", "mean")
+    )
+    known, lines, unknown = 0.0, [], []
+    for contestant in contestants:
+        runs = f"{runs_each} run{'s' if runs_each != 1 else ''} of {contestant.name}"
+        if contestant.max_cost_usd is not None:
+            cost = runs_each * contestant.max_cost_usd
+            lines.append(f"{runs} at its cap of ${contestant.max_cost_usd:.2f}: ${cost:.2f}")
+        elif contestant.pk in means:
+            cost = runs_each * means[contestant.pk]
+            lines.append(f"{runs} at its mean so far of ${means[contestant.pk]:.2f}: ${cost:.2f}")
+        else:
+            unknown.append(contestant.name)
+            lines.append(f"{runs}: unknown (no cost cap and no run so far)")
+            continue
+        known += cost
+    return CostEstimate(known_usd=known, lines=lines, unknown=unknown)
 
 
 def cancel_run(run: Run, reason: str = "Cancelled by a user") -> bool:

@@ -1,14 +1,23 @@
-"""Forms for the curation pages: repositories, prompt sets and prompts, models, contestants."""
+"""Forms for the curation pages (repositories, prompt sets and prompts, models, contestants) and
+the campaign launch."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 from django import forms
 from django.conf import settings
+from django.core.validators import slug_re
 from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 
+from runs import campaigns as campaign_workflows
 from runs.agents import command as command_harness
 from runs.models import (
     SANDBOX_LIMIT_CAPS,
+    Campaign,
     CommitNotFound,
     Contestant,
     LanguageModel,
@@ -42,11 +51,16 @@ class LinesField(forms.CharField):
 
 
 class TagsField(forms.CharField):
-    """Comma-separated tags, cleaned to a list without blanks or repeats (order kept)."""
+    """Comma-separated tags, cleaned to a list without blanks or repeats (order kept).
 
-    def __init__(self, **kwargs) -> None:
+    Also takes several values (one per input, as TagInputs posts them); with `slugs`, each tag
+    must be a slug, so a tag reads the same in a URL, a YAML file and a rubric's "only for tag".
+    """
+
+    def __init__(self, *, slugs: bool = False, **kwargs) -> None:
         kwargs.setdefault("required", False)
         super().__init__(**kwargs)
+        self.slugs = slugs
 
     def prepare_value(self, value):
         if isinstance(value, list | tuple):
@@ -54,9 +68,77 @@ class TagsField(forms.CharField):
         return value
 
     def to_python(self, value) -> list[str]:
-        text = super().to_python(value)
-        tags = [tag.strip() for tag in text.split(",") if tag.strip()]
+        values = value if isinstance(value, list | tuple) else [value]
+        tags = [
+            tag.strip()
+            for text in values
+            for tag in super(TagsField, self).to_python(text).split(",")
+            if tag.strip()
+        ]
         return list(dict.fromkeys(tags))
+
+    def validate(self, value: list[str]) -> None:
+        super().validate(value)
+        if not self.slugs:
+            return
+        for tag in value:
+            if not slug_re.fullmatch(tag):
+                raise forms.ValidationError(
+                    f"{tag[:100]!r} is not a valid tag: use letters, digits, hyphens and "
+                    "underscores only, e.g. multi-file."
+                )
+
+
+class TagInputs(forms.Widget):
+    """One text box per tag and two blank ones for new tags, each offering the tags already in
+    use from one <datalist> (a browser suggests only whole values, so one box holds one tag)."""
+
+    BLANKS = 2
+
+    def __init__(self, attrs=None) -> None:
+        super().__init__(attrs)
+        self.known: list[str] = []
+
+    def format_value(self, value) -> list[str]:
+        if isinstance(value, list | tuple):
+            return [str(tag) for tag in value]
+        return [tag.strip() for tag in str(value or "").split(",") if tag.strip()]
+
+    def value_from_datadict(self, data, files, name):
+        return data.getlist(name) if hasattr(data, "getlist") else data.get(name)
+
+    def value_omitted_from_data(self, data, files, name) -> bool:
+        return name not in data
+
+    def render(self, name, value, attrs=None, renderer=None) -> str:
+        attrs = self.build_attrs(self.attrs, attrs)
+        box_id = attrs.get("id") or f"id_{name}"
+        list_id = f"{box_id}-known"
+        tags = self.format_value(value) + [""] * self.BLANKS
+        boxes = []
+        for index, tag in enumerate(tags):
+            # The first box is the one the field's <label> names; the others say what they are.
+            naming = (
+                format_html(' id="{}"', box_id)
+                if index == 0
+                else format_html(' aria-label="{}"', f"Tag {index + 1}")
+            )
+            boxes.append(
+                format_html(
+                    '<input type="text" name="{}" value="{}" list="{}" class="tag-input"{}>',
+                    name,
+                    tag,
+                    list_id,
+                    naming,
+                )
+            )
+        options = format_html_join("", '<option value="{}"></option>', ((t,) for t in self.known))
+        return format_html(
+            '<span class="tag-inputs">{}</span><datalist id="{}">{}</datalist>',
+            format_html_join("", "{}", ((box,) for box in boxes)),
+            list_id,
+            options,
+        )
 
 
 class JSONObjectField(forms.JSONField):
@@ -108,7 +190,11 @@ class PromptSetForm(forms.ModelForm):
 
 
 class PromptForm(forms.ModelForm):
-    tags = TagsField(help_text="Comma separated, e.g. multi-file, ambiguous-spec")
+    tags = TagsField(
+        slugs=True,
+        widget=TagInputs,
+        help_text="One tag per box: pick one in use or type a new one, e.g. multi-file",
+    )
     acceptance_criteria = LinesField(help_text="One per line; shown to scorers as a checklist")
     expected_files = LinesField(help_text="One path per line: the files a good change touches")
     test_files = LinesField(
@@ -170,6 +256,7 @@ class PromptForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.prompt_set = prompt_set
         self.instance.prompt_set = prompt_set
+        self.fields["tags"].widget.known = known_tags()
         self.fields["repository"].queryset = Repository.objects.filter(archived=False) | (
             Repository.objects.filter(pk=self.instance.repository_id)
         )
@@ -243,6 +330,12 @@ class PromptForm(forms.ModelForm):
             problem = f"the repository cannot be fetched: {exc}"
         self.add_error(field, f"Cannot resolve this commit in {repository.name}: {problem}")
         return commit
+
+
+def known_tags() -> list[str]:
+    """Every tag on a prompt, sorted: what the prompt form suggests."""
+    tags = {tag for tags in Prompt.objects.values_list("tags", flat=True) for tag in tags or []}
+    return sorted(str(tag) for tag in tags)
 
 
 # -- Repositories --------------------------------------------------------------------------------
@@ -420,3 +513,84 @@ class ContestantForm(forms.ModelForm):
             except command_harness.CommandTemplateError as exc:
                 self.add_error("options", str(exc))
         return data
+
+
+# -- Campaigns -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LaunchChoice:
+    """A field another app adds to the campaign form, and what it does with the answer.
+
+    `runs` may never import `scoring`, yet a campaign's rubric is best chosen as it is launched:
+    scoring registers its rubric picker here from its AppConfig.ready (scoring/launch_choices.py).
+    `apply(campaign, value)` runs in the launch's transaction, before any run is enqueued.
+    """
+
+    name: str
+    make_field: Callable[[], forms.Field]
+    apply: Callable[[Campaign, Any], None]
+
+
+LAUNCH_CHOICES: dict[str, LaunchChoice] = {}
+
+
+def register_launch_choice(choice: LaunchChoice) -> None:
+    LAUNCH_CHOICES[choice.name] = choice
+
+
+class CampaignForm(forms.Form):
+    name = forms.CharField(max_length=200, required=False, help_text="Default: the set and date")
+    prompt_set = forms.ModelChoiceField(queryset=PromptSet.objects.active())
+    contestants = forms.ModelMultipleChoiceField(
+        queryset=Contestant.objects.filter(archived=False).select_related("model"),
+        widget=forms.CheckboxSelectMultiple,
+    )
+    repeats = forms.IntegerField(min_value=1, max_value=20, initial=1)
+    reviews_wanted = forms.IntegerField(
+        min_value=1, max_value=10, initial=2, help_text="Reviews wanted per run"
+    )
+    budget_usd = forms.FloatField(
+        min_value=0.01,
+        required=False,
+        label="Budget (USD)",
+        help_text="Runs not yet started when it is spent are cancelled",
+    )
+    # Sent by the confirmation step only, when the estimate exceeds the budget: the estimate the
+    # lead saw, so a confirmation never covers a bigger launch changed in the same submit.
+    confirm_over_budget = forms.BooleanField(required=False)
+    confirmed_estimate_usd = forms.FloatField(required=False, widget=forms.HiddenInput)
+    CONFIRMATION_FIELDS = ("confirm_over_budget", "confirmed_estimate_usd")
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["contestants"].label_from_instance = _contestant_choice_label
+        for choice in LAUNCH_CHOICES.values():
+            self.fields[choice.name] = choice.make_field()
+
+    def over_budget_unconfirmed(self, estimate: campaign_workflows.CostEstimate) -> bool:
+        """True when the estimate exceeds the budget and the lead has not confirmed this much."""
+        if not estimate.exceeds(self.cleaned_data.get("budget_usd")):
+            return False
+        confirmed = self.cleaned_data.get("confirmed_estimate_usd")
+        # The page shows cents: a confirmation of the rounded figure covers the exact one.
+        return not (
+            self.cleaned_data.get("confirm_over_budget")
+            and confirmed is not None
+            and estimate.known_usd <= confirmed + 0.005
+        )
+
+    def apply_launch_choices(self, campaign: Campaign) -> None:
+        for choice in LAUNCH_CHOICES.values():
+            if choice.name in self.cleaned_data:
+                choice.apply(campaign, self.cleaned_data[choice.name])
+
+
+def _contestant_choice_label(contestant: Contestant) -> str:
+    """A contestant as the campaign form offers it, warned about when its model failed its
+    connection check: every run of it would error."""
+    check = contestant.model.connection_check or {}
+    if check.get("ok") is False:
+        reason = str(check.get("error") or "no reason given")[:120]
+        return f"{contestant.label}: warning, its model failed its connection check ({reason})"
+    return contestant.label

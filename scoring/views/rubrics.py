@@ -134,10 +134,10 @@ class ReadOnlyRubricForm(RubricForm):
 
 @role_required(LEAD)
 def rubric_list(request: HttpRequest) -> HttpResponse:
-    rubrics = Rubric.objects.annotate(
-        criteria_count=Count("criteria", distinct=True),
-        campaign_count=Count("campaignrubric", distinct=True),
-    )
+    rubrics = list(Rubric.objects.annotate(criteria_count=Count("criteria")))
+    campaign_counts = Rubric.campaign_counts()
+    for rubric in rubrics:
+        rubric.campaign_count = campaign_counts.get(rubric.pk, 0)
     return render(request, "scoring/rubrics.html", {"rubrics": rubrics})
 
 
@@ -180,7 +180,8 @@ def rubric_edit(request: HttpRequest, rubric_id: int) -> HttpResponse:
             _save_default_flag(rubric)
         messages.success(request, "Rubric saved.")
         return redirect("scoring:rubric_edit", rubric_id=rubric.pk)
-    in_use = rubric.campaignrubric_set.count() or rubric.is_default
+    # Counted as the rubric list counts: campaigns linked to it, and unlinked ones for the default.
+    in_use = Rubric.campaign_counts().get(rubric.pk, 0)
     return render(
         request,
         "scoring/rubric_form.html",

@@ -170,19 +170,28 @@ def test_the_main_pages_pass_axe_for_each_role(
         runs[1], scorer, answers=ANSWERS, verdict="", notes="", line_comments="[]",
         time_spent_s="5", acceptance=[],
     )  # fmt: skip
+    prompt_set_id = run.prompt.prompt_set_id
     pages = {
         scorer: ["/", "/review/", f"/review/runs/{run.review_key}/",
-                 f"/review/runs/{runs[1].review_key}/", "/account/password/"],
+                 f"/review/runs/{runs[1].review_key}/", "/account/password/", "/compare/"],
         user_with_role("lena", LEAD): [
             "/campaigns/", f"/campaigns/{run.campaign_id}/", f"/runs/{run.pk}/",
-            "/review/history/", "/rubrics/",
+            "/review/history/", "/rubrics/", "/leaderboard/", "/campaigns/new/",
         ],
-        user_with_role("adam", ADMIN): ["/users/", "/users/invites/", "/models/", "/contestants/"],
+        user_with_role("adam", ADMIN): [
+            "/users/", "/users/invites/", "/models/", "/contestants/", "/prompt-sets/",
+            f"/prompt-sets/{prompt_set_id}/", f"/prompt-sets/{prompt_set_id}/prompts/new/",
+            "/repositories/", f"/repositories/{run.prompt.repository_id}/edit/",
+        ],
     }  # fmt: skip
+    visited = []
     for user, paths in pages.items():
         page.context.clear_cookies()
         login(page, live_server, user)
         for path in paths:
             page.goto(f"{live_server.url}{path}")
             check_accessibility(page)
+            visited.append(page.url.removeprefix(live_server.url))
+    # /compare/ hands the scorer a comparison: the page with both transcripts was checked.
+    assert any(url.startswith("/compare/") and url != "/compare/" for url in visited), visited
     assert console_errors == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import reverse
 
-from runs.models import Contestant, LanguageModel, PromptSet
+from runs.models import Contestant, LanguageModel, Prompt, PromptSet, Repository
 
 
 def model_form_data(**overrides) -> dict:
@@ -67,3 +67,35 @@ def test_the_campaign_form_warns_about_a_model_that_failed_its_check(lead, clien
     body = client_for(lead).get(reverse("runs:campaign_create")).content.decode()
     assert "bad-one: warning, its model failed its connection check (401 Unauthorized)" in body
     assert "good-one: warning" not in body
+
+
+def test_the_prompt_form_offers_tags_in_use_and_takes_new_slugs(admin_user, client_for, make_repo):
+    path, sha = make_repo({"README.md": "hi\n"})
+    repository = Repository.objects.create(name="app", url=str(path))
+    prompt_set = PromptSet.objects.create(name="set")
+    Prompt.objects.create(
+        prompt_set=prompt_set, key="old", title="Old", instructions="x", repository=repository,
+        commit=sha, tags=["multi-file", "ambiguous-spec"],
+    )  # fmt: skip
+    client = client_for(admin_user)
+    url = reverse("runs:prompt_create", kwargs={"prompt_set_id": prompt_set.pk})
+
+    body = client.get(url).content.decode()
+    assert '<datalist id="id_tags-known"><option value="ambiguous-spec"></option>' in body
+    assert '<option value="multi-file"></option></datalist>' in body
+    assert body.count('list="id_tags-known"') == 2  # two blank boxes on a new prompt
+
+    data = {
+        "title": "New", "key": "new", "repository": repository.pk, "commit": sha,
+        "instructions": "Do it", "tags": ["multi-file", "", "needs-db"],
+    }  # fmt: skip
+    response = client.post(url, {**data, "tags": ["multi-file", "two words"]})
+    assert response.status_code == 200
+    assert "&#x27;two words&#x27; is not a valid tag" in response.content.decode()
+    assert not Prompt.objects.filter(key="new").exists()
+
+    assert client.post(url, data).status_code == 302
+    prompt = Prompt.objects.get(key="new")
+    assert prompt.tags == ["multi-file", "needs-db"]
+    edit = client.get(reverse("runs:prompt_edit", kwargs={"prompt_id": prompt.pk})).content
+    assert b'value="needs-db" list="id_tags-known"' in edit

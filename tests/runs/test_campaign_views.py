@@ -382,3 +382,62 @@ def test_it_names_unknown_contestants_on_the_command_line(curated):
     with pytest.raises(CommandError, match="Unknown contestants: gamma"):
         call_command("run_campaign", "--prompt-set", "tasks", "--contestants", "alpha,gamma")
     assert not Campaign.objects.exists()
+
+
+def _finished_run(campaign: Campaign, prompt: Prompt, contestant: Contestant, cost: float) -> Run:
+    return Run.objects.create(
+        campaign=campaign, prompt=prompt, contestant=contestant, status=Run.FINISHED, cost_usd=cost,
+        repeat=campaign.runs.count(),
+    )  # fmt: skip
+
+
+def test_it_asks_before_launching_over_the_budget_and_launches_once_confirmed(
+    client_for, lead, curated
+):
+    prompt_set, (alpha, beta) = curated
+    Contestant.objects.filter(pk=alpha.pk).update(max_cost_usd=1.5)
+    gamma = Contestant.objects.create(name="gamma", model=alpha.model)
+    earlier = Campaign.objects.create(name="Earlier", prompt_set=prompt_set)
+    prompt = prompt_set.prompts.first()
+    _finished_run(earlier, prompt, beta, 0.25)
+    _finished_run(earlier, prompt, beta, 0.75)
+    client = client_for(lead)
+    data = {
+        "name": "Pricey",
+        "prompt_set": prompt_set.pk,
+        "contestants": [alpha.pk, beta.pk, gamma.pk],
+        "repeats": 1,
+        "reviews_wanted": 2,
+        "budget_usd": "3",
+    }
+
+    body = client.post(reverse("runs:campaign_create"), data).content.decode()
+    # 2 prompts: alpha at its $1.50 cap, beta at its $0.50 mean; gamma has neither.
+    assert "Estimated cost $4.00 or more, over the budget of $3.00" in body
+    assert "2 runs of alpha at its cap of $1.50: $3.00" in body
+    assert "2 runs of beta at its mean so far of $0.50: $1.00" in body
+    assert "2 runs of gamma: unknown" in body
+    assert "Launch anyway" in body
+    assert not Campaign.objects.filter(name="Pricey").exists()
+
+    # A confirmation covers the estimate shown, not a bigger launch changed in the same submit.
+    confirmed = {**data, "confirm_over_budget": "on", "confirmed_estimate_usd": "4.00"}
+    client.post(reverse("runs:campaign_create"), {**confirmed, "repeats": 2})
+    assert not Campaign.objects.filter(name="Pricey").exists()
+
+    response = client.post(reverse("runs:campaign_create"), confirmed)
+    campaign = Campaign.objects.get(name="Pricey")
+    assert response.status_code == 302 and campaign.runs.count() == 6
+    assert campaign.budget_usd == 3.0
+
+
+def test_it_launches_within_the_budget_without_asking(client_for, lead, curated):
+    prompt_set, (alpha, _) = curated
+    Contestant.objects.filter(pk=alpha.pk).update(max_cost_usd=0.5)
+    response = client_for(lead).post(
+        reverse("runs:campaign_create"),
+        {"name": "Cheap", "prompt_set": prompt_set.pk, "contestants": [alpha.pk], "repeats": 1,
+         "reviews_wanted": 2, "budget_usd": "1"},
+    )  # fmt: skip
+    assert response.status_code == 302
+    assert Campaign.objects.get(name="Cheap").runs.count() == 2

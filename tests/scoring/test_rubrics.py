@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
+from runs.models import Campaign, Contestant, LanguageModel, PromptSet, Repository
 from scoring import reviews
 from scoring.models import CampaignRubric, Criterion, Rubric
 from tests.scoring.test_review import make_prompt, make_run
@@ -183,3 +184,55 @@ def test_it_refuses_n_a_for_the_merge_question(rubric, admin_user, client_for):
     assert response.status_code == 200
     assert "Every review needs a verdict" in response.content.decode()
     assert not rubric.criteria.get(key="merge").may_not_apply
+
+
+def test_the_list_and_the_editor_count_the_campaigns_using_a_rubric_alike(rubric, lead, client_for):
+    """Campaigns linked to no rubric use the default one: both pages count them for it."""
+    custom = Rubric.objects.create(name="Custom")
+    unused = Rubric.objects.create(name="Unused")
+    prompt_set = PromptSet.objects.create(name="set")
+    linked, *_ = (Campaign.objects.create(name=n, prompt_set=prompt_set) for n in "abc")
+    CampaignRubric.objects.create(campaign=linked, rubric=custom)
+    assert Rubric.default() == rubric and Rubric.for_campaign(linked) == custom
+    client = client_for(lead)
+
+    body = client.get(reverse("scoring:rubrics")).content.decode()
+    for name, count in ((rubric.name, 2), ("Custom", 1), ("Unused", 0)):
+        row = body[body.index(f">{name}</a>") :].split("</tr>")[0]
+        campaigns_cell = row.split('<td class="num">')[-1]  # the last number: Campaigns
+        assert campaigns_cell.startswith(f"{count}</td>"), row
+
+    def editor(r: Rubric) -> str:
+        return client.get(reverse("scoring:rubric_edit", args=[r.pk])).content.decode()
+
+    assert "This rubric is used by 2 campaigns" in editor(rubric)
+    assert "This rubric is used by 1 campaign:" in editor(custom)
+    assert "This rubric is used by" not in editor(unused)
+
+
+def test_the_campaign_form_picks_the_rubric(rubric, lead, client_for, make_repo):
+    custom = Rubric.objects.create(name="Custom")
+    path, sha = make_repo({"README.md": "hi\n"})
+    repository = Repository.objects.create(name="app", url=str(path))
+    prompt_set = PromptSet.objects.create(name="set")
+    make_prompt(prompt_set=prompt_set, repository=repository, commit=sha)
+    model = LanguageModel.objects.create(name="m", provider="scripted", script="- text: hi\n")
+    contestant = Contestant.objects.create(name="c", model=model)
+    client = client_for(lead)
+    url = reverse("runs:campaign_create")
+
+    body = client.get(url).content.decode()
+    assert '<option value="" selected>The default rubric, whichever it is when' in body
+    assert f'<option value="{rubric.pk}">{rubric.name} (the default now)</option>' in body
+    assert f'<option value="{custom.pk}">Custom</option>' in body
+
+    data = {"prompt_set": prompt_set.pk, "contestants": [contestant.pk], "repeats": 1,
+            "reviews_wanted": 1}  # fmt: skip
+    client.post(url, {**data, "name": "Custom one", "rubric": custom.pk})
+    client.post(url, {**data, "name": "Default one", "rubric": ""})
+    assert Rubric.for_campaign(Campaign.objects.get(name="Custom one")) == custom
+    assert not CampaignRubric.objects.filter(campaign__name="Default one").exists()
+    Rubric.objects.filter(pk=custom.pk).update(is_default=True)
+    Rubric.objects.filter(pk=rubric.pk).update(is_default=False)
+    # Left empty, the campaign follows whichever rubric is the default.
+    assert Rubric.for_campaign(Campaign.objects.get(name="Default one")) == custom
