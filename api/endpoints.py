@@ -44,6 +44,7 @@ from runs.forms import UPLOAD_LIMIT
 from runs.models import Campaign, Contestant, Prompt, PromptSet, Run, RunImport
 from runs.views.campaigns import CampaignForm
 from scoring import exports, leaderboard
+from scoring.leaderboard import export
 from scoring.views.leaderboard import LeaderboardFilterForm
 
 YAML = "application/yaml; charset=utf-8"
@@ -604,17 +605,7 @@ def leaderboard_json(
     if not form.is_valid():
         raise _form_errors(form)
     filters = form.filters()
-    board = leaderboard.board(filters)
-    payload = {
-        "filters": filters.query(),
-        "reading": board["reading"],
-        "rank_basis": board["rank_basis"],
-        "totals": board["totals"],
-        "verdict_agreement": board["verdict_agreement"],
-        "leaderboard": board["rows"],
-        "tags": board["tags"],
-        "predictors": board["predictors"],
-    }
+    payload = export.payload(filters, leaderboard.board(filters))
     return HttpResponse(json.dumps(payload, default=str), content_type="application/json")
 
 

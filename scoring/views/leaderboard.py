@@ -24,7 +24,7 @@ from django.views.decorators.vary import vary_on_headers
 from evalsite.roles import LEAD, role_required
 from runs.models import Campaign, PromptSet, Run
 from scoring import adjudications, leaderboard
-from scoring.leaderboard import Filters
+from scoring.leaderboard import Filters, export
 from scoring.leaderboard import filters as readings
 from scoring.leaderboard.disagreements import side_by_side
 from scoring.leaderboard.power import guidance as power_guidance
@@ -242,17 +242,7 @@ def leaderboard_export(request: HttpRequest) -> HttpResponse:
     board = leaderboard.board(filters)
     stem = f"leaderboard-{filters.campaign_id or 'all'}"
     if export_format == "json":
-        payload = {
-            "filters": filters.query(),
-            "reading": board["reading"],
-            "rank_basis": board["rank_basis"],
-            "totals": board["totals"],
-            "verdict_agreement": board["verdict_agreement"],
-            "leaderboard": board["rows"],
-            "tags": board["tags"],
-            "predictors": board["predictors"],
-            "power": power_guidance(board),
-        }
+        payload = export.payload(filters, board)
         response = HttpResponse(
             json.dumps(payload, indent=2, default=str), content_type="application/json"
         )
