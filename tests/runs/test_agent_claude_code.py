@@ -309,9 +309,11 @@ def test_it_refuses_to_run_a_missing_claude_code(tmp_path, settings):
 
 
 @needs_claude
-def test_it_refuses_a_model_that_does_not_speak_anthropic_messages(tmp_path):
-    context = _offline_context(tmp_path, provider="openai")
-    with pytest.raises(base.HarnessUnavailable, match="needs an anthropic model, not 'openai'"):
+def test_it_refuses_a_model_that_is_not_served_in_anthropic_messages(tmp_path):
+    # The engine hands Claude Code the gateway in Anthropic's format whatever the model speaks
+    # (SPEAKS); anything else, a scripted model say, cannot drive it.
+    context = _offline_context(tmp_path, provider="scripted")
+    with pytest.raises(base.HarnessUnavailable, match="not 'scripted'"):
         claude_code.run(context)
 
 
