@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import timedelta
@@ -375,10 +374,10 @@ class RunTally(models.Model):
     # The run's row of the run x reviewer matrix: "reviewer_id:verdict" per submitted review,
     # by reviewer id, space-separated ("7:yes 9:no"). Runs reviewed alike share one string.
     verdicts = models.TextField(blank=True, default="")
-    # criterion key -> answer -> how many submitted reviews gave it, as canonical JSON (sorted
-    # keys, no spaces): text rather than a JSONField so that a page can decode each distinct
-    # string once instead of once per run.
-    answers = models.TextField(blank=True, default="{}")
+    # criterion key -> answer -> how many submitted reviews gave it. Pages read one criterion
+    # at a time as JSON text (leaderboard.loading.AnswerCounts) and decode each distinct text
+    # once rather than once per run.
+    answers = models.JSONField(blank=True, default=dict)
     acceptance_criteria = models.PositiveIntegerField(default=0)  # the run's prompt's, distinct
     acceptance_ticked = models.PositiveIntegerField(default=0)  # of those, summed over reviews
 
@@ -444,7 +443,9 @@ class RunTally(models.Model):
                 "verdicts": " ".join(
                     f"{reviewer}:{verdict}" for reviewer, verdict, _, _ in reviews
                 ),
-                "answers": json.dumps(answers, sort_keys=True, separators=(",", ":")),
+                "answers": {
+                    key: dict(sorted(given.items())) for key, given in sorted(answers.items())
+                },
                 "acceptance_criteria": len(criteria),
                 "acceptance_ticked": sum(
                     len(criteria & {str(text) for text in met or []}) for _, _, _, met in reviews
@@ -457,7 +458,7 @@ class RunTally(models.Model):
         """Bring the runs' tallies up to date; rows are created only when `create`."""
         run_ids = list(run_ids)
         fresh = cls.computed(run_ids)
-        empty = {field: cls._meta.get_field(field).default for field in cls.FIELDS}
+        empty = {field: cls._meta.get_field(field).get_default() for field in cls.FIELDS}
         existing = {tally.pk: tally for tally in cls.objects.filter(pk__in=run_ids)}
         for tally in existing.values():
             for field, value in fresh.get(tally.pk, empty).items():
@@ -583,7 +584,7 @@ def rebuild_aggregates() -> dict[str, int]:
 def tally_drift() -> list[str]:
     """What differs between the stored tallies and a full recount: one entry per tally that
     differs ("run 12", "votes (campaign_a, campaign_b, contestant_a, contestant_b, outcome)")."""
-    empty = {field: RunTally._meta.get_field(field).default for field in RunTally.FIELDS}
+    empty = {field: RunTally._meta.get_field(field).get_default() for field in RunTally.FIELDS}
     stored = {row.pop("run_id"): row for row in RunTally.objects.values("run_id", *RunTally.FIELDS)}
     counted = set(Review.objects.submitted().values_list("run_id", flat=True)) | set(
         Adjudication.objects.values_list("run_id", flat=True)

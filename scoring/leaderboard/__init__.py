@@ -1,7 +1,9 @@
 """Queries -> rows for the leaderboard pages and exports.
 
-Each page is computed from a fixed handful of `values()` queries (the number does not grow with
-the number of runs), the arithmetic is done in numpy and `scoring.stats`, and the result is
+Each page is computed from a fixed handful of queries (the number does not grow with the number
+of runs) that return one row per run, never one per review or vote: reviews, adjudications and
+votes are read through the tallies kept up to date where they are saved (`scoring.models`
+RunTally and VoteTally). The arithmetic is done in numpy and `scoring.stats`, and the result is
 cached per filter. One module per page, plus what they share:
 
 - `standings`: the board (one row per contestant) and the dashboard's summary of it;

@@ -5,13 +5,21 @@ A lead's adjudication settles a run's verdict: agreement on the verdict is repor
 adjudication (the reviewers as they answered) and after it (an adjudicated run counts as every
 reviewer of it giving the lead's verdict), so a lead sees how much disagreement is left in the
 verdicts the board uses.
+
+Everything here is read from the runs' tallies: alpha depends on who gave which answer only
+through how many reviewers gave each answer to each run, and a run's row of the run x reviewer
+matrix (`RunTally.verdicts`) is all the reviewer comparison needs.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import replace
+
+import numpy as np
+from django.contrib.auth import get_user_model
 
 from scoring import stats
 from scoring.leaderboard.cache import cached
@@ -19,11 +27,13 @@ from scoring.leaderboard.filters import COUNT, MEAN, Filters
 from scoring.leaderboard.formatting import number, percent
 from scoring.leaderboard.loading import (
     REVIEWABLE,
-    load_adjudications,
-    load_reviews,
+    AnswerCounts,
+    campaigns_in,
+    distinct_codes,
     load_rubrics,
     load_runs,
     numeric_answers,
+    zero,
 )
 from scoring.leaderboard.verdicts import VERDICT_ORDER
 from scoring.models import Criterion
@@ -44,12 +54,14 @@ def agreement(filters: Filters) -> dict:
     return cached("agreement", answers_only, lambda: _compute(answers_only))
 
 
-def alpha_entry(key: str, label: str, level: str, table: dict[int, dict[int, object]], **kw):
-    """Alpha over `table` (run -> reviewer -> answer), with the words a lead reads it by."""
-    reviewers = sorted({reviewer for answers in table.values() for reviewer in answers})
-    units = [run for run, answers in table.items() if len(answers) >= 2]
-    data = [[table[run].get(reviewer) for run in units] for reviewer in reviewers]
-    alpha = stats.krippendorff_alpha(data, level, **kw) if units else math.nan
+def alpha_entry(
+    key: str, label: str, level: str, counts: np.ndarray, values: list[float] | None = None
+) -> dict:
+    """Alpha from `counts` (run x answer: how many reviewers gave it), with the words a lead
+    reads it by; `values` are the answers' numbers, lowest first, for ordinal data."""
+    counts = np.asarray(counts, dtype=float).reshape(-1, max(1, np.shape(counts)[-1]))
+    units = int((counts.sum(axis=1) >= 2).sum())
+    alpha = stats.krippendorff_alpha_counts(counts, level, values) if units else math.nan
     words = stats.interpret_alpha(alpha)
     if units and math.isnan(alpha):
         # Pairs exist but all gave one answer: no disagreement was possible to observe.
@@ -60,103 +72,127 @@ def alpha_entry(key: str, label: str, level: str, table: dict[int, dict[int, obj
         "level": level,
         "alpha": number(alpha, 3),
         "words": words,
-        "units": len(units),
+        "units": units,
         "text": (
-            f"α {alpha:.2f}: {words}, over {len(units)} runs reviewed at least twice"
+            f"α {alpha:.2f}: {words}, over {units} runs reviewed at least twice"
             if not math.isnan(alpha)
-            else f"{words} ({len(units)} runs reviewed at least twice)"
+            else f"{words} ({units} runs reviewed at least twice)"
         ),
     }
 
 
-def verdict_table(reviews: list[dict]) -> dict[int, dict[int, object]]:
-    """run -> reviewer -> verdict, for the reviews that gave one."""
-    table: dict[int, dict[int, object]] = defaultdict(dict)
-    for review in reviews:
-        if review["verdict"] in VERDICT_ORDER:
-            table[review["run_id"]][review["reviewer_id"]] = review["verdict"]
-    return table
+def _load(filters: Filters, criteria: list[Criterion]) -> dict[str, tuple]:
+    return load_runs(
+        filters,
+        statuses=REVIEWABLE,
+        campaign_id="campaign_id",
+        reviews=zero("tally__reviews"),
+        no="tally__no",
+        small_changes="tally__small_changes",
+        yes="tally__yes",
+        adjudicated="tally__adjudicated",
+        verdicts="tally__verdicts",
+        **{f"answers:{c.key}": AnswerCounts(c.key) for c in criteria},
+    )
 
 
-def verdict_agreement(reviews: list[dict], adjudications: dict[int, str]) -> dict:
-    """Alpha on the verdict before and after adjudication: {before, after, adjudicated_runs}."""
-    table = verdict_table(reviews)
-    settled = {
-        run: dict.fromkeys(answers, adjudications[run]) if run in adjudications else answers
-        for run, answers in table.items()
-    }
-    entry = {"label": VERDICT_LABEL, "level": "ordinal", "value_order": VERDICT_ORDER}
+def verdict_counts(runs: dict[str, tuple]) -> np.ndarray:
+    """run x verdict (VERDICT_ORDER): how many reviewers gave it, from the tallies' columns
+    of the same names."""
+    counts = np.array([runs[verdict] for verdict in VERDICT_ORDER], dtype=float)
+    return np.nan_to_num(counts.T.reshape(-1, len(VERDICT_ORDER)))
+
+
+def verdict_agreement(counts: np.ndarray, adjudicated: list[str]) -> dict:
+    """Alpha on the verdict before and after adjudication: {before, after, adjudicated_runs}.
+
+    `counts` is run x verdict (`verdict_counts`), `adjudicated` the lead's verdict per run ("")
+    for none): an adjudicated run counts as each of its reviewers giving the lead's verdict.
+    """
+    settled = counts.copy()
+    for position, verdict in enumerate(adjudicated):
+        if verdict:
+            reviewers = counts[position].sum()
+            settled[position] = 0
+            settled[position, VERDICT_ORDER.index(verdict)] = reviewers
+    order = list(range(len(VERDICT_ORDER)))
     return {
-        "before": alpha_entry("verdict", table=table, **entry),
-        "after": alpha_entry("verdict", table=settled, **entry),
-        "adjudicated_runs": len(adjudications),
+        "before": alpha_entry("verdict", VERDICT_LABEL, "ordinal", counts, order),
+        "after": alpha_entry("verdict", VERDICT_LABEL, "ordinal", settled, order),
+        "adjudicated_runs": sum(1 for verdict in adjudicated if verdict),
     }
 
 
 def _compute(filters: Filters) -> dict:
-    runs = load_runs(filters, "campaign_id", statuses=REVIEWABLE)
-    run_ids = {run["id"] for run in runs}
-    criteria, _ = load_rubrics({run["campaign_id"] for run in runs})
-    reviews = load_reviews(filters, run_ids, criteria, "reviewer__username")
-    adjudications = load_adjudications(filters, run_ids)
+    scope = campaigns_in(filters, REVIEWABLE)
+    criteria, _ = load_rubrics(scope)
+    runs = _load(filters, criteria)
+    if set(runs["campaign_id"]) != scope:  # the tag filter left some campaigns out
+        criteria, _ = load_rubrics(set(runs["campaign_id"]))
     numeric = numeric_answers(criteria)
 
-    answers_by_key: dict[str, dict[int, dict[int, object]]] = defaultdict(lambda: defaultdict(dict))
-    for review in reviews:
-        answers = review["answers"]
-        for key, table in numeric.items():
-            value = table.get(str(answers.get(key, "")))
-            if value is not None:
-                answers_by_key[key][review["run_id"]][review["reviewer_id"]] = value
-
-    verdicts = verdict_agreement(reviews, adjudications)
+    verdicts = verdict_agreement(
+        verdict_counts(runs), [value or "" for value in runs["adjudicated"]]
+    )
     measures = [{**verdicts["before"], "after": verdicts["after"]}]
     for criterion in criteria:
+        table = numeric[criterion.key]
+        values = sorted(set(table.values()))
+        where = {value: index for index, value in enumerate(values)}
+        texts, codes = distinct_codes(runs[f"answers:{criterion.key}"])
+        per_text = np.zeros((len(texts), max(1, len(values))))
+        for position, text in enumerate(texts):
+            for answer, times in (json.loads(text) if text else {}).items():
+                if answer in table:
+                    per_text[position, where[table[answer]]] += times
         level = "nominal" if criterion.scale == Criterion.YES_NO else "ordinal"
         measures.append(
-            alpha_entry(criterion.key, criterion.label, level, answers_by_key[criterion.key])
+            alpha_entry(criterion.key, criterion.label, level, per_text[codes], values or None)
         )
 
-    per_run = Counter(review["run_id"] for review in reviews)
-    histogram_counts = Counter(per_run.get(run_id, 0) for run_id in run_ids)
-    top = max(histogram_counts, default=0)
-    histogram = [{"reviews": k, "runs": histogram_counts.get(k, 0)} for k in range(top + 1)]
-
+    per_run = Counter(runs["reviews"])
+    top = max(per_run, default=0)
     return {
         "measures": measures,
         "adjudicated_runs": verdicts["adjudicated_runs"],
-        "histogram": histogram,
-        "reviewers": _reviewer_agreement(reviews, verdict_table(reviews)),
-        "reviewed_twice": sum(1 for count in per_run.values() if count >= 2),
-        "reviews": len(reviews),
-        "runs": len(run_ids),
+        "histogram": [{"reviews": k, "runs": per_run.get(k, 0)} for k in range(top + 1)],
+        "reviewers": _reviewer_agreement(runs["verdicts"]),
+        "reviewed_twice": sum(count for reviews, count in per_run.items() if reviews >= 2),
+        "reviews": sum(runs["reviews"]),
+        "runs": len(runs["id"]),
     }
 
 
-def _reviewer_agreement(reviews: list[dict], verdicts: dict[int, dict[int, object]]) -> list[dict]:
+def _reviewer_agreement(rows: tuple[str | None, ...]) -> list[dict]:
     """Per reviewer: on runs where the other reviewers' verdicts have a strict majority, the
-    share where this reviewer's verdict equals it."""
-    names = {review["reviewer_id"]: review["reviewer__username"] for review in reviews}
+    share where this reviewer's verdict equals it. `rows` are the runs' rows of the run x
+    reviewer matrix ("7:yes 9:no"); runs reviewed alike are worked out once."""
+    reviews: Counter[int] = Counter()
     compared: Counter[int] = Counter()
     agreed: Counter[int] = Counter()
-    counts = Counter(review["reviewer_id"] for review in reviews)
-    for by_reviewer in verdicts.values():
-        if len(by_reviewer) < 2:
+    for row, times in Counter(rows).items():
+        entries = [entry.split(":", 1) for entry in (row or "").split()]
+        given = {int(reviewer): verdict for reviewer, verdict in entries}
+        for reviewer in given:
+            reviews[reviewer] += times
+        judged = {r: v for r, v in given.items() if v in VERDICT_ORDER}
+        if len(judged) < 2:
             continue
-        for reviewer, verdict in by_reviewer.items():
-            others = Counter(v for r, v in by_reviewer.items() if r != reviewer)
+        for reviewer, verdict in judged.items():
+            others = Counter(v for r, v in judged.items() if r != reviewer)
             majority, votes = others.most_common(1)[0]
             if 2 * votes <= sum(others.values()):
                 continue
-            compared[reviewer] += 1
-            agreed[reviewer] += verdict == majority
+            compared[reviewer] += times
+            agreed[reviewer] += times * (verdict == majority)
+    names = dict(get_user_model().objects.filter(pk__in=reviews).values_list("pk", "username"))
     result = []
-    for reviewer in sorted(names, key=lambda r: names[r]):
+    for reviewer in sorted(reviews, key=lambda r: names.get(r, "")):
         n, k = compared[reviewer], agreed[reviewer]
         result.append(
             {
-                "username": names[reviewer],
-                "reviews": counts[reviewer],
+                "username": names.get(reviewer, ""),
+                "reviews": reviews[reviewer],
                 "compared": n,
                 "agree": k,
                 "share": number(k / n, 3) if n else None,

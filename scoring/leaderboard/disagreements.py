@@ -8,16 +8,20 @@ the most common verdict, then more questions in dispute.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+import json
+from collections import defaultdict
 from dataclasses import replace
+
+import numpy as np
 
 from runs.models import Run
 from scoring.leaderboard.cache import cached
 from scoring.leaderboard.filters import COUNT, MEAN, Filters
 from scoring.leaderboard.loading import (
     REVIEWABLE,
-    load_adjudications,
-    load_reviews,
+    AnswerCounts,
+    campaigns_in,
+    distinct_codes,
     load_rubrics,
     load_runs,
 )
@@ -39,40 +43,60 @@ def disagreements(filters: Filters) -> dict:
 
 
 def _compute(filters: Filters) -> dict:
-    runs = load_runs(filters, "campaign_id", statuses=REVIEWABLE)
-    campaign_of = {run["id"]: run["campaign_id"] for run in runs}
-    criteria, small_changes = load_rubrics(set(campaign_of.values()))
-    reviews = load_reviews(filters, set(campaign_of), criteria)
-    adjudications = load_adjudications(filters, set(campaign_of))
+    scope = campaigns_in(filters, REVIEWABLE)
+    criteria, small_changes = load_rubrics(scope)
+    runs = load_runs(
+        filters,
+        statuses=REVIEWABLE,
+        campaign_id="campaign_id",
+        reviews="tally__reviews",
+        no="tally__no",
+        small_changes="tally__small_changes",
+        yes="tally__yes",
+        adjudicated="tally__adjudicated",
+        **{f"answers:{c.key}": AnswerCounts(c.key) for c in criteria},
+    )
+    if set(runs["campaign_id"]) != scope:  # the tag filter left some campaigns out
+        criteria, small_changes = load_rubrics(set(runs["campaign_id"]))
+    # Per criterion and distinct answer counts: whether the reviewers gave different answers.
+    split_answers = {}
+    for criterion in criteria:
+        texts, codes = distinct_codes(runs[f"answers:{criterion.key}"])
+        differs = np.array([len(json.loads(text)) > 1 if text else False for text in texts])
+        split_answers[criterion.key] = differs[codes] if len(texts) else np.zeros(0, bool)
 
-    by_run: dict[int, list[dict]] = defaultdict(list)
-    for review in reviews:
-        by_run[review["run_id"]].append(review)
+    counts = np.nan_to_num(np.array([runs[v] for v in VERDICT_ORDER], dtype=float)).T
+    counts = counts.reshape(-1, len(VERDICT_ORDER))
+    campaigns, inverse = np.unique(
+        np.array(runs["campaign_id"], dtype=np.int64), return_inverse=True
+    )
+    worth = np.array(
+        [[verdict_values(small_changes[c])[v] for v in VERDICT_ORDER] for c in campaigns.tolist()]
+    ).reshape(-1, len(VERDICT_ORDER))[inverse.reshape(-1)]
+    used = counts > 0
+    total = counts.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        spread = np.where(used, worth, -np.inf).max(axis=1) - np.where(used, worth, np.inf).min(
+            axis=1
+        )
+        split = 1 - counts.max(axis=1, initial=0) / total
+    verdict_disputed = used.sum(axis=1) > 1
+    answers_disputed = np.zeros(len(total), dtype=bool)
+    for differs in split_answers.values():
+        answers_disputed |= differs
+    reviewed_twice = np.nan_to_num(np.array(runs["reviews"], dtype=float)) >= 2
     disputed = []
-    for run_id, run_reviews in by_run.items():
-        if len(run_reviews) < 2:
-            continue
-        verdicts = [r["verdict"] for r in run_reviews if r["verdict"] in VERDICT_ORDER]
-        in_dispute = [
-            criterion.key
-            for criterion in criteria
-            if len({r["answers"][criterion.key] for r in run_reviews} - {None, ""}) > 1
-        ]
-        if len(set(verdicts)) < 2 and not in_dispute:
-            continue
-        values = verdict_values(small_changes[campaign_of[run_id]])
-        worth = [values[verdict] for verdict in verdicts]
+    for position in np.flatnonzero(reviewed_twice & (verdict_disputed | answers_disputed)):
+        position = int(position)
         disputed.append(
             {
-                "run_id": run_id,
-                "spread": round(max(worth) - min(worth), 3) if worth else 0.0,
-                "split": round(1 - Counter(verdicts).most_common(1)[0][1] / len(verdicts), 3)
-                if verdicts
-                else 0.0,
-                "verdict_disputed": len(set(verdicts)) > 1,
-                "criteria": in_dispute,
-                "reviews": len(run_reviews),
-                "adjudicated": adjudications.get(run_id),
+                "run_id": runs["id"][position],
+                "spread": round(float(spread[position]), 3) if total[position] else 0.0,
+                "split": round(float(split[position]), 3) if total[position] else 0.0,
+                "verdict_disputed": bool(verdict_disputed[position]),
+                "criteria": [key for key, differs in split_answers.items() if differs[position]],
+                "reviews": runs["reviews"][position],
+                "adjudicated": runs["adjudicated"][position] or None,
             }
         )
     disputed.sort(key=lambda e: (-e["spread"], -e["split"], -len(e["criteria"]), e["run_id"]))

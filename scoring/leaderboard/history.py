@@ -3,10 +3,10 @@ getting better, and does the same model do better under another harness?"""
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Callable
 
+import numpy as np
 from django.db.models import F
 
 from runs.models import Campaign, Contestant, LanguageModel
@@ -14,15 +14,9 @@ from scoring import stats
 from scoring.leaderboard.cache import cached
 from scoring.leaderboard.filters import Filters
 from scoring.leaderboard.formatting import interval, number, rate_text
-from scoring.leaderboard.loading import (
-    REVIEWABLE,
-    load_adjudications,
-    load_reviews,
-    load_rubrics,
-    load_runs,
-)
+from scoring.leaderboard.loading import load_rubrics, load_runs
 from scoring.leaderboard.standings import BOOTSTRAP_ROUNDS
-from scoring.leaderboard.verdicts import board_value
+from scoring.leaderboard.verdicts import run_values
 
 
 def history(filters: Filters) -> dict:
@@ -44,30 +38,27 @@ def history(filters: Filters) -> dict:
 
 
 def _compute(filters: Filters) -> dict:
-    runs = load_runs(filters, "campaign_id", "prompt_id", model_id=F("contestant__model_id"))
-    _, small_changes = load_rubrics({run["campaign_id"] for run in runs}, criteria=False)
-    reviewable = {run["id"] for run in runs if run["status"] in REVIEWABLE}
-    verdicts: dict[int, list[str]] = defaultdict(list)
-    for review in load_reviews(filters, reviewable, criteria=[]):
-        verdicts[review["run_id"]].append(review["verdict"])
-    adjudications = load_adjudications(filters, reviewable)
+    runs = load_runs(
+        filters,
+        campaign_id="campaign_id",
+        prompt_id="prompt_id",
+        contestant_id="contestant_id",
+        model_id=F("contestant__model_id"),
+        status="status",
+        yes="tally__yes",
+        small_changes="tally__small_changes",
+        no="tally__no",
+        adjudicated="tally__adjudicated",
+    )
+    _, small_changes = load_rubrics(set(runs["campaign_id"]), criteria=False)
+    values = run_values(runs, small_changes, filters)["value"]
 
-    # (kind, owner, campaign) -> ([would-merge values], [their prompts])
-    cells: dict[tuple[str, int, int], tuple[list[float], list[int]]] = defaultdict(lambda: ([], []))
-    for run in runs:
-        value = board_value(
-            run,
-            verdicts.get(run["id"], ()),
-            small_changes[run["campaign_id"]],
-            filters,
-            adjudications.get(run["id"]),
-        )
-        if value is None:
-            continue
-        for kind, owner in (("contestant", run["contestant_id"]), ("model", run["model_id"])):
-            values, prompts = cells[(kind, owner, run["campaign_id"])]
-            values.append(value)
-            prompts.append(run["prompt_id"])
+    # (kind, owner, campaign) -> positions of its counted runs, in run order
+    cells: dict[tuple[str, int, int], list[int]] = defaultdict(list)
+    for position in np.flatnonzero(~np.isnan(values)):
+        campaign = runs["campaign_id"][position]
+        cells[("contestant", runs["contestant_id"][position], campaign)].append(position)
+        cells[("model", runs["model_id"][position], campaign)].append(position)
 
     campaign_ids = {key[2] for key in cells}
     campaigns = list(
@@ -81,14 +72,22 @@ def _compute(filters: Filters) -> dict:
                    .select_related("model")}  # fmt: skip
     models = {m.pk: m for m in LanguageModel.objects.filter(id__in=model_ids)}
 
+    prompts = np.asarray(runs["prompt_id"], dtype=np.int64)
+    keys = list(cells)
+    samples = [stats.cluster_totals(values[cells[key]], prompts[cells[key]]) for key in keys]
+    bounds = dict(
+        zip(keys, stats.clustered_rate_intervals(samples, rounds=BOOTSTRAP_ROUNDS), strict=True)
+    )
+    points = {
+        key: _point(key[2], sums, sizes, bounds[key])
+        for key, (sums, sizes) in zip(keys, samples, strict=True)
+    }
+
     def series(kind: str, owners: dict, label: Callable) -> list[dict]:
         result = []
         for owner_id, owner in owners.items():
-            points = []
-            for campaign in campaigns:
-                values, prompts = cells.get((kind, owner_id, campaign["id"]), ([], []))
-                points.append(_point(campaign["id"], values, prompts) if values else None)
-            result.append({"label": label(owner), "points": points})
+            line = [points.get((kind, owner_id, campaign["id"])) for campaign in campaigns]
+            result.append({"label": label(owner), "points": line})
         return sorted(result, key=lambda entry: entry["label"])
 
     return {
@@ -100,9 +99,10 @@ def _compute(filters: Filters) -> dict:
     }
 
 
-def _point(campaign_id: int, values: list[float], prompts: list[int]) -> dict:
-    k, n = math.fsum(values), len(values)
-    bounds = stats.rate_interval(values, prompts, rounds=BOOTSTRAP_ROUNDS)
+def _point(
+    campaign_id: int, sums: np.ndarray, sizes: np.ndarray, bounds: tuple[float, float]
+) -> dict:
+    k, n = float(sums.sum()), int(sizes.sum())
     return {
         "campaign_id": campaign_id,
         "merges": number(k, 3),

@@ -24,29 +24,38 @@ Decisions a lead should know, also stated on the page:
 
 from __future__ import annotations
 
+import json
 import math
-from collections import Counter, defaultdict
+from collections import Counter
 
 import numpy as np
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Q
 
 from runs.models import Campaign, Contestant, Run
 from scoring import stats
-from scoring.leaderboard.agreement import verdict_agreement
+from scoring.leaderboard.agreement import verdict_agreement, verdict_counts
 from scoring.leaderboard.cache import cached
 from scoring.leaderboard.filters import Filters
 from scoring.leaderboard.formatting import amount, interval, number, percent, rate_text
 from scoring.leaderboard.loading import (
-    REVIEWABLE,
-    load_adjudications,
-    load_reviews,
+    DIFF_SIZE,
+    FILES_CHANGED,
+    TOKENS,
+    AnswerCounts,
+    DurationMicroseconds,
+    PromptFacts,
+    campaigns_in,
+    column,
+    distinct_codes,
+    flag,
     load_rubrics,
     load_runs,
+    load_votes,
     numeric_answers,
-    run_conditions,
-    snapshot,
+    positions,
+    zero,
 )
-from scoring.leaderboard.verdicts import acceptable, board_value
+from scoring.leaderboard.verdicts import run_values
 from scoring.models import Comparison, Criterion, Review
 
 BOOTSTRAP_ROUNDS = 1000
@@ -78,161 +87,120 @@ def rows(filters: Filters) -> list[dict]:
     return board(filters)["rows"]
 
 
-def _run_values(
-    runs: list[dict],
-    reviews: list[dict],
-    adjudications: dict[int, str],
-    small_changes: dict[int, float],
-    filters: Filters,
-) -> dict[str, np.ndarray]:
-    """Per run, aligned with `runs`: its would-merge value (nan where it does not count), and
-    whether a human judged it, a majority found it acceptable, a lead adjudicated it."""
-    verdicts: dict[int, list[str]] = defaultdict(list)
-    for review in reviews:
-        verdicts[review["run_id"]].append(review["verdict"])
-    size = len(runs)
-    value = np.full(size, np.nan)
-    ok = np.zeros(size, dtype=bool)
-    for position, run in enumerate(runs):
-        adjudicated = adjudications.get(run["id"])
-        merge = board_value(
-            run,
-            verdicts.get(run["id"], ()),
-            small_changes[run["campaign_id"]],
-            filters,
-            adjudicated,
-        )
-        if merge is not None:
-            value[position] = merge
-            ok[position] = bool(acceptable(verdicts.get(run["id"], ()), adjudicated))
-    errored = np.fromiter((run["status"] == Run.ERRORED for run in runs), bool, size)
-    return {
-        "value": value,
-        "judged": ~np.isnan(value) & ~errored,
-        "acceptable": ok,
-        "adjudicated": np.fromiter((run["id"] in adjudications for run in runs), bool, size),
-        "errored": errored,
-        "timed_out": np.fromiter((run["status"] == Run.TIMED_OUT for run in runs), bool, size),
+def _load(filters: Filters, criteria: list[Criterion]) -> dict[str, tuple]:
+    """One row per run on the board: what the run did, and its tally."""
+    return load_runs(
+        filters,
+        contestant_id="contestant_id",
+        campaign_id="campaign_id",
+        prompt_id="prompt_id",
+        repeat="repeat",
+        status="status",
+        test_exit_code="test_exit_code",
+        diff_size=DIFF_SIZE,
+        cost="cost_usd",
+        tokens=TOKENS,
+        duration=DurationMicroseconds(),
         # The agent changed the tests that grade it (they were put back before the tests ran).
-        "protected": np.fromiter((bool(run["test_files_modified"]) for run in runs), bool, size),
-        "reviews": np.fromiter((len(verdicts.get(run["id"], ())) for run in runs), np.intp, size),
-    }
-
-
-def _acceptance_met(runs, reviews, run_index, c_index, count: int) -> list[list[float]]:
-    """Per contestant: for each review of a run whose prompt has acceptance criteria, the share
-    of them the reviewer ticked as met."""
-    shares: list[list[float]] = [[] for _ in range(count)]
-    for review in reviews:
-        run = runs[run_index[review["run_id"]]]
-        wanted = {str(c) for c in run["acceptance_criteria"] or []}
-        if wanted:
-            met = wanted & {str(c) for c in review["acceptance_met"] or []}
-            shares[c_index[run["contestant_id"]]].append(len(met) / len(wanted))
-    return shares
+        protected=flag(~Q(test_files_modified=[])),
+        questions=flag(~Q(questions=[])),
+        prompt=PromptFacts(),
+        files_changed=FILES_CHANGED,
+        reviews=zero("tally__reviews"),
+        yes="tally__yes",
+        small_changes="tally__small_changes",
+        no="tally__no",
+        adjudicated="tally__adjudicated",
+        acceptance_criteria=zero("tally__acceptance_criteria"),
+        acceptance_ticked=zero("tally__acceptance_ticked"),
+        **{f"answers:{c.key}": AnswerCounts(c.key) for c in criteria},
+    )
 
 
 def _compute(filters: Filters) -> dict:
-    runs = load_runs(
-        filters,
-        "campaign_id",
-        "prompt_id",
-        "repeat",
-        "test_exit_code",
-        "test_files_modified",
-        "files_changed",
-        "additions",
-        "deletions",
-        "input_tokens",
-        "output_tokens",
-        "cost_usd",
-        "started_at",
-        "finished_at",
-        "questions",
-        clarification_expected=snapshot("clarification_expected"),
-        expected_files=snapshot("expected_files"),
-        acceptance_criteria=snapshot("acceptance_criteria"),
-    )
-    run_index = {run["id"]: i for i, run in enumerate(runs)}
-    criteria, small_changes = load_rubrics({run["campaign_id"] for run in runs})
-    reviewable = {run["id"] for run in runs if run["status"] in REVIEWABLE}
-    reviews = load_reviews(filters, reviewable, criteria, "acceptance_met")
-    adjudications = load_adjudications(filters, reviewable)
-    comparisons = [
-        vote
-        for vote in Comparison.objects.filter(
-            run_conditions(filters, "run_a__"),
-            decided_at__isnull=False,
-            outcome__in=list(_OUTCOME_RESULT),
-        ).values("run_a_id", "run_b_id", "outcome", "run_a__contestant_id", "run_b__contestant_id")
-        if vote["run_a_id"] in run_index and vote["run_b_id"] in run_index
-    ]
+    scope = campaigns_in(filters)
+    criteria, small_changes = load_rubrics(scope)
+    runs = _load(filters, criteria)
+    if set(runs["campaign_id"]) != scope:  # the tag filter left some campaigns out
+        criteria, small_changes = load_rubrics(set(runs["campaign_id"]))
+    size = len(runs["id"])
+    votes = load_votes(filters)
     contestants = list(
-        Contestant.objects.filter(id__in={run["contestant_id"] for run in runs}).select_related(
-            "model"
-        )
+        Contestant.objects.filter(id__in=set(runs["contestant_id"])).select_related("model")
     )
 
-    c_index = {contestant.pk: i for i, contestant in enumerate(contestants)}
-    acceptance = _acceptance_met(runs, reviews, run_index, c_index, len(contestants))
-    run_contestant = np.fromiter((c_index[r["contestant_id"]] for r in runs), np.intp, len(runs))
-    per_run = _run_values(runs, reviews, adjudications, small_changes, filters)
-    value, judged = per_run["value"], per_run["judged"]
+    run_contestant = positions(runs["contestant_id"], [c.pk for c in contestants])
+    prompt_ids = np.array(runs["prompt_id"], dtype=np.int64).reshape(size)
+    status = np.array(runs["status"], dtype=str).reshape(size)
+    errored = status == Run.ERRORED
+    reviewable = ~errored  # every other status on the board is reviewable
+    per_run = run_values(runs, small_changes, filters)
+    value = per_run["value"]
     counted = ~np.isnan(value)
-    prompt_ids = np.fromiter((run["prompt_id"] for run in runs), np.int64, len(runs))
+    judged = counted & ~errored
+    reviews = column(runs, "reviews") * reviewable
+    prompts, prompt_codes = distinct_codes(runs["prompt"])
+    facts = [_prompt_facts(text) for text in prompts]
+    signals = _run_signals(runs, facts, prompt_codes)
 
     def per_contestant(weights: np.ndarray | None = None) -> np.ndarray:
         if weights is not None:
-            weights = weights.astype(float)
+            weights = np.asarray(weights, dtype=float)
         return np.bincount(run_contestant, weights, len(contestants))
 
+    # Acceptance criteria: each review of a run whose prompt has some is worth the share ticked.
+    wanted = column(runs, "acceptance_criteria") * reviewable
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shares = np.where(wanted > 0, column(runs, "acceptance_ticked") / wanted, 0)
     totals = {
         "runs": per_contestant(),
         "counted": per_contestant(counted),
         "judged": per_contestant(judged),
         "acceptable": per_contestant(per_run["acceptable"]),
-        "adjudicated": per_contestant(per_run["adjudicated"]),
-        "errored": per_contestant(per_run["errored"]),
-        "timed_out": per_contestant(per_run["timed_out"]),
-        "protected": per_contestant(per_run["protected"]),
-        "reviews": per_contestant(per_run["reviews"]),
+        "adjudicated": per_contestant(per_run["adjudicated"] & reviewable),
+        "errored": per_contestant(errored),
+        "timed_out": per_contestant(status == Run.TIMED_OUT),
+        "protected": per_contestant(column(runs, "protected")),
+        "reviews": per_contestant(reviews),
+        "merges": per_contestant(np.where(counted, value, 0.0)),
+        "acceptance_reviews": per_contestant(np.where(wanted > 0, reviews, 0)),
+        "acceptance_met": per_contestant(shares),
     }
-    signals = _run_signals(runs)
     for name in ("tested", "passed", "clarify_expected", "asked"):
         totals[name] = per_contestant(signals[name])
-    votes = Counter()
-    for vote in comparisons:
-        votes[vote["run_a__contestant_id"]] += 1
-        votes[vote["run_b__contestant_id"]] += 1
+    contestant_votes = Counter()
+    for (contestant_a, contestant_b, _), count in votes.items():
+        contestant_votes[contestant_a] += count
+        contestant_votes[contestant_b] += count
 
-    strengths, strength_intervals = _bradley_terry(comparisons)
-    criterion_stats = _criterion_means(criteria, reviews, runs, run_index, run_contestant)
+    strengths, strength_intervals = _bradley_terry(votes)
+    criterion_stats = _criterion_means(criteria, runs, reviewable, run_contestant, prompt_ids)
     spread = _repeat_spread(runs, judged, value, run_contestant, len(contestants))
+    merge_cis = stats.clustered_rate_intervals(
+        [
+            stats.cluster_totals(value[mine], prompt_ids[mine])
+            for mine in ((run_contestant == i) & counted for i in range(len(contestants)))
+        ],
+        rounds=BOOTSTRAP_ROUNDS,
+    )
 
     result_rows = []
     for i, contestant in enumerate(contestants):
         mine = run_contestant == i
-        mine_counted = mine & counted
         n = int(totals["counted"][i])
-        k = float(value[mine_counted].sum())
-        merge_ci = (
-            stats.rate_interval(
-                value[mine_counted], prompt_ids[mine_counted], rounds=BOOTSTRAP_ROUNDS
-            )
-            if n
-            else None
-        )
+        k = float(totals["merges"][i])
+        merge_ci = merge_cis[i] if n else None
         n_judged, k_ok = int(totals["judged"][i]), int(totals["acceptable"][i])
         ok_ci = stats.wilson_interval(k_ok, n_judged) if n_judged else None
         run_count = int(totals["runs"][i])
-        errored, timed_out = int(totals["errored"][i]), int(totals["timed_out"][i])
-        completed = run_count - errored - timed_out
+        errored_runs, timed_out = int(totals["errored"][i]), int(totals["timed_out"][i])
+        completed = run_count - errored_runs - timed_out
         completion_ci = stats.wilson_interval(completed, run_count) if run_count else None
         tested, passed = int(totals["tested"][i]), int(totals["passed"][i])
         expected, asked = int(totals["clarify_expected"][i]), int(totals["asked"][i])
         recall = signals["recall"][mine]
         recall = recall[~np.isnan(recall)]
-        met = acceptance[i]
+        acceptance_reviews = int(totals["acceptance_reviews"][i])
         key = str(contestant.pk)
         strength = strengths.get(key)
         result_rows.append(
@@ -248,7 +216,7 @@ def _compute(filters: Filters) -> dict:
                 "counted_runs": n,
                 "reviewed_runs": n_judged,
                 "reviews": int(totals["reviews"][i]),
-                "votes": votes[contestant.pk],
+                "votes": contestant_votes[contestant.pk],
                 "merges": number(k, 3),
                 "merge_rate": number(k / n, 3) if n else None,
                 "merge_rate_ci": interval(merge_ci),
@@ -258,11 +226,11 @@ def _compute(filters: Filters) -> dict:
                 "acceptable_rate_ci": interval(ok_ci),
                 "acceptable_rate_text": rate_text(k_ok, n_judged, ok_ci),
                 "adjudicated_runs": int(totals["adjudicated"][i]),
-                "errored_runs": errored,
+                "errored_runs": errored_runs,
                 "timed_out_runs": timed_out,
                 "test_files_modified_runs": int(totals["protected"][i]),
                 "completed_runs": completed,
-                "only_errored": run_count > 0 and errored == run_count,
+                "only_errored": run_count > 0 and errored_runs == run_count,
                 "completion_rate": number(completed / run_count, 3) if run_count else None,
                 "completion_rate_ci": interval(completion_ci),
                 "completion_rate_text": (
@@ -283,8 +251,12 @@ def _compute(filters: Filters) -> dict:
                 "expected_files_recall": number(recall.mean(), 3) if recall.size else None,
                 "recall_runs": int(recall.size),
                 # The share of its prompts' acceptance criteria reviewers ticked as met.
-                "acceptance_met_rate": number(float(np.mean(met)), 3) if met else None,
-                "acceptance_reviews": len(met),
+                "acceptance_met_rate": number(
+                    float(totals["acceptance_met"][i]) / acceptance_reviews, 3
+                )
+                if acceptance_reviews
+                else None,
+                "acceptance_reviews": acceptance_reviews,
                 "clarification_prompts": expected,
                 "clarification_asked": asked,
                 "clarification_rate": number(asked / expected, 3) if expected else None,
@@ -296,28 +268,34 @@ def _compute(filters: Filters) -> dict:
         )
     rank_basis = _assign_ranks(result_rows)
     ordered = sorted(result_rows, key=_row_order)
+    adjudicated = [
+        (verdict or "") if ok else ""
+        for verdict, ok in zip(runs["adjudicated"], reviewable, strict=True)
+    ]
     return {
         "rows": ordered,
         "rank_basis": rank_basis,
         "criteria": [{"key": c.key, "label": c.label} for c in criteria],
-        "tags": _tag_breakdown(runs, value, ordered),
+        "tags": _tag_breakdown(facts, prompt_codes, run_contestant, value, ordered, contestants),
         "predictors": _predictors(signals, judged, value, ordered, contestants),
         "totals": {
-            "runs": len(runs),
+            "runs": size,
             "counted_runs": int(counted.sum()),
             "reviewed_runs": int(judged.sum()),
-            "reviews": len(reviews),
-            "votes": len(comparisons),
-            "errored_runs": int(per_run["errored"].sum()),
-            "timed_out_runs": int(per_run["timed_out"].sum()),
-            "adjudicated_runs": int(per_run["adjudicated"].sum()),
+            "reviews": int(reviews.sum()),
+            "votes": sum(votes.values()),
+            "errored_runs": int(errored.sum()),
+            "timed_out_runs": int((status == Run.TIMED_OUT).sum()),
+            "adjudicated_runs": sum(1 for verdict in adjudicated if verdict),
         },
         "reading": {
             "verdict": filters.verdict,
             "errored": filters.errored,
             "small_changes_values": sorted(set(small_changes.values())),
         },
-        "verdict_agreement": verdict_agreement(reviews, adjudications),
+        "verdict_agreement": verdict_agreement(
+            verdict_counts(runs) * reviewable[:, None], adjudicated
+        ),
     }
 
 
@@ -326,94 +304,115 @@ def _median(values: np.ndarray, digits: int) -> float | None:
     return number(float(np.median(present)), digits) if present.size else None
 
 
-def _run_signals(runs: list[dict]) -> dict[str, np.ndarray]:
-    """Automatic per-run measurements as arrays aligned with `runs` (nan where unknown)."""
-    size = len(runs)
+def _prompt_facts(text: str | None) -> dict:
+    """A run's prompt facts (`PromptFacts`) from their JSON text."""
+    tags, expected, clarification = json.loads(text) if text else (None, None, None)
+    return {
+        "tags": [str(tag) for tag in tags] if isinstance(tags, list) else [],
+        "expected_files": expected or [],
+        "clarification_expected": bool(clarification),
+    }
 
-    def array(values) -> np.ndarray:
-        return np.fromiter(values, float, size)
 
-    def recall(run: dict) -> float:
-        expected = run["expected_files"] or []
-        if not expected:
-            return math.nan
-        changed = set(run["files_changed"] or [])
-        return sum(1 for path in expected if path in changed) / len(expected)
-
-    def duration(run: dict) -> float:
-        if run["started_at"] and run["finished_at"]:
-            return (run["finished_at"] - run["started_at"]).total_seconds()
-        return math.nan
-
-    exit_codes = array(
-        math.nan if r["test_exit_code"] is None else r["test_exit_code"] for r in runs
-    )
+def _run_signals(runs: dict[str, tuple], facts: list[dict], codes: np.ndarray) -> dict:
+    """Automatic per-run measurements as arrays aligned with the runs (nan where unknown)."""
+    exit_codes = column(runs, "test_exit_code")
+    expected = np.array([fact["clarification_expected"] for fact in facts], dtype=bool)[codes]
     return {
         "tested": ~np.isnan(exit_codes),
         "passed": exit_codes == 0,
         "tests_ok": np.where(np.isnan(exit_codes), np.nan, (exit_codes == 0).astype(float)),
-        "clarify_expected": array(bool(r["clarification_expected"]) for r in runs) > 0,
-        "asked": array(bool(r["clarification_expected"]) and bool(r["questions"]) for r in runs)
-        > 0,
-        "recall": array(recall(r) for r in runs),
-        "diff_size": array(r["additions"] + r["deletions"] for r in runs),
-        "cost": array(r["cost_usd"] for r in runs),
-        "tokens": array(r["input_tokens"] + r["output_tokens"] for r in runs),
-        "duration": array(duration(r) for r in runs),
+        "clarify_expected": expected,
+        "asked": expected & (column(runs, "questions") > 0),
+        "recall": _recall(facts, codes, runs["files_changed"]),
+        "diff_size": column(runs, "diff_size"),
+        "cost": column(runs, "cost"),
+        "tokens": column(runs, "tokens"),
+        "duration": column(runs, "duration") / 1e6,
     }
 
 
+def _recall(facts: list[dict], codes: np.ndarray, changed_texts: tuple) -> np.ndarray:
+    """Per run, the share of the prompt's expected files the agent changed (nan when it
+    expects none); equal pairs of prompt and changed files are worked out once."""
+    seen: dict[tuple, float] = {}
+    result = np.full(len(changed_texts), np.nan)
+    for position, key in enumerate(zip(codes.tolist(), changed_texts, strict=True)):
+        if key not in seen:
+            expected = facts[key[0]]["expected_files"]
+            if expected:
+                changed = set(json.loads(key[1]) if key[1] else [])
+                seen[key] = sum(1 for path in expected if path in changed) / len(expected)
+            else:
+                seen[key] = math.nan
+        result[position] = seen[key]
+    return result
+
+
 def _bradley_terry(
-    comparisons: list[dict],
+    votes: Counter[tuple[int, int, str]],
 ) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
-    outcomes = [
-        (str(vote["run_a__contestant_id"]), str(vote["run_b__contestant_id"]), result)
-        for vote in comparisons
-        if vote["run_a__contestant_id"] != vote["run_b__contestant_id"]
-        for result in [_OUTCOME_RESULT[vote["outcome"]]]
-    ]
-    if not outcomes:
+    """Strengths and intervals from the votes between different contestants, in a fixed
+    order (by contestant, then outcome) so that the bootstrap does not depend on vote order."""
+    cells = sorted((a, b, outcome, count) for (a, b, outcome), count in votes.items() if a != b)
+    if not cells:
         return {}, {}
-    return stats.bradley_terry(outcomes), stats.bradley_terry_ci(outcomes, rounds=BOOTSTRAP_ROUNDS)
+    outcomes = [(str(a), str(b), _OUTCOME_RESULT[outcome]) for a, b, outcome, _ in cells]
+    counts = [count for *_, count in cells]
+    return (
+        stats.bradley_terry(outcomes, counts),
+        stats.bradley_terry_ci(outcomes, rounds=BOOTSTRAP_ROUNDS, counts=counts),
+    )
 
 
 def _criterion_means(
     criteria: list[Criterion],
-    reviews: list[dict],
-    runs: list[dict],
-    run_index: dict[int, int],
+    runs: dict[str, tuple],
+    reviewable: np.ndarray,
     run_contestant: np.ndarray,
+    prompt_ids: np.ndarray,
 ) -> dict[int, dict[str, dict]]:
-    """contestant index -> criterion key -> {mean, ci, n}; intervals resample whole prompts."""
+    """contestant index -> criterion key -> {mean, ci, n}; intervals resample whole prompts,
+    in the order of their first run."""
     numeric = numeric_answers(criteria)
-    values: dict[tuple[int, str], list[float]] = defaultdict(list)
-    clusters: dict[tuple[int, str], list[int]] = defaultdict(list)
-    for review in reviews:
-        position = run_index[review["run_id"]]
-        contestant = int(run_contestant[position])
-        answers = review["answers"]
-        for key, table in numeric.items():
-            value = table.get(str(answers.get(key, "")))
-            if value is not None:
-                values[(contestant, key)].append(value)
-                clusters[(contestant, key)].append(runs[position]["prompt_id"])
-    result: dict[int, dict[str, dict]] = defaultdict(dict)
-    for (contestant, key), numbers in values.items():
-        low, high = stats.bootstrap_mean_ci(
-            numbers, clusters[(contestant, key)], rounds=BOOTSTRAP_ROUNDS
-        )
-        mean = float(np.mean(numbers))
-        result[contestant][key] = {
+    keys: list[tuple[int, int]] = []
+    samples = []
+    for column_index, criterion in enumerate(criteria):
+        table = numeric[criterion.key]
+        texts, codes = distinct_codes(runs[f"answers:{criterion.key}"])
+        # Per distinct answer counts: the sum of the answers' numbers, and how many there are.
+        sums, sizes = np.zeros(len(texts)), np.zeros(len(texts))
+        for position, text in enumerate(texts):
+            for answer, times in (json.loads(text) if text else {}).items():
+                if answer in table:
+                    sums[position] += table[answer] * times
+                    sizes[position] += times
+        run_sums, run_sizes = sums[codes], sizes[codes]
+        answered = reviewable & (run_sizes > 0)
+        for contestant in np.unique(run_contestant[answered]).tolist():
+            mine = answered & (run_contestant == contestant)
+            keys.append((contestant, column_index))
+            samples.append(
+                stats.cluster_totals(run_sums[mine], prompt_ids[mine], sizes=run_sizes[mine])
+            )
+    bounds = stats.clustered_mean_cis(samples, rounds=BOOTSTRAP_ROUNDS)
+    result: dict[int, dict[str, dict]] = {}
+    for (contestant, column_index), (cluster_sums, cluster_sizes), (low, high) in zip(
+        keys, samples, bounds, strict=True
+    ):
+        n = int(cluster_sizes.sum())
+        mean = float(cluster_sums.sum()) / n
+        result.setdefault(contestant, {})[criteria[column_index].key] = {
             "mean": number(mean, 3),
             "ci": interval((low, high)),
-            "n": len(numbers),
+            "n": n,
             "text": f"{mean:.2f} ({low:.2f}–{high:.2f})",
         }
     return result
 
 
 def _repeat_spread(
-    runs: list[dict],
+    runs: dict[str, tuple],
     judged: np.ndarray,
     value: np.ndarray,
     run_contestant: np.ndarray,
@@ -422,25 +421,35 @@ def _repeat_spread(
     """Per contestant: how often repeats of one prompt got different verdicts, and the spread
     (standard deviation) of the merge rate computed separately for each repeat number. Only
     runs a human judged: an errored run says nothing about how repeatable the agent is."""
-    by_prompt: dict[tuple[int, int, int], list[float]] = defaultdict(list)
-    by_repeat: dict[tuple[int, int], list[float]] = defaultdict(list)
-    for position, run in enumerate(runs):
-        if not judged[position]:
-            continue
-        contestant = int(run_contestant[position])
-        by_prompt[(contestant, run["campaign_id"], run["prompt_id"])].append(value[position])
-        by_repeat[(contestant, run["repeat"])].append(value[position])
-    repeated_prompts = Counter()
-    disagreeing = Counter()
-    for key, values in by_prompt.items():
-        if len(values) >= 2:
-            repeated_prompts[key[0]] += 1
-            disagreeing[key[0]] += len(set(values)) > 1
+    contestant = run_contestant[judged]
+    campaign = np.fromiter(runs["campaign_id"], np.int64, len(judged))[judged]
+    prompt = np.fromiter(runs["prompt_id"], np.int64, len(judged))[judged]
+    repeat = np.fromiter(runs["repeat"], np.int64, len(judged))[judged]
+    values = value[judged]
+
+    repeated_prompts = np.zeros(size, dtype=int)
+    disagreeing = np.zeros(size, dtype=int)
+    if values.size:
+        order = np.lexsort((prompt, campaign, contestant))
+        keys = np.stack([contestant, campaign, prompt])[:, order]
+        starts = np.flatnonzero(np.r_[True, np.any(keys[:, 1:] != keys[:, :-1], axis=0)])
+        counts = np.diff(np.r_[starts, order.size])
+        low = np.minimum.reduceat(values[order], starts)
+        high = np.maximum.reduceat(values[order], starts)
+        owners = keys[0, starts]
+        repeated = counts >= 2
+        np.add.at(repeated_prompts, owners[repeated], 1)
+        np.add.at(disagreeing, owners[repeated & (low != high)], 1)
+
     result = []
-    for contestant in range(size):
-        rates = [np.mean(v) for (c, _), v in by_repeat.items() if c == contestant]
-        prompts = repeated_prompts[contestant]
-        share = disagreeing[contestant] / prompts if prompts else None
+    for index in range(size):
+        mine = contestant == index
+        rates = [
+            float(np.mean(values[mine & (repeat == number_)]))
+            for number_ in np.unique(repeat[mine])
+        ]
+        prompts = int(repeated_prompts[index])
+        share = disagreeing[index] / prompts if prompts else None
         result.append(
             {
                 "repeat_prompts": prompts,
@@ -497,22 +506,33 @@ def _row_order(row: dict) -> tuple:
     )
 
 
-def _tag_breakdown(runs: list[dict], value: np.ndarray, ordered: list[dict]) -> list[dict]:
-    """Merge rate per tag and contestant, cells in the order of the board's rows."""
-    counts: dict[tuple[str, int], list[float]] = defaultdict(lambda: [0.0, 0])
-    tags: set[str] = set()
-    for position, run in enumerate(runs):
-        for tag in run["tags"]:
-            tags.add(tag)
-            if not math.isnan(value[position]):
-                cell = counts[(tag, run["contestant_id"])]
-                cell[0] += float(value[position])
-                cell[1] += 1
+def _tag_breakdown(
+    facts: list[dict],
+    codes: np.ndarray,
+    run_contestant: np.ndarray,
+    value: np.ndarray,
+    ordered: list[dict],
+    contestants: list[Contestant],
+) -> list[dict]:
+    """Merge rate per tag and contestant, cells in the order of the board's rows. Runs are
+    summed per distinct prompt facts first (`codes`), then per tag."""
+    width = len(contestants)
+    counted = ~np.isnan(value)
+    cell = codes * width + run_contestant
+    shape = (len(facts), width)
+    sums = np.bincount(cell[counted], value[counted], len(facts) * width).reshape(shape)
+    sizes = np.bincount(cell[counted], None, len(facts) * width).reshape(shape)
+    by_tag: dict[str, list[int]] = {}
+    for position, fact in enumerate(facts):
+        for tag in fact["tags"]:  # a tag listed twice counts twice, as it always has
+            by_tag.setdefault(tag, []).append(position)
+    column_of = {contestant.pk: index for index, contestant in enumerate(contestants)}
     breakdown = []
-    for tag in sorted(tags):
+    for tag in sorted(by_tag):
         cells = []
         for row in ordered:
-            k, n = counts.get((tag, row["contestant_id"]), (0.0, 0))
+            k = float(sums[by_tag[tag], column_of[row["contestant_id"]]].sum())
+            n = int(sizes[by_tag[tag], column_of[row["contestant_id"]]].sum())
             cells.append(
                 {
                     "contestant": row["contestant"],
@@ -581,7 +601,7 @@ def _predictors(
     ):
         scores = signals[key][judged]
         n = int((~np.isnan(scores)).sum())
-        auc = stats.auc(list(scores), list(labels)) if both_classes else math.nan
+        auc = stats.auc(scores, labels) if both_classes else math.nan
         result.append(
             {
                 "signal": signal,
