@@ -388,3 +388,60 @@ def test_it_lists_leaderboard_history_in_fixed_queries(lead, client_for):
 
     url = reverse("scoring:leaderboard_history")
     assert_fixed_queries(client_for(lead), url, add, budget=13)
+
+
+# -- pages added since: invites, API tokens, series, drafts, judges ------------------------------
+
+
+def test_it_lists_invites_in_fixed_queries(admin_user, client_for):
+    from evalsite.accounts import create_invite
+
+    def add(n: int) -> None:
+        for index in range(n):
+            invite, _token = create_invite((SCORER, LEAD)[index % 2], 7, admin_user, "")
+            if index % 2:  # used ones name who used them
+                invite.used_by, invite.used_at = _user(SCORER), timezone.now()
+                invite.save()
+
+    assert_fixed_queries(client_for(admin_user), reverse("invites"), add, budget=5)
+
+
+def test_it_lists_a_users_api_tokens_in_fixed_queries(lead, client_for):
+    from api import tokens
+
+    def add(n: int) -> None:
+        for _ in range(n):
+            tokens.create(lead, _name("ci"))
+
+    assert_fixed_queries(client_for(lead), reverse("api:tokens"), add, budget=5)
+
+
+def test_it_lists_series_in_fixed_queries(lead, client_for):
+    from api import series
+
+    def add(n: int) -> None:
+        for run in _finished_runs(n):
+            series.series_for(Campaign.objects.create(prompt_set=run.prompt.prompt_set))
+
+    assert_fixed_queries(client_for(lead), reverse("api:series_list"), add, budget=6)
+
+
+def test_it_lists_a_repositorys_drafts_in_fixed_queries(admin_user, client_for):
+    from runs.models import PromptDraft
+
+    repository = _repository()
+    serial = count(1)
+
+    def add(n: int) -> None:
+        for _ in range(n):
+            number = next(serial)
+            PromptDraft.objects.create(
+                repository=repository,
+                commit=f"{number:040x}",
+                parent=f"{number + 1000:040x}",
+                subject=f"Fix {number}",
+                title=f"Fix {number}",
+            )
+
+    url = reverse("runs:drafts", args=[repository.pk])
+    assert_fixed_queries(client_for(admin_user), url, add, budget=6)
