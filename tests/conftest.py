@@ -23,6 +23,25 @@ FAST_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 DATABASE_FIXTURES = {"db", "transactional_db", "django_db_setup", "live_server"}
 
 
+# .ci/run sets CI=true after installing every tool the suite needs (chromium, bubblewrap,
+# redis-server, the agent CLIs): there a missing tool is a failure, never a skip.
+IN_CI = os.environ.get("CI") == "true"
+
+
+def needs(available: bool, reason: str) -> pytest.MarkDecorator:
+    """Skip when a tool the project installs is missing, on a developer's machine only; in CI the
+    test runs and fails on the missing tool."""
+    return pytest.mark.skipif(not available and not IN_CI, reason=reason)
+
+
+def skip_unless_installed(available: bool, reason: str) -> None:
+    """`needs`, inside a fixture or test."""
+    if not available:
+        if IN_CI:
+            pytest.fail(f"{reason} (CI installs it: a missing tool is a failure there)")
+        pytest.skip(reason)
+
+
 def touches_services(item: pytest.Item) -> bool:
     """Whether the test uses the database, the broker or a worker (so a PostgreSQL + Redis pass
     can tell it something the SQLite pass could not)."""
@@ -35,8 +54,18 @@ def touches_services(item: pytest.Item) -> bool:
 
 def pytest_collection_modifyitems(config, items):
     """With MERGEABLE_TESTS=services (bin/test's PostgreSQL + Redis pass), keep only the tests
-    that touch the database, the broker or a worker; the others ran in the SQLite pass."""
+    that touch the database, the broker or a worker; the others ran in the SQLite pass. Without
+    it, leave out the tests marked services_only."""
     if os.environ.get("MERGEABLE_TESTS") != "services":
+        # Tests that only mean something on PostgreSQL + Redis (two workers sharing a database
+        # and a broker) are left out of the SQLite pass, not skipped: bin/test runs them in the
+        # second pass, which CI requires.
+        kept = [item for item in items if not item.get_closest_marker("services_only")]
+        if len(kept) < len(items):
+            config.hook.pytest_deselected(
+                items=[item for item in items if item.get_closest_marker("services_only")]
+            )
+            items[:] = kept
         return
     kept = [item for item in items if touches_services(item)]
     deselected = [item for item in items if not touches_services(item)]
@@ -229,6 +258,8 @@ def make_repo(tmp_path):
 @pytest.fixture
 def chromium_path() -> str:
     path = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).exists():
-        pytest.skip("Chromium is not installed (apt-get install -y chromium); .ci/run installs it")
+    skip_unless_installed(
+        Path(path).exists(),
+        "Chromium is not installed (apt-get install -y chromium); .ci/run installs it",
+    )
     return path

@@ -16,6 +16,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from scoring import leaderboard
 from scoring.leaderboard import cache as leaderboard_cache
+from tests.conftest import skip_unless_installed
 
 
 class _Planted:
@@ -30,8 +31,10 @@ class _Planted:
 
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory):
-    if not shutil.which("redis-server"):
-        pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
+    skip_unless_installed(
+        shutil.which("redis-server") is not None,
+        "redis-server is not installed (apt-get install -y redis-server)",
+    )
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -17,6 +17,7 @@ from runs import campaigns, execution, providers
 from runs.agents import base, claude_code
 from runs.models import Contestant, LanguageModel, Prompt, PromptSet, Repository, Run
 from runs.transcript import TranscriptWriter, parse_time, validate
+from tests.conftest import needs
 from tests.fake_llm import FakeLLM
 
 FIXTURES = Path(__file__).parent / "fixtures" / "claude-code"
@@ -26,9 +27,9 @@ FILES = {
 }
 REAL_KEY = "sk-ant-test-key-do-not-leak-1234"
 
-needs_claude = pytest.mark.skipif(
-    not claude_code.binary().is_file(),
-    reason=f"Claude Code is not installed at {claude_code.binary()}: run `make agents`",
+needs_claude = needs(
+    claude_code.binary().is_file(),
+    f"Claude Code is not installed at {claude_code.binary()}: run `make agents`",
 )
 
 

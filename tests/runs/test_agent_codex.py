@@ -16,6 +16,7 @@ from runs import campaigns, execution
 from runs.agents import base, codex
 from runs.models import Contestant, LanguageModel, Prompt, PromptSet, Repository, Run
 from runs.transcript import TranscriptWriter, validate
+from tests.conftest import needs
 from tests.fake_llm import FakeLLM
 
 FIXTURES = Path(__file__).parent / "fixtures" / "codex"
@@ -27,9 +28,9 @@ FILES = {
 TEST_COMMAND = "python -m pytest -q --junitxml=.mergeable-junit.xml"
 FIX = "sed -i 's/a - b/a + b/' calc.py"
 
-needs_codex = pytest.mark.skipif(
-    not codex.binary().is_file(),
-    reason=f"the Codex CLI is not installed at {codex.binary()}: run `make agents`",
+needs_codex = needs(
+    codex.binary().is_file(),
+    f"the Codex CLI is not installed at {codex.binary()}: run `make agents`",
 )
 
 

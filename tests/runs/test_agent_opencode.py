@@ -19,6 +19,7 @@ from runs import campaigns, execution, providers
 from runs.agents import base, opencode
 from runs.models import Contestant, LanguageModel, Prompt, PromptSet, Repository, Run
 from runs.transcript import TranscriptWriter, validate
+from tests.conftest import needs
 from tests.fake_llm import FakeLLM
 from tests.runs.test_agents_cli import Harness, _close_gateways  # noqa: F401 (autouse: closes the gateways Harness opens)
 
@@ -30,13 +31,11 @@ FILES = {
 FIXED = "def add(a, b):\n    return a + b\n"
 KEY = "sk-opencode-real-key-1234"
 
-needs_opencode = pytest.mark.skipif(
-    not opencode.binary().is_file(),
-    reason=f"opencode is not installed at {opencode.binary()}: run `make agents`",
+needs_opencode = needs(
+    opencode.binary().is_file(),
+    f"opencode is not installed at {opencode.binary()}: run `make agents`",
 )
-needs_bwrap = pytest.mark.skipif(
-    shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed"
-)
+needs_bwrap = needs(shutil.which("bwrap") is not None, "bubblewrap (bwrap) is not installed")
 
 
 def tool(name: str, text: str = "", usage: tuple[int, int] = (100, 10), **arguments) -> dict:

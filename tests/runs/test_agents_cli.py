@@ -16,6 +16,7 @@ import pytest
 from runs import gateway, providers, sandbox, workspace
 from runs.agents import aider, base, mini_swe_agent
 from runs.transcript import TranscriptWriter
+from tests.conftest import needs
 from tests.fake_llm import FakeLLM
 
 FILES = {
@@ -33,13 +34,13 @@ def installed(binary: Path) -> bool:
     return binary.is_file()
 
 
-needs_aider = pytest.mark.skipif(
-    not installed(aider.binary()),
-    reason=f"aider is not installed at {aider.binary()}: run `make agents`",
+needs_aider = needs(
+    installed(aider.binary()),
+    f"aider is not installed at {aider.binary()}: run `make agents`",
 )
-needs_mini = pytest.mark.skipif(
-    not installed(mini_swe_agent.binary()),
-    reason=f"mini-swe-agent is not installed at {mini_swe_agent.binary()}: run `make agents`",
+needs_mini = needs(
+    installed(mini_swe_agent.binary()),
+    f"mini-swe-agent is not installed at {mini_swe_agent.binary()}: run `make agents`",
 )
 
 

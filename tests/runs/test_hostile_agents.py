@@ -23,12 +23,13 @@ import pytest
 
 from runs import campaigns, execution
 from runs.models import Contestant, LanguageModel, Prompt, PromptSet, Repository, Run
+from tests.conftest import needs
 from tests.fake_llm import FakeLLM
 from tests.runs.test_agents_cli import SUBMIT, bash, needs_mini
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("bwrap") is None,
-    reason="bubblewrap (bwrap) is not installed: the hostile-agent suite needs the real sandbox",
+pytestmark = needs(
+    shutil.which("bwrap") is not None,
+    "bubblewrap (bwrap) is not installed: the hostile-agent suite needs the real sandbox",
 )
 
 # The real key: the scripts search for its prefix, so the key itself never appears in them.

@@ -29,7 +29,11 @@ from tests.conftest import git
 from tests.runs.test_distributed import Worker, _purge_broker, _wait_until
 from tests.s3_server import object_names, object_storage_fixture, s3_server_fixture  # noqa: F401
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.services_only,
+    pytest.mark.django_db(transaction=True),
+]
 
 FILES = {"calc.py": "def add(a, b):\n    return a - b\n", "slow": "this commit's run takes long\n"}
 # The agent sleeps only at the commit that has the file `slow`: that run is the one to kill.
@@ -53,8 +57,6 @@ ANSWERS = {"right_files": "yes", "conventions": "4", "recovered": "yes", "merge"
 @pytest.fixture
 def machines(tmp_path, settings, object_storage):
     """Start a worker "machine" by name: its own directories, nothing shared with the web."""
-    if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3") or settings.EMBEDDED_QUEUE:
-        pytest.skip("the drill needs PostgreSQL and Redis (bin/test's second pass)")
     _purge_broker()
     started: list[Worker] = []
 

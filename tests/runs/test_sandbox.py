@@ -21,10 +21,11 @@ import pytest
 
 from runs import sandbox
 from runs.sandbox import Limits, SandboxError, kill_process_group, run
+from tests.conftest import needs
 
-needs_bwrap = pytest.mark.skipif(
-    shutil.which("bwrap") is None,
-    reason="bubblewrap (bwrap) is not installed, so the sandbox's isolation cannot be checked",
+needs_bwrap = needs(
+    shutil.which("bwrap") is not None,
+    "bubblewrap (bwrap) is not installed, so the sandbox's isolation cannot be checked",
 )
 BUBBLEWRAP = pytest.param("bubblewrap", marks=needs_bwrap)
 BOTH_BACKENDS = pytest.mark.parametrize("backend", ["none", BUBBLEWRAP])
