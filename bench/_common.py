@@ -12,6 +12,7 @@ import io
 import json
 import os
 import pstats
+import shutil
 import socket
 import statistics
 import subprocess
@@ -184,3 +185,52 @@ def _short(filename: str) -> str:
         if marker in filename:
             return filename.split(marker, 1)[1]
     return filename
+
+
+# --- PostgreSQL + Redis of a benchmark's own -------------------------------------------------
+
+PG_ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
+
+
+class ServiceBackend:
+    """A benchmark's own PostgreSQL database and Redis database when both answer on 127.0.0.1
+    (created fresh, dropped by `cleanup`), else SQLite and the embedded queue."""
+
+    def __init__(self, database: str, redis_db: int) -> None:
+        self.database = database
+        self.pg_url = f"postgres://postgres@127.0.0.1:5432/{database}"
+        self.redis_url = f"redis://127.0.0.1:6379/{redis_db}"
+
+    def choose(self) -> tuple[str, dict[str, str], str]:
+        """(backend name, environment for the site's processes, why not PostgreSQL + Redis)."""
+        if "--embedded" in sys.argv[1:]:
+            return "sqlite+filesystem", {}, "asked for with --embedded"
+        if not (answers("127.0.0.1", 5432) and answers("127.0.0.1", 6379)):
+            return "sqlite+filesystem", {}, "PostgreSQL and Redis are not both reachable"
+        try:
+            self._reset(create=True)
+        except Exception as exc:  # any failure to prepare them: fall back rather than give up
+            return "sqlite+filesystem", {}, f"could not prepare PostgreSQL/Redis: {exc}"
+        env = {"DATABASE_URL": self.pg_url, "CELERY_BROKER_URL": self.redis_url}
+        return "postgres+redis", env, ""
+
+    def cleanup(self, backend: str, var_dir: Path) -> None:
+        if backend == "postgres+redis":
+            from django.db import connections
+
+            connections.close_all()
+            try:
+                self._reset(create=False)
+            except Exception as exc:
+                log(f"clean-up of PostgreSQL/Redis failed: {exc}")
+        shutil.rmtree(var_dir, ignore_errors=True)
+
+    def _reset(self, *, create: bool) -> None:
+        import psycopg
+        import redis
+
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as connection:
+            connection.execute(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
+            if create:
+                connection.execute(f"CREATE DATABASE {self.database}")
+        redis.Redis.from_url(self.redis_url, socket_connect_timeout=5).flushdb()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -34,7 +33,16 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from _common import ROOT, answers, emit, log, make_repo, make_var_dir, r, setup_django
+from _common import (
+    ROOT,
+    ServiceBackend,
+    emit,
+    log,
+    make_repo,
+    make_var_dir,
+    r,
+    setup_django,
+)
 
 
 def _arg(name: str, default: int) -> int:
@@ -48,51 +56,13 @@ SLEEP_S = _arg("sleep", 20)
 TARGET_S = 60
 TIMEOUT_S = 600
 
-PG_ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
-PG_NAME = "mergeable_bench_recovery"
-PG_URL = f"postgres://postgres@127.0.0.1:5432/{PG_NAME}"
-REDIS_URL = "redis://127.0.0.1:6379/9"
+SERVICES = ServiceBackend("mergeable_bench_recovery", redis_db=9)
 
 SCRIPT = """\
 - tool_calls: [{name: run_command, arguments: {command: "sleep %(sleep)s"}}]
 - tool_calls: [{name: write_file, arguments: {path: done.txt, content: "done\\n"}}]
 - tool_calls: [{name: finish, arguments: {summary: done}}]
 """
-
-
-def choose_backend() -> tuple[str, dict[str, str], str]:
-    if "--embedded" in sys.argv[1:]:
-        return "sqlite+filesystem", {}, "asked for with --embedded"
-    if not (answers("127.0.0.1", 5432) and answers("127.0.0.1", 6379)):
-        return "sqlite+filesystem", {}, "PostgreSQL and Redis are not both reachable"
-    try:
-        import psycopg
-        import redis
-
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as connection:
-            connection.execute(f"DROP DATABASE IF EXISTS {PG_NAME} WITH (FORCE)")
-            connection.execute(f"CREATE DATABASE {PG_NAME}")
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5).flushdb()
-    except Exception as exc:  # any failure to prepare them: fall back rather than give up
-        return "sqlite+filesystem", {}, f"could not prepare PostgreSQL/Redis: {exc}"
-    return "postgres+redis", {"DATABASE_URL": PG_URL, "CELERY_BROKER_URL": REDIS_URL}, ""
-
-
-def cleanup(backend: str, var_dir: Path) -> None:
-    if backend == "postgres+redis":
-        from django.db import connections
-
-        connections.close_all()
-        try:
-            import psycopg
-            import redis
-
-            with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as connection:
-                connection.execute(f"DROP DATABASE IF EXISTS {PG_NAME} WITH (FORCE)")
-            redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5).flushdb()
-        except Exception as exc:
-            log(f"clean-up of PostgreSQL/Redis failed: {exc}")
-    shutil.rmtree(var_dir, ignore_errors=True)
 
 
 # --- processes -----------------------------------------------------------------------------
@@ -214,7 +184,7 @@ def poll(what, predicate, timeout: float, processes=()) -> None:
 
 def main() -> None:
     var_dir = make_var_dir("bench-recovery")
-    backend, env, why = choose_backend()
+    backend, env, why = SERVICES.choose()
     log(f"backend: {backend} {why}")
     beat = first = second = None
     try:
@@ -323,7 +293,7 @@ def main() -> None:
     finally:
         for process in (second, first, beat):
             stop(process)
-        cleanup(backend, var_dir)
+        SERVICES.cleanup(backend, var_dir)
 
 
 if __name__ == "__main__":

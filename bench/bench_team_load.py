@@ -25,7 +25,6 @@ from __future__ import annotations
 import http.cookiejar
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -38,7 +37,18 @@ import urllib.request
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from _common import ROOT, answers, emit, log, make_repo, make_var_dir, percentile, r, setup_django
+from _common import (
+    ROOT,
+    ServiceBackend,
+    answers,
+    emit,
+    log,
+    make_repo,
+    make_var_dir,
+    percentile,
+    r,
+    setup_django,
+)
 
 
 def _arg(name: str, default: int) -> int:
@@ -57,10 +67,7 @@ DURING_TARGET_MS = 1000
 AFTER_TARGET_MS = 300
 TIMEOUT_S = 240
 
-PG_ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
-PG_NAME = "mergeable_bench_team_load"
-PG_URL = f"postgres://postgres@127.0.0.1:5432/{PG_NAME}"
-REDIS_URL = "redis://127.0.0.1:6379/10"
+SERVICES = ServiceBackend("mergeable_bench_team_load", redis_db=10)
 
 SCRIPT = """\
 - tool_calls: [{name: run_command, arguments: {command: "%(burn)s"}}]
@@ -68,41 +75,6 @@ SCRIPT = """\
 - tool_calls: [{name: finish, arguments: {summary: done}}]
 """
 ANSWERS = {"right_files": "yes", "conventions": "4", "recovered": "yes", "merge": "yes"}
-
-
-def choose_backend() -> tuple[str, dict[str, str], str]:
-    if "--embedded" in sys.argv[1:]:
-        return "sqlite+filesystem", {}, "asked for with --embedded"
-    if not (answers("127.0.0.1", 5432) and answers("127.0.0.1", 6379)):
-        return "sqlite+filesystem", {}, "PostgreSQL and Redis are not both reachable"
-    try:
-        import psycopg
-        import redis
-
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as connection:
-            connection.execute(f"DROP DATABASE IF EXISTS {PG_NAME} WITH (FORCE)")
-            connection.execute(f"CREATE DATABASE {PG_NAME}")
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5).flushdb()
-    except Exception as exc:  # any failure to prepare them: fall back rather than give up
-        return "sqlite+filesystem", {}, f"could not prepare PostgreSQL/Redis: {exc}"
-    return "postgres+redis", {"DATABASE_URL": PG_URL, "CELERY_BROKER_URL": REDIS_URL}, ""
-
-
-def cleanup(backend: str, var_dir: Path) -> None:
-    if backend == "postgres+redis":
-        from django.db import connections
-
-        connections.close_all()
-        try:
-            import psycopg
-            import redis
-
-            with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as connection:
-                connection.execute(f"DROP DATABASE IF EXISTS {PG_NAME} WITH (FORCE)")
-            redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5).flushdb()
-        except Exception as exc:
-            log(f"clean-up of PostgreSQL/Redis failed: {exc}")
-    shutil.rmtree(var_dir, ignore_errors=True)
 
 
 # --- the site ------------------------------------------------------------------------------
@@ -325,7 +297,7 @@ def lead(base: str, campaign_url: str, timings: Timings, stop: threading.Event) 
 
 def main() -> None:
     var_dir = make_var_dir("bench-team-load")
-    backend, env, why = choose_backend()
+    backend, env, why = SERVICES.choose()
     log(f"backend: {backend} {why}")
     web = worker = beat = None
     production = {
@@ -448,7 +420,7 @@ def main() -> None:
     finally:
         for process in (web, worker, beat):
             stop(process)
-        cleanup(backend, var_dir)
+        SERVICES.cleanup(backend, var_dir)
 
 
 if __name__ == "__main__":
