@@ -15,14 +15,13 @@ the message. `options["files"]` names the files to add explicitly.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from runs.agents import base, cli
-from runs.agents.cli import venv_paths
+from runs.agents.cli import changed_files, snapshot, venv_paths, workspace_files
 from runs.transcript import TranscriptWriter, parse_time
 
 NAME = "aider"
@@ -33,8 +32,6 @@ CONTEXT_WINDOW = 128_000
 SMALL_WORKSPACE_FILES = 30
 SMALL_WORKSPACE_BYTES = 100_000
 LISTED_FILES = 300
-SKIPPED_DIRS = {".git", "node_modules", "__pycache__", ".venv", "venv"}
-
 _LLM_HEADER = re.compile(r"^(TO LLM|LLM RESPONSE) \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d$")
 _ROLE_LINE = re.compile(r"^(SYSTEM|USER|ASSISTANT)(?: (.*))?$")
 # aider appends its edit-format reminder to the last user message of every call.
@@ -124,31 +121,6 @@ def over_budget(limits: base.Limits, outcome: base.AgentOutcome) -> bool:
 
 
 # --- The workspace -------------------------------------------------------------------------
-
-
-def workspace_files(workspace: Path) -> list[str]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(workspace):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIPPED_DIRS)
-        for name in sorted(filenames):
-            found.append(str((Path(dirpath) / name).relative_to(workspace)))
-    return found
-
-
-def snapshot(workspace: Path) -> dict[str, tuple[int, int]]:
-    """path -> (size, mtime_ns): aider writes a file only when an edit applies."""
-    result = {}
-    for rel in workspace_files(workspace):
-        try:
-            stat = (workspace / rel).lstat()
-        except OSError:
-            continue
-        result[rel] = (stat.st_size, stat.st_mtime_ns)
-    return result
-
-
-def changed_files(before: dict, after: dict) -> list[str]:
-    return sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
 
 
 def small_workspace(workspace: Path) -> list[str] | None:

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from runs.agents import base, cli
-from runs.agents.aider import changed_files, snapshot
 from runs.transcript import TranscriptWriter, parse_time
 
 NAME = "claude-code"
@@ -99,7 +98,7 @@ def run(context: base.AgentContext) -> base.AgentOutcome:
     if context.title:
         message = f"# Task: {context.title}\n\n{context.instructions}"
     outcome = base.AgentOutcome(end_status=base.STOPPED)
-    before = snapshot(context.workspace)
+    before = cli.snapshot(context.workspace)
     try:
         for round_number in range(MAX_QUESTION_ROUNDS + 1):
             turns_left = context.limits.max_steps - outcome.steps
@@ -135,7 +134,7 @@ def run(context: base.AgentContext) -> base.AgentOutcome:
             if outcome.end_status != base.FINISHED:
                 return outcome
             question = cli.question_in(final)
-            if question is None or changed_files(before, snapshot(context.workspace)):
+            if question is None or cli.changed_files(before, cli.snapshot(context.workspace)):
                 return outcome
             if round_number == MAX_QUESTION_ROUNDS:
                 outcome.end_status = base.STOPPED

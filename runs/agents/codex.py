@@ -29,7 +29,6 @@ the difference, put on the turn's last agent step.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import sys
@@ -48,8 +47,6 @@ PROVIDER_ID = "mergeable"
 TOKEN_VARIABLE = "MERGEABLE_MODEL_TOKEN"
 # Codex retries a failed call four or five times by default; a dead endpoint should show soon.
 MODEL_RETRIES = 2
-SKIPPED_DIRS = {".git", "node_modules", "__pycache__", ".venv", "venv"}
-
 # Items of the stream that are the agent acting: each counts as a step.
 TOOL_ITEMS = ("command_execution", "file_change", "mcp_tool_call", "web_search", "collab_tool_call")
 STREAM_EVENTS = {
@@ -129,7 +126,7 @@ def run(context: base.AgentContext) -> base.AgentOutcome:
         else context.instructions
     )
     outcome = base.AgentOutcome(end_status=base.STOPPED)
-    before = snapshot(context.workspace)
+    before = cli.snapshot(context.workspace)
     try:
         for round_number in range(MAX_QUESTION_ROUNDS + 1):
             turn = session.run_turn(message)
@@ -156,7 +153,7 @@ def run(context: base.AgentContext) -> base.AgentOutcome:
                     f"Codex stopped without ending its turn: {turn.output[-1000:].strip()}"
                 )
             else:
-                changed = changed_files(before, snapshot(context.workspace))
+                changed = cli.changed_files(before, cli.snapshot(context.workspace))
                 question = None if changed else cli.question_in(turn.last_message)
                 if question is None:
                     outcome.end_status = base.FINISHED
@@ -262,25 +259,6 @@ def _toml_value(value: object) -> str:
 
 
 # --- The workspace -------------------------------------------------------------------------
-
-
-def snapshot(workspace: Path) -> dict[str, tuple[int, int]]:
-    """path -> (size, mtime_ns) of every file, to tell whether the agent changed any."""
-    found = {}
-    for dirpath, dirnames, filenames in os.walk(workspace):
-        dirnames[:] = [d for d in dirnames if d not in SKIPPED_DIRS]
-        for name in filenames:
-            path = Path(dirpath) / name
-            try:
-                stat = path.lstat()
-            except OSError:
-                continue
-            found[str(path.relative_to(workspace))] = (stat.st_size, stat.st_mtime_ns)
-    return found
-
-
-def changed_files(before: dict, after: dict) -> list[str]:
-    return sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
 
 
 # --- Running Codex -------------------------------------------------------------------------
@@ -539,9 +517,9 @@ class StreamReader:
     def _usage(self, usage: dict) -> dict:
         """This turn's usage: Codex reports the thread's so far, so the difference."""
         totals = {
-            "input": _int(usage.get("input_tokens")),
-            "cached": _int(usage.get("cached_input_tokens")),
-            "output": _int(usage.get("output_tokens")),
+            "input": cli.json_count(usage.get("input_tokens")),
+            "cached": cli.json_count(usage.get("cached_input_tokens")),
+            "output": cli.json_count(usage.get("output_tokens")),
         }
         thread = self._turn.thread_id or "-"
         before = self._thread_usage.get(thread, {})
@@ -612,22 +590,14 @@ def _result(item: dict) -> str:
     return str(item.get("status") or "")
 
 
-def _int(value: object) -> int:
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
-
-
 # --- Importing a stream --------------------------------------------------------------------
 
 
 def looks_like(text: str, filename: str) -> bool:
     """Whether this is `codex exec --json` output: its first line is one of Codex's events."""
-    first = next((line for line in text.splitlines() if line.strip()), "")
-    try:
-        event = json.loads(first)
-    except ValueError:
-        return False
+    event = cli.first_json_object(text)
     return (
-        isinstance(event, dict)
+        event is not None
         and event.get("type") in STREAM_EVENTS - {"error"}
         and ("thread_id" in event or "item" in event or event["type"].startswith("turn."))
     )

@@ -259,7 +259,7 @@ def read_messages(
         read.output_tokens += completion
         if role == "assistant":
             calls = _tool_calls(message, extra)
-            cost = price(prompt, completion) if price else _number(extra.get("cost"))
+            cost = price(prompt, completion) if price else cli.json_number(extra.get("cost"))
             summed_cost += cost
             metrics = {"prompt_tokens": prompt, "completion_tokens": completion}
             metrics["cost_usd"] = round(cost, 6)
@@ -297,14 +297,14 @@ def read_messages(
         else:
             raise ValueError(f"{filename}: message {index} has the unknown role {role!r}.")
     stats = info.get("model_stats") if isinstance(info.get("model_stats"), dict) else {}
-    read.api_calls = int(_number(stats.get("api_calls"))) or sum(
+    read.api_calls = cli.json_count(stats.get("api_calls")) or sum(
         1 for m in messages if isinstance(m, dict) and m.get("role") == "assistant"
     )
     if price:
         read.cost_usd = price(read.input_tokens, read.output_tokens)
     else:
         instance_cost = stats.get("instance_cost")
-        read.cost_usd = _number(instance_cost) if instance_cost is not None else summed_cost
+        read.cost_usd = cli.json_number(instance_cost) if instance_cost is not None else summed_cost
     read.exit_status = str(info.get("exit_status") or read.exit_status)
     _read_end(read, info, messages, trajectory)
     return read
@@ -321,7 +321,7 @@ def _read_end(read: Trajectory, info: dict, messages: list, trajectory: dict) ->
         # mini stops at whichever of its step and cost limits comes first.
         config = info.get("config") if isinstance(info.get("config"), dict) else {}
         agent = config.get("agent") if isinstance(config.get("agent"), dict) else {}
-        cost_limit = _number(agent.get("cost_limit"))
+        cost_limit = cli.json_number(agent.get("cost_limit"))
         over_cost = cost_limit > 0 and read.cost_usd >= cost_limit
         read.end_status = base.MAX_COST if over_cost else base.MAX_STEPS
     elif status == "TimeExceeded":
@@ -379,11 +379,9 @@ def _usage(response: object) -> tuple[int, int]:
     if not isinstance(response, dict) or not isinstance(response.get("usage"), dict):
         return 0, 0
     usage = response["usage"]
-    return int(_number(usage.get("prompt_tokens"))), int(_number(usage.get("completion_tokens")))
-
-
-def _number(value: object) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+    return cli.json_count(usage.get("prompt_tokens")), cli.json_count(
+        usage.get("completion_tokens")
+    )
 
 
 def _text(content: object, filename: str, index: int) -> str:

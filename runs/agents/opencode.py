@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runs.agents import base, cli
-from runs.agents.aider import changed_files, snapshot
 from runs.transcript import TranscriptWriter, parse_time
 
 NAME = "opencode"
@@ -114,7 +113,7 @@ def run(context: base.AgentContext) -> base.AgentOutcome:
     if context.title:
         message = f"# Task: {context.title}\n\n{message}"
     outcome = base.AgentOutcome(end_status=base.STOPPED)
-    before = snapshot(context.workspace)
+    before = cli.snapshot(context.workspace)
     try:
         for round_number in range(MAX_QUESTION_ROUNDS + 1):
             allowance = context.limits.max_steps - outcome.steps
@@ -137,7 +136,7 @@ def run(context: base.AgentContext) -> base.AgentOutcome:
                 outcome.summary = stream.last_text or stop_summary(stream.finish_reason)
                 return outcome
             question = cli.question_in(stream.last_text)
-            if question is None or changed_files(before, snapshot(context.workspace)):
+            if question is None or cli.changed_files(before, cli.snapshot(context.workspace)):
                 outcome.end_status = base.FINISHED
                 return outcome
             if round_number == MAX_QUESTION_ROUNDS:
@@ -448,12 +447,12 @@ def _tool_use(part: dict, number: int) -> tuple[str, dict, str]:
 def _metrics(finish: dict, price) -> dict:
     tokens = finish.get("tokens") if isinstance(finish.get("tokens"), dict) else {}
     cache = tokens.get("cache") if isinstance(tokens.get("cache"), dict) else {}
-    cached = _count(cache.get("read"))
+    cached = cli.json_count(cache.get("read"))
     # opencode splits input into uncached, cache reads and cache writes, and reasoning out of
     # output; providers (and the gateway) count each whole.
-    prompt = _count(tokens.get("input")) + cached + _count(cache.get("write"))
-    completion = _count(tokens.get("output")) + _count(tokens.get("reasoning"))
-    cost = price(prompt, completion) if price else _number(finish.get("cost"))
+    prompt = cli.json_count(tokens.get("input")) + cached + cli.json_count(cache.get("write"))
+    completion = cli.json_count(tokens.get("output")) + cli.json_count(tokens.get("reasoning"))
+    cost = price(prompt, completion) if price else cli.json_number(finish.get("cost"))
     metrics = {"prompt_tokens": prompt, "completion_tokens": completion}
     if cached:
         metrics["cached_tokens"] = cached
@@ -473,26 +472,14 @@ def _error(error: object) -> tuple[str, str]:
     return name, f"{name}: {message}"[:ERROR_TEXT_CAP]
 
 
-def _count(value: object) -> int:
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
-
-
-def _number(value: object) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
-
-
 # --- Importing a stream ----------------------------------------------------------------------
 
 
 def looks_like(text: str, filename: str) -> bool:
     """An opencode `run --format json` stream: its first line is an event with a sessionID."""
-    first = next((line for line in text.splitlines() if line.strip()), "")
-    try:
-        event = json.loads(first)
-    except ValueError:
-        return False
+    event = cli.first_json_object(text)
     return (
-        isinstance(event, dict)
+        event is not None
         and event.get("type") in STREAM_EVENTS
         and isinstance(event.get("sessionID"), str)
     )

@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from runs.agents import base
+from runs.agents import base, cli
 from runs.transcript import TranscriptWriter, add_result, load_json, parse_time
 
 NAME = "roo-code"
@@ -331,7 +331,7 @@ def _ui_requests(messages: list, filename: str, dialect: Dialect) -> list[dict]:
         if message.get("say") == "condense_context":
             condense = message.get("contextCondense")
             if isinstance(condense, dict):
-                requests.append({"cost": _number(condense.get("cost")), "condense": True})
+                requests.append({"cost": cli.json_number(condense.get("cost")), "condense": True})
             continue
         if message.get("say") != "api_req_started":
             continue
@@ -345,15 +345,15 @@ def _ui_requests(messages: list, filename: str, dialect: Dialect) -> list[dict]:
 
 
 def _request_metrics(request: dict, dialect: Dialect) -> dict:
-    tokens_in = int(_number(request.get("tokensIn")))
-    cache_reads = int(_number(request.get("cacheReads")))
-    cache_writes = int(_number(request.get("cacheWrites")))
+    tokens_in = cli.json_count(request.get("tokensIn"))
+    cache_reads = cli.json_count(request.get("cacheReads"))
+    cache_writes = cli.json_count(request.get("cacheWrites"))
     prompt = tokens_in if dialect.tokens_in_has_cache else tokens_in + cache_reads + cache_writes
     return {
         "prompt_tokens": prompt,
-        "completion_tokens": int(_number(request.get("tokensOut"))),
+        "completion_tokens": cli.json_count(request.get("tokensOut")),
         "cached_tokens": cache_reads,
-        "cost_usd": round(_number(request.get("cost")), 6),
+        "cost_usd": round(cli.json_number(request.get("cost")), 6),
         "answered": bool(request.get("tokensOut") or request.get("cost")),
     }
 
@@ -362,14 +362,14 @@ def _task_totals(task: _Task, requests: list[dict], dialect: Dialect) -> _Totals
     """history_item.json's totals when given, else the panel's requests, else Cline's metrics."""
     history = task.history
     if isinstance(history.get("tokensIn"), int | float):
-        reads = int(_number(history.get("cacheReads")))
-        writes = int(_number(history.get("cacheWrites")))
-        tokens_in = int(_number(history.get("tokensIn")))
+        reads = cli.json_count(history.get("cacheReads"))
+        writes = cli.json_count(history.get("cacheWrites"))
+        tokens_in = cli.json_count(history.get("tokensIn"))
         return _Totals(
             prompt_tokens=tokens_in if dialect.tokens_in_has_cache else tokens_in + reads + writes,
-            completion_tokens=int(_number(history.get("tokensOut"))),
+            completion_tokens=cli.json_count(history.get("tokensOut")),
             cached_tokens=reads,
-            cost_usd=_number(history.get("totalCost")),
+            cost_usd=cli.json_number(history.get("totalCost")),
         )
     totals = _Totals()
     if requests:
@@ -395,9 +395,9 @@ def _cline_metrics(message: object) -> dict | None:
     if not isinstance(tokens, dict):
         return None
     result = {
-        "prompt_tokens": int(_number(tokens.get("prompt"))),
-        "completion_tokens": int(_number(tokens.get("completion"))),
-        "cached_tokens": int(_number(tokens.get("cached"))),
+        "prompt_tokens": cli.json_count(tokens.get("prompt")),
+        "completion_tokens": cli.json_count(tokens.get("completion")),
+        "cached_tokens": cli.json_count(tokens.get("cached")),
     }
     if isinstance(metrics.get("cost"), int | float):
         result["cost_usd"] = round(float(metrics["cost"]), 6)
@@ -799,10 +799,6 @@ def _json_object(text: str) -> dict:
     except (json.JSONDecodeError, TypeError):
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def _number(value) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
 # --- The "Export task" markdown ------------------------------------------------------------
