@@ -121,6 +121,12 @@ def answers(host: str, port: int, timeout: float = 1.0) -> bool:
     return True
 
 
+def int_arg(name: str, default: int) -> int:
+    """The value of `--name=N` on the command line, else `default`."""
+    prefix = f"--{name}="
+    return next((int(a[len(prefix) :]) for a in sys.argv[1:] if a.startswith(prefix)), default)
+
+
 def percentile(values: Sequence[float], fraction: float) -> float:
     """Nearest-rank percentile: the smallest value with at least `fraction` of values at or below."""
     ordered = sorted(values)

@@ -37,6 +37,7 @@ from _common import (
     ROOT,
     ServiceBackend,
     emit,
+    int_arg,
     log,
     make_repo,
     make_var_dir,
@@ -44,15 +45,9 @@ from _common import (
     setup_django,
 )
 
-
-def _arg(name: str, default: int) -> int:
-    prefix = f"--{name}="
-    return next((int(a[len(prefix) :]) for a in sys.argv[1:] if a.startswith(prefix)), default)
-
-
-RUNS = _arg("runs", 40)
-SLOTS = _arg("slots", 8)
-SLEEP_S = _arg("sleep", 20)
+RUNS = int_arg("runs", 40)
+SLOTS = int_arg("slots", 8)
+SLEEP_S = int_arg("sleep", 20)
 TARGET_S = 60
 TIMEOUT_S = 600
 

@@ -42,6 +42,7 @@ from _common import (
     ServiceBackend,
     answers,
     emit,
+    int_arg,
     log,
     make_repo,
     make_var_dir,
@@ -50,15 +51,9 @@ from _common import (
     setup_django,
 )
 
-
-def _arg(name: str, default: int) -> int:
-    prefix = f"--{name}="
-    return next((int(a[len(prefix) :]) for a in sys.argv[1:] if a.startswith(prefix)), default)
-
-
-SCORERS = _arg("scorers", 20)
-RUNS = _arg("runs", 40)
-AFTER_S = _arg("after", 30)
+SCORERS = int_arg("scorers", 20)
+RUNS = int_arg("runs", 40)
+AFTER_S = int_arg("after", 30)
 SLOTS = 8
 BURN = "i=0; while [ $i -lt 400000 ]; do i=$((i+1)); done"  # a few CPU seconds in sh
 REVIEWABLE = 400  # finished runs to review (20 prompts x 20 contestants), 2 reviews wanted each
