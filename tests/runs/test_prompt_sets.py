@@ -38,7 +38,7 @@ prompts:
                                                 # before `test` runs; a run whose agent changed
                                                 # them is flagged (it cannot grade itself)
     hidden_tests:                               # optional: added only after the agent has ended,
-      commit: {hidden}                          # never visible to it; taken from another commit
+      commit: '{hidden}'                        # never visible to it; taken from another commit
       paths: [tests/payments/test_refund_limits.py]   # of the same repository
     clarification:                              # optional
       expected: true                            # the spec is ambiguous on purpose
@@ -70,6 +70,8 @@ def shop(make_repo):
 @pytest.fixture
 def example(shop) -> str:
     path, first, second = shop
+    # A short sha is quoted, as FORMATS.md asks: unquoted, one made only of digits (or digits and
+    # one "e") would be read as a number, about one time in thirty.
     return EXAMPLE.format(url=path, commit=first, hidden=second[:9])
 
 
