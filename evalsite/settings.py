@@ -8,6 +8,7 @@ With nothing set, Mergeable runs on a laptop: SQLite in WAL mode and an embedded
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -42,6 +43,19 @@ def envint(name: str, default: int) -> int:
 
 def envlist(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.getenv(name, default).split(",") if item.strip()]
+
+
+def envvars(name: str, reserved: tuple[str, ...] = ()) -> dict[str, str]:
+    """NAME=value,NAME=value as a dict; a malformed or reserved name is refused, naming it."""
+    variables = {}
+    for item in envlist(name):
+        key, equals, value = item.partition("=")
+        if not equals or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ImproperlyConfigured(f"{name} must list NAME=value pairs, got {item!r}")
+        if key in reserved:
+            raise ImproperlyConfigured(f"{name} may not set {key}")
+        variables[key] = value
+    return variables
 
 
 def envpath(name: str, default: Path) -> Path:
@@ -332,6 +346,9 @@ if MERGEABLE_SANDBOX not in ("none", "bubblewrap"):
     raise ImproperlyConfigured(
         f"MERGEABLE_SANDBOX must be 'none' or 'bubblewrap', got {MERGEABLE_SANDBOX!r}"
     )
+# Variables every sandboxed command gets besides PATH, HOME and LANG (setup, tests, agents), as
+# NAME=value,NAME=value: a package index, PYTEST_DISABLE_PLUGIN_AUTOLOAD=1. Agents read them: no secrets.
+MERGEABLE_SANDBOX_ENV = envvars("MERGEABLE_SANDBOX_ENV", reserved=("PATH", "HOME"))
 # A root worker runs each run's commands as its own uid from this range, never as root.
 MERGEABLE_SANDBOX_UID_BASE = envint("MERGEABLE_SANDBOX_UID_BASE", 200_000)
 # Runs are refused when the process or memory cap cannot be enforced on this host, unless this

@@ -385,7 +385,7 @@ def _bwrap_env(env: dict[str, str] | None) -> dict[str, str]:
     # chose to pass) do not show up in `ps` on the host; bwrap hands its environment on as is.
     interpreter_bin = str(Path(sys.executable).parent)
     path = f"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:{interpreter_bin}:/sbin:/bin"
-    return {"PATH": path, "HOME": SANDBOX_HOME, "LANG": "C.UTF-8", **(env or {})}
+    return {"PATH": path, "HOME": SANDBOX_HOME, "LANG": "C.UTF-8", **_operator_env(), **(env or {})}
 
 
 def _direct_env(env: dict[str, str] | None) -> dict[str, str]:
@@ -394,7 +394,13 @@ def _direct_env(env: dict[str, str] | None) -> dict[str, str]:
     if interpreter_bin not in path.split(os.pathsep):
         path = f"{path}{os.pathsep}{interpreter_bin}"
     home = os.environ.get("HOME", "/")
-    return {"PATH": path, "HOME": home, "LANG": "C.UTF-8", **(env or {})}
+    return {"PATH": path, "HOME": home, "LANG": "C.UTF-8", **_operator_env(), **(env or {})}
+
+
+def _operator_env() -> dict[str, str]:
+    """settings.MERGEABLE_SANDBOX_ENV: what the operator gives every command; the caller's own
+    variables (a run's gateway token) win over it."""
+    return dict(_django_setting("MERGEABLE_SANDBOX_ENV", {}))
 
 
 def _child_setup(limits: Limits, caps: run_caps.RunCaps | None) -> Callable[[], None]:

@@ -19,6 +19,12 @@ PASSWORD = "correct-horse-battery-staple"
 # Production hashes with PBKDF2 at Django's full cost (about 0.9 s per password here); fixtures
 # need users, not strong hashes. test_auth checks the production hasher on its own.
 FAST_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Sandboxed commands run the project's own Python, where the dev plugins (hypothesis,
+# playwright, pytest-django, xdist) cost about 2.5 s of CPU at every pytest start; the
+# repositories the tests create need none of them. Set for this process (the fixture below) and
+# for the workers and servers tests start (the environment).
+SANDBOX_ENV = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+os.environ.setdefault("MERGEABLE_SANDBOX_ENV", ",".join(f"{k}={v}" for k, v in SANDBOX_ENV.items()))
 # Fixtures whose presence means a test touches the database.
 DATABASE_FIXTURES = {"db", "transactional_db", "django_db_setup", "live_server"}
 
@@ -75,10 +81,10 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _fast_password_hashing():
+def _fast_hashing_and_sandboxed_pytest():
     from django.test.utils import override_settings
 
-    with override_settings(PASSWORD_HASHERS=FAST_HASHERS):
+    with override_settings(PASSWORD_HASHERS=FAST_HASHERS, MERGEABLE_SANDBOX_ENV=SANDBOX_ENV):
         yield
 
 

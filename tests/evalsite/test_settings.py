@@ -150,14 +150,18 @@ MALFORMED = [
     ("MERGEABLE_RUN_MAX_MEMORY_MB", "-4096"),
     ("MERGEABLE_RUN_MAX_DISK_MB", "10G"),
     ("MERGEABLE_RUN_MAX_CPU_SECONDS", "0"),
+    ("MERGEABLE_SANDBOX_ENV", "PIP_INDEX_URL"),
+    ("MERGEABLE_SANDBOX_ENV", "PATH=/tmp/evil"),
 ]
-for _name, _value in MALFORMED:
-    scenario(f"malformed-{_name}", **{**PRODUCTION, _name: _value})
+for _index, (_name, _value) in enumerate(MALFORMED):
+    scenario(f"malformed-{_index}", **{**PRODUCTION, _name: _value})
 
 
-@pytest.mark.parametrize(("name", "value"), MALFORMED)
-def test_it_names_the_variable_holding_a_malformed_value(loaded, name, value):
-    message = loaded[f"malformed-{name}"].refusal()
+@pytest.mark.parametrize(
+    ("index", "name", "value"), [(i, *case) for i, case in enumerate(MALFORMED)]
+)
+def test_it_names_the_variable_holding_a_malformed_value(loaded, index, name, value):
+    message = loaded[f"malformed-{index}"].refusal()
     assert message.startswith("django.core.exceptions.ImproperlyConfigured: ")
     assert name in message
 

@@ -210,6 +210,21 @@ def test_it_passes_only_a_minimal_environment_plus_the_callers(workspace, monkey
     assert "HOME=" in result.output and "PATH=" in result.output
 
 
+@BOTH_BACKENDS
+def test_it_gives_every_command_the_operators_variables_and_the_callers_win(
+    workspace, settings, backend
+):
+    settings.MERGEABLE_SANDBOX_ENV = {
+        "PIP_INDEX_URL": "http://pypi.internal/",
+        "SHARED": "operator",
+    }
+
+    result = run("env", workspace, timeout=30, backend=backend, env={"SHARED": "caller"})
+
+    assert "PIP_INDEX_URL=http://pypi.internal/" in result.output
+    assert "SHARED=caller" in result.output and "SHARED=operator" not in result.output
+
+
 # --- Stopping ------------------------------------------------------------------------------
 
 
