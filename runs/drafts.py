@@ -448,6 +448,9 @@ def _prove(draft: PromptDraft, run_dir: Path, proof: dict, progress) -> tuple[st
         before = [run_tests(f"at the parent, run {n}") for n in range(1, PROOF_RUNS + 1)]
         progress("Applying the reference patch")
         _apply(checkout, draft.reference_patch)
+        # The runs before compiled the parent's sources; a same-length fix within the same
+        # second would otherwise be tested as the parent's code.
+        workspace.remove_bytecode(checkout)
         after = [run_tests(f"with the reference patch, run {n}") for n in range(1, PROOF_RUNS + 1)]
     return judge(before, after)
 

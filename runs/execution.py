@@ -341,13 +341,15 @@ def _protect_tests(
     captured: workspace.CapturedDiff,
     setup_left: frozenset[bytes],
 ) -> None:
-    """Make the tests the prompt's: its test files as at its commit, then its hidden tests.
+    """Make the tests the prompt's: its test files as at its commit, then its hidden tests, run
+    against the sources the agent left (no bytecode it compiled before its last edits).
 
     Only now, with the agent ended and its diff captured, and written by the worker's own git:
     the agent never saw the hidden tests, and cannot have changed what grades it.
     """
     prompt = run.snapshot["prompt"]
     owner = _run_uid(run)
+    workspace.remove_bytecode(checkout)
     workspace.restore_test_files(
         checkout, prompt.get("test_files") or [], tree=captured.tree, keep=setup_left, owner=owner
     )
@@ -375,6 +377,10 @@ def _judge(run: Run, outcome: base.AgentOutcome) -> tuple[str, str]:
 
 
 def _end(run: Run, status: str, *, reason: str = "", error: str = "", timings=None) -> str:
+    if status != Run.CANCELLED and Run.objects.filter(pk=run.pk, cancel_requested=True).exists():
+        # A cancel that came after the heartbeat's last look still wins: on this machine it
+        # killed the command at once, so what the engine concluded since is the kill's doing.
+        status, reason = Run.CANCELLED, ""
     fields = {"status": status, "finished_at": timezone.now(), "process_group": None}
     if reason:
         fields["status_reason"] = column_text(redaction.scrub(reason))

@@ -673,6 +673,26 @@ def restore_test_files(
             work.place(index, entries)
 
 
+def remove_bytecode(co: Checkout) -> None:
+    """Remove Python's bytecode caches (`__pycache__`, `*.pyc`) from the work tree, so tests
+    run the sources as they are. A cache is trusted while the source's size and mtime (whole
+    seconds) match: an edit of the same length within the second after an import, or an mtime
+    set back on purpose, would otherwise be graded as the code before it. Never follows a link;
+    call it only when nothing runs in the work tree."""
+    for directory, subdirectories, files in os.walk(co.work):
+        for name in list(subdirectories):
+            if name == "__pycache__":
+                subdirectories.remove(name)
+                path = Path(directory, name)
+                if path.is_symlink():
+                    path.unlink()
+                else:
+                    remove_tree(path)
+        for name in files:
+            if name.endswith(".pyc"):
+                Path(directory, name).unlink(missing_ok=True)
+
+
 def add_hidden_tests(
     co: Checkout, commit: str, paths: Sequence[str], *, owner: int | None = None
 ) -> None:

@@ -4,15 +4,26 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('runs', '0005_protected_tests'),
+        ("runs", "0005_protected_tests"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='contestant',
-            name='harness',
-            field=models.CharField(choices=[('builtin', 'Builtin agent'), ('aider', 'aider'), ('mini-swe-agent', 'mini-swe-agent'), ('claude-code', 'Claude Code'), ('codex', 'Codex CLI'), ('opencode', 'opencode'), ('command', 'Any command')], default='builtin', max_length=30),
+            model_name="contestant",
+            name="harness",
+            field=models.CharField(
+                choices=[
+                    ("builtin", "Builtin agent"),
+                    ("aider", "aider"),
+                    ("mini-swe-agent", "mini-swe-agent"),
+                    ("claude-code", "Claude Code"),
+                    ("codex", "Codex CLI"),
+                    ("opencode", "opencode"),
+                    ("command", "Any command"),
+                ],
+                default="builtin",
+                max_length=30,
+            ),
         ),
     ]

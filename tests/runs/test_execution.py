@@ -339,6 +339,26 @@ def test_it_cancels_queued_runs_when_the_budget_is_spent(world):
     assert "budget" in second.status_reason
 
 
+def test_it_grades_the_sources_the_agent_left_not_bytecode_compiled_before_its_edit(world):
+    # The agent imports calc (Python caches its bytecode), fixes it with an edit of the same
+    # length and sets the file's mtime back: the cache still looks fresh to Python.
+    fix = (
+        "python -c 'import calc' && cp -p calc.py .t && sed -i 's/a - b/a + b/' calc.py"
+        " && touch -r .t calc.py && rm .t && ls __pycache__"
+    )
+    replies = [
+        {"tool_calls": [call("run_command", command=fix)]},
+        {"tool_calls": [call("finish", summary="Fixed add.")]},
+    ]
+    with FakeLLM(replies) as llm:
+        prompt_set, _, contestant = world(llm.base_url_openai)
+        run = launch_one(prompt_set, contestant)
+        assert execution.execute(run.pk) == Run.FINISHED
+        assert "calc.cpython" in str(llm.requests[-1]["body"]["messages"][-1])
+    run.refresh_from_db()
+    assert run.test_exit_code == 0 and run.files_changed == ["calc.py"]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_it_cancels_a_running_command_by_killing_its_process_group(world, settings):
     settings.MERGEABLE_HEARTBEAT_SECONDS = 1
