@@ -50,7 +50,12 @@ def skip_unless_installed(available: bool, reason: str) -> None:
 
 def touches_services(item: pytest.Item) -> bool:
     """Whether the test uses the database, the broker or a worker (so a PostgreSQL + Redis pass
-    can tell it something the SQLite pass could not)."""
+    can tell it something the SQLite pass could not). Tests marked `single_pass` use the
+    database only to hold a run while they check something no database can change: a CLI
+    harness's command line and stream, the sandbox's walls, an accessibility audit. The engine
+    and gateway code they go through is tested on PostgreSQL by the builtin harness's tests."""
+    if item.get_closest_marker("single_pass"):
+        return False
     return bool(
         DATABASE_FIXTURES & set(getattr(item, "fixturenames", ()))
         or item.get_closest_marker("django_db")

@@ -160,6 +160,8 @@ def test_the_shortcuts_dialog_takes_focus_and_closes_and_the_skip_link_reaches_t
     assert console_errors == []
 
 
+# The audit is of the HTML, which the database does not change: run once (conftest.py).
+@pytest.mark.single_pass
 def test_the_main_pages_pass_axe_for_each_role(
     transactional_db, live_server, page, login, console_errors, make_repo
 ):

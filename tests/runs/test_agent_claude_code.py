@@ -20,6 +20,10 @@ from runs.transcript import TranscriptWriter, parse_time, validate
 from tests.conftest import needs
 from tests.fake_llm import FakeLLM
 
+# What these check is the harness's (its command line, stream and sandbox), not the database's:
+# the SQLite pass runs them (conftest.py).
+pytestmark = pytest.mark.single_pass
+
 FIXTURES = Path(__file__).parent / "fixtures" / "claude-code"
 FILES = {
     "calc.py": "def add(a, b):\n    return a - b\n",

@@ -19,6 +19,10 @@ from runs.transcript import TranscriptWriter, validate
 from tests.conftest import needs
 from tests.fake_llm import FakeLLM
 
+# What these check is the harness's (its command line, stream and sandbox), not the database's:
+# the SQLite pass runs them (conftest.py).
+pytestmark = pytest.mark.single_pass
+
 FIXTURES = Path(__file__).parent / "fixtures" / "codex"
 KEY = "sk-codex-test-key-do-not-leak"
 FILES = {

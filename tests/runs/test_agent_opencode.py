@@ -23,6 +23,10 @@ from tests.conftest import needs
 from tests.fake_llm import FakeLLM
 from tests.runs.test_agents_cli import Harness, _close_gateways  # noqa: F401 (autouse: closes the gateways Harness opens)
 
+# What these check is the harness's (its command line, stream and sandbox), not the database's:
+# the SQLite pass runs them (conftest.py).
+pytestmark = pytest.mark.single_pass
+
 FIXTURES = Path(__file__).parent / "fixtures" / "opencode"
 FILES = {
     "calc.py": "def add(a, b):\n    return a - b\n",

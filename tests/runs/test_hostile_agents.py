@@ -36,7 +36,12 @@ pytestmark = needs(
 KEY_PREFIX = "sk-hostile-real-"
 PATTERN = "sk-hostile-rea[l]-"  # matches the key without spelling its prefix out
 FILES = {"README.md": "A project.\n", "app.py": "print('hi')\n"}
-HARNESSES = ["builtin", "command", pytest.param("mini-swe-agent", marks=needs_mini)]
+# The real CLI's walls are the sandbox's: checked once, in the SQLite pass (conftest.py).
+HARNESSES = [
+    "builtin",
+    "command",
+    pytest.param("mini-swe-agent", marks=[needs_mini, pytest.mark.single_pass]),
+]
 
 
 def _free_port() -> int:
