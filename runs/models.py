@@ -750,7 +750,15 @@ class Run(models.Model):
                 fields=["campaign", "prompt", "contestant", "repeat"], name="run_cell_unique"
             )
         ]
-        indexes = [models.Index(fields=["status", "heartbeat_at"])]
+        indexes = [
+            models.Index(fields=["status", "heartbeat_at"]),
+            # The leaderboard cache's stamp (scoring/leaderboard/cache.py): counts and newest
+            # per status, read from these alone, over all runs or one campaign's.
+            models.Index(fields=["status", "finished_at", "id"], name="run_status_stamp"),
+            models.Index(
+                fields=["campaign", "status", "finished_at", "id"], name="run_campaign_stamp"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"Run {self.pk}"

@@ -18,7 +18,7 @@ The names below are the package's interface; callers import them from here.
 """
 
 from scoring.leaderboard.agreement import agreement
-from scoring.leaderboard.cache import invalidate
+from scoring.leaderboard.cache import cached, invalidate
 from scoring.leaderboard.disagreements import disagreements
 from scoring.leaderboard.filters import Filters
 from scoring.leaderboard.formatting import percent, rate_text
@@ -38,6 +38,7 @@ __all__ = [
     "agreement",
     "auc_sentence",
     "board",
+    "cached",
     "disagreements",
     "history",
     "invalidate",

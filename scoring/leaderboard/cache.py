@@ -3,8 +3,9 @@
 A cached page is keyed by its filters and by two stamps, so that a change makes the next
 request compute afresh rather than wait for the entry to expire:
 
-- Runs: a stamp derived from the runs themselves, read with one aggregate query per request
-  (how many runs, the newest id, how many in each ended status, the latest finish). Workers
+- Runs: a stamp derived from the runs themselves, read with one grouped query per request
+  that two indexes answer without reading a run (per status: how many, the newest id, the
+  latest finish). Workers
   write runs with `bulk_create` and `.update()`, which send no signals, so nothing has to
   remember to announce that a run ended: the next request sees a new stamp. Scoped to the
   campaign when the page is, else over all runs.
@@ -23,7 +24,7 @@ import hashlib
 from collections.abc import Callable
 
 from django.core.cache import cache
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Max
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
@@ -61,16 +62,17 @@ def invalidate(campaign_id: int | None = None) -> None:
 
 
 def runs_stamp(campaign_id: int | None) -> str:
-    """One aggregate query that changes whenever a run is created, deleted, or moves into, out
-    of or between ended statuses (`_end`, the reaper and cancelling all set `finished_at`)."""
+    """Per status: how many runs, the newest id and the latest finish. It changes whenever a
+    run is created, deleted, or moves between statuses (`_end`, the reaper and cancelling all
+    set `finished_at`). One grouped query that the run_*_stamp indexes answer alone, without
+    reading a run: a warm page must not cost a scan of every run."""
     runs = Run.objects.all() if campaign_id is None else Run.objects.filter(campaign_id=campaign_id)
-    figures = runs.aggregate(
-        runs=Count("id"),
-        newest=Max("id"),
-        finished_at=Max("finished_at"),
-        **{status: Count("id", filter=Q(status=status)) for status in Run.ENDED_STATUSES},
+    rows = (
+        runs.values_list("status")
+        .annotate(Count("id"), Max("id"), Max("finished_at"))
+        .order_by("status")
     )
-    return "|".join(str(figures[name]) for name in sorted(figures))
+    return "|".join(":".join(map(str, row)) for row in rows)
 
 
 def cache_key(kind: str, filters: Filters) -> str:
@@ -86,7 +88,9 @@ def cache_key(kind: str, filters: Filters) -> str:
     return f"{_PREFIX}:{kind}:{hashlib.sha256(stamp.encode()).hexdigest()}"
 
 
-def cached(kind: str, filters: Filters, compute: Callable[[], dict]) -> dict:
+def cached[T](kind: str, filters: Filters, compute: Callable[[], T]) -> T:
+    """`compute()`'s value (the data of a page, or its rendered HTML) for these filters, cached
+    until a run, a review, a vote or the curation behind it changes."""
     key = cache_key(kind, filters)
     value = cache.get(key)
     if value is None:

@@ -17,6 +17,7 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.urls import path, reverse
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
@@ -204,6 +205,24 @@ def _page_context(form: LeaderboardFilterForm, *, across_campaigns: bool = False
     }
 
 
+def _render_board(context: dict) -> str:
+    board = leaderboard.board(context["filters"])
+    keys = [criterion["key"] for criterion in board["criteria"]]
+    return render_to_string(
+        "scoring/leaderboard.html#board",
+        {
+            **context,
+            "board": board,
+            "chart": _merge_chart(board["rows"]),
+            "power": power_guidance(board),
+            "criteria_rows": [
+                {"label": row["label"], "cells": [row["criteria"].get(key) for key in keys]}
+                for row in board["rows"]
+            ],
+        },
+    )
+
+
 @role_required(LEAD)
 @require_GET
 @vary_on_headers("HX-Request")
@@ -212,16 +231,10 @@ def leaderboard_page(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return render(request, "scoring/leaderboard.html", {"form": form}, status=400)
     context = _page_context(form)
-    board = leaderboard.board(context["filters"])
-    keys = [criterion["key"] for criterion in board["criteria"]]
-    context.update(
-        board=board,
-        chart=_merge_chart(board["rows"]),
-        power=power_guidance(board),
-        criteria_rows=[
-            {"label": row["label"], "cells": [row["criteria"].get(key) for key in keys]}
-            for row in board["rows"]
-        ],
+    # The board's HTML depends on the filters and the data alone (no user, no token): it is
+    # cached as rendered, with the same freshness as the data, so a warm page renders none of it.
+    context["board_html"] = leaderboard.cached(
+        "board-html", context["filters"], lambda: _render_board(context)
     )
     # A filter change swaps the board and the header, whose links carry the filters.
     template = "scoring/leaderboard.html#swap" if request.htmx else "scoring/leaderboard.html"
