@@ -349,6 +349,13 @@ if MERGEABLE_SANDBOX not in ("none", "bubblewrap"):
 # Variables every sandboxed command gets besides PATH, HOME and LANG (setup, tests, agents), as
 # NAME=value,NAME=value: a package index, PYTEST_DISABLE_PLUGIN_AUTOLOAD=1. Agents read them: no secrets.
 MERGEABLE_SANDBOX_ENV = envvars("MERGEABLE_SANDBOX_ENV", reserved=("PATH", "HOME"))
+# How much lower every sandboxed command's CPU priority is than the worker's (nice, 0-19): runs
+# yield the CPU to the web pages and the worker's bookkeeping sharing the machine.
+MERGEABLE_SANDBOX_NICE = envint("MERGEABLE_SANDBOX_NICE", 10)
+if not 0 <= MERGEABLE_SANDBOX_NICE <= 19:
+    raise ImproperlyConfigured(
+        f"MERGEABLE_SANDBOX_NICE must be between 0 and 19, got {MERGEABLE_SANDBOX_NICE}"
+    )
 # A root worker runs each run's commands as its own uid from this range, never as root.
 MERGEABLE_SANDBOX_UID_BASE = envint("MERGEABLE_SANDBOX_UID_BASE", 200_000)
 # Runs are refused when the process or memory cap cannot be enforced on this host, unless this

@@ -413,9 +413,16 @@ def _child_setup(limits: Limits, caps: run_caps.RunCaps | None) -> Callable[[], 
         wanted.append((resource.RLIMIT_NPROC, limits.processes))
     if limits.address_space_bytes is not None:
         wanted.append((resource.RLIMIT_AS, limits.address_space_bytes))
+    niceness = int(_django_setting("MERGEABLE_SANDBOX_NICE", 0))
 
     def set_up() -> None:
         # Runs in the child between fork and exec: keep it to plain system calls.
+        if niceness:
+            # Below the worker and any web server on the same machine: an agent's busy loop
+            # takes the CPU only when they leave it idle. Inherited by all it starts.
+            os.setpriority(
+                os.PRIO_PROCESS, 0, min(19, os.getpriority(os.PRIO_PROCESS, 0) + niceness)
+            )
         for which, value in wanted:
             _soft, hard = resource.getrlimit(which)
             if hard != resource.RLIM_INFINITY:

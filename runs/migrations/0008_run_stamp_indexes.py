@@ -4,18 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('runs', '0007_prompt_drafts'),
+        ("runs", "0007_prompt_drafts"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='run',
-            index=models.Index(fields=['status', 'finished_at', 'id'], name='run_status_stamp'),
+            model_name="run",
+            index=models.Index(fields=["status", "finished_at", "id"], name="run_status_stamp"),
         ),
         migrations.AddIndex(
-            model_name='run',
-            index=models.Index(fields=['campaign', 'status', 'finished_at', 'id'], name='run_campaign_stamp'),
+            model_name="run",
+            index=models.Index(
+                fields=["campaign", "status", "finished_at", "id"], name="run_campaign_stamp"
+            ),
         ),
     ]

@@ -151,6 +151,7 @@ MALFORMED = [
     ("MERGEABLE_RUN_MAX_DISK_MB", "10G"),
     ("MERGEABLE_RUN_MAX_CPU_SECONDS", "0"),
     ("MERGEABLE_SANDBOX_ENV", "PIP_INDEX_URL"),
+    ("MERGEABLE_SANDBOX_NICE", "20"),
     ("MERGEABLE_SANDBOX_ENV", "PATH=/tmp/evil"),
 ]
 for _index, (_name, _value) in enumerate(MALFORMED):

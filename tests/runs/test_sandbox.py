@@ -211,6 +211,16 @@ def test_it_passes_only_a_minimal_environment_plus_the_callers(workspace, monkey
 
 
 @BOTH_BACKENDS
+def test_it_runs_commands_below_the_workers_cpu_priority(workspace, settings, backend):
+    settings.MERGEABLE_SANDBOX_NICE = 7
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+
+    result = run("cut -d' ' -f19 /proc/self/stat", workspace, timeout=30, backend=backend)
+
+    assert result.output.split() == [str(min(19, mine + 7))]
+
+
+@BOTH_BACKENDS
 def test_it_gives_every_command_the_operators_variables_and_the_callers_win(
     workspace, settings, backend
 ):
