@@ -5,10 +5,9 @@ request compute afresh rather than wait for the entry to expire:
 
 - Runs: a stamp derived from the runs themselves, read with one grouped query per request
   that two indexes answer without reading a run (per status: how many, the newest id, the
-  latest finish). Workers
-  write runs with `bulk_create` and `.update()`, which send no signals, so nothing has to
-  remember to announce that a run ended: the next request sees a new stamp. Scoped to the
-  campaign when the page is, else over all runs.
+  latest finish). Workers write runs with `bulk_create` and `.update()`, which send no
+  signals, so nothing has to remember to announce that a run ended: the next request sees a
+  new stamp. Scoped to the campaign when the page is, else over all runs.
 - Human judgement (reviews, votes, adjudications) and curation (rubrics, contestants,
   campaigns): a generation number in the cache that `invalidate(campaign_id)` bumps. The
   receivers at the bottom call it whenever one of those is saved or deleted; they are
