@@ -29,23 +29,27 @@ os.environ.setdefault("MERGEABLE_SANDBOX_ENV", ",".join(f"{k}={v}" for k, v in S
 DATABASE_FIXTURES = {"db", "transactional_db", "django_db_setup", "live_server"}
 
 
-# .ci/run sets CI=true after installing every tool the suite needs (chromium, bubblewrap,
-# redis-server, the agent CLIs): there a missing tool is a failure, never a skip.
-IN_CI = os.environ.get("CI") == "true"
+# `make test` installs every tool the suite tests (bin/install-packages, bin/install-agents):
+# a missing one is a failure that says what to install, never a skip that hides what went
+# untested.
+INSTALL_HINT = "make test installs it (bin/install-packages, make agents)"
 
 
 def needs(available: bool, reason: str) -> pytest.MarkDecorator:
-    """Skip when a tool the project installs is missing, on a developer's machine only; in CI the
-    test runs and fails on the missing tool."""
-    return pytest.mark.skipif(not available and not IN_CI, reason=reason)
+    """A mark that fails the test at set-up, naming the missing tool, when it is not installed."""
+    return pytest.mark.missing_tool(reason) if not available else pytest.mark.usefixtures()  # no-op
 
 
 def skip_unless_installed(available: bool, reason: str) -> None:
     """`needs`, inside a fixture or test."""
     if not available:
-        if IN_CI:
-            pytest.fail(f"{reason} (CI installs it: a missing tool is a failure there)")
-        pytest.skip(reason)
+        pytest.fail(f"{reason}: {INSTALL_HINT}")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for mark in item.iter_markers("missing_tool"):
+        if mark.args:
+            pytest.fail(f"{mark.args[0]}: {INSTALL_HINT}")
 
 
 def touches_services(item: pytest.Item) -> bool:
