@@ -752,12 +752,13 @@ class Run(models.Model):
         ]
         indexes = [
             models.Index(fields=["status", "heartbeat_at"]),
-            # The leaderboard cache's stamp (scoring/leaderboard/cache.py): counts and newest
-            # per status, read from these alone, over all runs or one campaign's.
-            models.Index(fields=["status", "finished_at", "id"], name="run_status_stamp"),
-            models.Index(
-                fields=["campaign", "status", "finished_at", "id"], name="run_campaign_stamp"
-            ),
+            # The leaderboard cache's stamp (scoring/leaderboard/cache.py): the newest id,
+            # queueing and finish, each one step down an index, over one campaign or all runs.
+            models.Index(fields=["campaign", "id"], name="run_campaign_newest"),
+            models.Index(fields=["campaign", "queued_at"], name="run_campaign_queued"),
+            models.Index(fields=["campaign", "finished_at"], name="run_campaign_finished"),
+            models.Index(fields=["queued_at"], name="run_queued"),
+            models.Index(fields=["finished_at"], name="run_finished"),
         ]
 
     def __str__(self) -> str:

@@ -179,6 +179,9 @@ def _bootstrap_means(
     for index, (sums, _) in enumerate(samples):
         by_size.setdefault(sums.size, []).append(index)
     for count, members in by_size.items():
+        # Every member's sums and sizes as the columns of one matrix: one product per block
+        # reads the draws once, where one product per column read them twice per sample.
+        columns = np.stack([column for index in members for column in samples[index]], axis=1)
         rng = np.random.default_rng(seed)
         block = max(1, _BOOTSTRAP_BLOCK_ELEMENTS // count)
         for start in range(0, rounds, block):
@@ -187,12 +190,12 @@ def _bootstrap_means(
             drawn += (np.arange(stop - start) * count)[:, None]
             times = np.bincount(drawn.ravel(), minlength=(stop - start) * count)
             times = times.reshape(stop - start, count).astype(float)
-            for index in members:
-                sums, sizes = samples[index]
-                # einsum rather than a BLAS product: BLAS threads spinning on a busy machine
-                # made this ten times slower, and einsum's plain loop sums in a fixed order.
-                drawn_sums = np.einsum("rc,c->r", times, sums)
-                means[index][start:stop] = drawn_sums / np.einsum("rc,c->r", times, sizes)
+            # einsum rather than a BLAS product: BLAS threads spinning on a busy machine
+            # made this ten times slower, and einsum's plain loop sums in a fixed order.
+            totals = np.einsum("rc,ck->rk", times, columns)
+            for position, index in enumerate(members):
+                drawn_sums, drawn_sizes = totals[:, 2 * position], totals[:, 2 * position + 1]
+                means[index][start:stop] = drawn_sums / drawn_sizes
     return means
 
 

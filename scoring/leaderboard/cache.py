@@ -3,11 +3,16 @@
 A cached page is keyed by its filters and by two stamps, so that a change makes the next
 request compute afresh rather than wait for the entry to expire:
 
-- Runs: a stamp derived from the runs themselves, read with one grouped query per request
-  that two indexes answer without reading a run (per status: how many, the newest id, the
-  latest finish). Workers write runs with `bulk_create` and `.update()`, which send no
-  signals, so nothing has to remember to announce that a run ended: the next request sees a
-  new stamp. Scoped to the campaign when the page is, else over all runs.
+- Runs: a stamp derived from the runs themselves, read on every request: the newest id, the
+  latest queueing and the latest finish among the runs in scope (one campaign or all), each
+  one step down an index (`run_campaign_newest` and its siblings), whatever the number of
+  runs. Workers write runs with `bulk_create` and `.update()`, which send no signals, and
+  every write that changes what a board shows moves one of the three: a new run (launched,
+  imported) has the newest id; a run that ends, errors or is cancelled gets a finish time;
+  a run put back in the queue (`retry_run`, the reaper) a queueing time. Deleting a run moves
+  none, so deletions bump the generation below (`_run_deleted`). The times come from the
+  workers' clocks: a run that ends on a worker whose clock is behind the latest finish shows
+  when the cached page expires.
 - Human judgement (reviews, votes, adjudications) and curation (rubrics, contestants,
   campaigns): a generation number in the cache that `invalidate(campaign_id)` bumps. The
   receivers at the bottom call it whenever one of those is saved or deleted; they are
@@ -23,7 +28,7 @@ import hashlib
 from collections.abc import Callable
 
 from django.core.cache import cache
-from django.db.models import Count, Max
+from django.db.models import Subquery
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
@@ -60,18 +65,22 @@ def invalidate(campaign_id: int | None = None) -> None:
     _bump(f"{_PREFIX}:gen:all")
 
 
+# What a change to the runs moves (see the module's docstring).
+STAMP_FIELDS = ("id", "queued_at", "finished_at")
+
+
 def runs_stamp(campaign_id: int | None) -> str:
-    """Per status: how many runs, the newest id and the latest finish. It changes whenever a
-    run is created, deleted, or moves between statuses (`_end`, the reaper and cancelling all
-    set `finished_at`). One grouped query that the run_*_stamp indexes answer alone, without
-    reading a run: a warm page must not cost a scan of every run."""
+    """The newest id, latest queueing and latest finish of the runs in scope: one query of
+    three index lookups, so a warm page costs the same at any number of runs."""
     runs = Run.objects.all() if campaign_id is None else Run.objects.filter(campaign_id=campaign_id)
-    rows = (
-        runs.values_list("status")
-        .annotate(Count("id"), Max("id"), Max("finished_at"))
-        .order_by("status")
-    )
-    return "|".join(":".join(map(str, row)) for row in rows)
+    newest = {
+        f"newest_{field}": Subquery(
+            runs.filter(**{f"{field}__isnull": False}).order_by(f"-{field}").values(field)[:1]
+        )
+        for field in STAMP_FIELDS
+    }
+    row = runs.order_by().annotate(**newest).values_list(*newest)[:1]
+    return "|".join(map(str, next(iter(row), ())))
 
 
 def cache_key(kind: str, filters: Filters) -> str:
@@ -99,6 +108,12 @@ def cached[T](kind: str, filters: Filters, compute: Callable[[], T]) -> T:
 
 
 # --- Invalidation ----------------------------------------------------------------------------
+
+
+@receiver(post_delete, sender=Run, dispatch_uid="leaderboard_run_deleted")
+def _run_deleted(sender, instance: Run, **kwargs) -> None:
+    # The one change to the runs that the stamp cannot see.
+    invalidate(None)
 
 
 @receiver(post_save, sender=Review, dispatch_uid="leaderboard_review_saved")

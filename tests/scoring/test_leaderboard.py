@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from evalsite.roles import SCORER, set_role
+from runs import campaigns
 from runs.models import Campaign, Contestant, LanguageModel, Prompt, PromptSet, Repository, Run
 from scoring import adjudications, leaderboard, stats
 from scoring.leaderboard import Filters
@@ -83,7 +84,7 @@ class Builder:
         run = Run.objects.create(
             campaign=campaign, prompt=prompt, contestant=contestant, repeat=repeat,
             status=status, snapshot={"prompt": prompt.snapshot(), "contestant": contestant.snapshot()},
-            started_at=now - timedelta(seconds=60), finished_at=now, **fields,
+            **{"started_at": now - timedelta(seconds=60), "finished_at": now, **fields},
         )  # fmt: skip
         for index, verdict in enumerate(verdicts):
             Review.objects.create(
@@ -569,18 +570,53 @@ def test_it_shows_a_run_on_the_very_next_request_after_it_ends(build, client_for
     campaign = build.campaign()
     bot = build.contestant("bot")
     build.run(campaign, build.prompt("a"), bot, ["yes"])
-    going = build.run(campaign, build.prompt("b"), bot, status=Run.TESTING)
+    going = build.run(campaign, build.prompt("b"), bot, status=Run.TESTING, finished_at=None)
     client = client_for(lead)
     assert rate_text(1, 1) in page(client, campaign=campaign.pk)  # completion: 1 of 1
     assert rate_text(1, 1) in page(client, campaign=campaign.pk)  # now from the cache
 
-    Run.objects.filter(pk=going.pk).update(status=ending)
+    # As the engine's `_end` does, in the same statement.
+    Run.objects.filter(pk=going.pk).update(status=ending, finished_at=timezone.now())
 
     html = page(client, campaign=campaign.pk)
     completed = 2 if ending == Run.FINISHED else 1
     assert rate_text(completed, 2) in html
     row = row_of(Filters(campaign_id=campaign.pk), "bot")
     assert row["runs"] == 2
+
+
+@pytest.mark.parametrize("scope", ["campaign", "all campaigns"])
+def test_it_drops_a_run_on_the_very_next_request_after_it_is_retried_or_deleted(
+    build, client_for, lead, scope
+):
+    """A retried run leaves the board (it is queued again) without a signal; a deleted one
+    leaves no trace in the runs at all."""
+    campaign = build.campaign()
+    bot = build.contestant("bot")
+    # Neither is the newest run nor the latest to finish: what they go through must show
+    # by itself. Neither has a review, whose deletion would announce it.
+    an_hour_ago = timezone.now() - timedelta(hours=1)
+    errored = build.run(
+        campaign, build.prompt("c"), bot, status=Run.ERRORED, finished_at=an_hour_ago
+    )
+    unreviewed = build.run(campaign, build.prompt("d"), bot, finished_at=an_hour_ago)
+    build.run(campaign, build.prompt("a"), bot, ["yes"])
+    build.run(campaign, build.prompt("b"), bot, ["no"])  # the merge rate reads "1 of 2"
+    client = client_for(lead)
+    params = {"campaign": campaign.pk if scope == "campaign" else ""}
+    assert rate_text(3, 4) in page(client, **params)  # completion: 3 of 4
+    assert rate_text(3, 4) in page(client, **params)  # now from the cache
+
+    assert campaigns.retry_run(errored)
+
+    assert rate_text(3, 3) in page(client, **params)
+
+    Run.objects.filter(pk=errored.pk).update(status=Run.ERRORED, finished_at=an_hour_ago)
+    cache.clear()
+    assert rate_text(3, 4) in page(client, **params)
+    unreviewed.delete()
+
+    assert rate_text(2, 3) in page(client, **params)
 
 
 def _bigger(build, prompts: int, contestants: int) -> Campaign:
