@@ -4,38 +4,37 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('runs', '0008_run_stamp_indexes'),
+        ("runs", "0008_run_stamp_indexes"),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='run',
-            name='run_status_stamp',
+            model_name="run",
+            name="run_status_stamp",
         ),
         migrations.RemoveIndex(
-            model_name='run',
-            name='run_campaign_stamp',
+            model_name="run",
+            name="run_campaign_stamp",
         ),
         migrations.AddIndex(
-            model_name='run',
-            index=models.Index(fields=['campaign', 'id'], name='run_campaign_newest'),
+            model_name="run",
+            index=models.Index(fields=["campaign", "id"], name="run_campaign_newest"),
         ),
         migrations.AddIndex(
-            model_name='run',
-            index=models.Index(fields=['campaign', 'queued_at'], name='run_campaign_queued'),
+            model_name="run",
+            index=models.Index(fields=["campaign", "queued_at"], name="run_campaign_queued"),
         ),
         migrations.AddIndex(
-            model_name='run',
-            index=models.Index(fields=['campaign', 'finished_at'], name='run_campaign_finished'),
+            model_name="run",
+            index=models.Index(fields=["campaign", "finished_at"], name="run_campaign_finished"),
         ),
         migrations.AddIndex(
-            model_name='run',
-            index=models.Index(fields=['queued_at'], name='run_queued'),
+            model_name="run",
+            index=models.Index(fields=["queued_at"], name="run_queued"),
         ),
         migrations.AddIndex(
-            model_name='run',
-            index=models.Index(fields=['finished_at'], name='run_finished'),
+            model_name="run",
+            index=models.Index(fields=["finished_at"], name="run_finished"),
         ),
     ]
