@@ -658,6 +658,32 @@ def new_review_key() -> str:
     return secrets.token_urlsafe(12)
 
 
+class PromptFacts(models.Func):
+    """What the leaderboard needs of a run's prompt snapshot, as the JSON text of one array:
+    [tags, expected_files, clarification_expected] (null for a missing key). Stored with the
+    run (`Run.prompt_facts`), so that a board reads one short text per run rather than
+    parsing every snapshot. Both forms are immutable, as a stored generated column must be."""
+
+    output_field = models.TextField()
+    KEYS = ("tags", "expected_files", "clarification_expected")
+
+    def __init__(self, **extra) -> None:
+        super().__init__(models.F("snapshot"), **extra)
+
+    def as_sql(self, compiler, connection, **extra):
+        # jsonb_build_array would be shorter, but it is only stable, not immutable.
+        parts = " || ',' || ".join(
+            f"COALESCE((%(expressions)s #> '{{prompt,{key}}}')::text, 'null')" for key in self.KEYS
+        )
+        template = f"('[' || {parts} || ']')"
+        return super().as_sql(compiler, connection, template=template, **extra)
+
+    def as_sqlite(self, compiler, connection, **extra):
+        paths = ", ".join(f"'$.prompt.{key}'" for key in self.KEYS)
+        template = f"json_extract(%(expressions)s, {paths})"
+        return super().as_sql(compiler, connection, template=template, **extra)
+
+
 class Run(models.Model):
     QUEUED = "queued"
     PREPARING = "preparing"
@@ -692,6 +718,9 @@ class Run(models.Model):
     contestant = models.ForeignKey(Contestant, on_delete=models.PROTECT, related_name="runs")
     repeat = models.PositiveIntegerField(default=0)
     snapshot = models.JSONField(default=dict)
+    prompt_facts = models.GeneratedField(
+        expression=PromptFacts(), output_field=models.TextField(), db_persist=True
+    )
     imported = models.BooleanField(default=False)
     review_key = models.SlugField(
         max_length=32, unique=True, default=new_review_key, editable=False

@@ -253,10 +253,20 @@ def clustered_rate_intervals(
 ) -> list[tuple[float, float]]:
     """`rate_interval` for several samples at once, each given as its clusters' sums and sizes
     in order of first appearance (`cluster_totals`)."""
+    return widened_to_wilson(
+        samples, clustered_mean_cis(samples, confidence, rounds, seed), confidence
+    )
+
+
+def widened_to_wilson(
+    samples: Sequence[tuple[np.ndarray, np.ndarray]],
+    bounds: Sequence[tuple[float, float]],
+    confidence: float = 0.95,
+) -> list[tuple[float, float]]:
+    """`clustered_rate_intervals` from the samples' bootstrap intervals (`clustered_mean_cis`),
+    for a caller that bootstraps them together with other samples."""
     result = []
-    for (sums, sizes), (low, high) in zip(
-        samples, clustered_mean_cis(samples, confidence, rounds, seed), strict=True
-    ):
+    for (sums, sizes), (low, high) in zip(samples, bounds, strict=True):
         n = int(np.sum(sizes))
         if n == 0:
             result.append((math.nan, math.nan))

@@ -158,28 +158,6 @@ def load_runs(filters: Filters, statuses=ON_THE_BOARD, **columns) -> dict[str, t
     return dict(zip(names, values, strict=True))
 
 
-class PromptFacts(Func):
-    """What a page needs of the run's prompt snapshot, as the JSON text of one array: [tags,
-    expected_files, clarification_expected]. One extraction rather than one per key: parsing
-    the snapshot is most of what reading it costs, and runs of one prompt share the text."""
-
-    output_field = TextField()
-    KEYS = ("tags", "expected_files", "clarification_expected")
-
-    def __init__(self, **extra) -> None:
-        super().__init__(F("snapshot"), **extra)
-
-    def as_sql(self, compiler, connection, **extra):
-        paths = ", ".join(f"%(expressions)s #> '{{prompt,{key}}}'" for key in self.KEYS)
-        template = f"(jsonb_build_array({paths}))::text"
-        return super().as_sql(compiler, connection, template=template, **extra)
-
-    def as_sqlite(self, compiler, connection, **extra):
-        paths = ", ".join(f"'$.prompt.{key}'" for key in self.KEYS)
-        template = f"json_extract(%(expressions)s, {paths})"
-        return super().as_sql(compiler, connection, template=template, **extra)
-
-
 class AnswerCounts(Func):
     """One criterion's answer counts from a run's tally (`RunTally.answers`) as JSON text:
     '{"3": 2, "4": 1}'. Read per criterion, the texts repeat across runs far more than the

@@ -43,7 +43,6 @@ from scoring.leaderboard.loading import (
     TOKENS,
     AnswerCounts,
     DurationMicroseconds,
-    PromptFacts,
     campaigns_in,
     column,
     distinct_codes,
@@ -104,7 +103,7 @@ def _load(filters: Filters, criteria: list[Criterion]) -> dict[str, tuple]:
         # The agent changed the tests that grade it (they were put back before the tests ran).
         protected=flag(~Q(test_files_modified=[])),
         questions=flag(~Q(questions=[])),
-        prompt=PromptFacts(),
+        prompt="prompt_facts",
         files_changed=FILES_CHANGED,
         reviews=zero("tally__reviews"),
         yes="tally__yes",
@@ -140,7 +139,7 @@ def _compute(filters: Filters) -> dict:
     judged = counted & ~errored
     reviews = column(runs, "reviews") * reviewable
     prompts, prompt_codes = distinct_codes(runs["prompt"])
-    facts = [_prompt_facts(text) for text in prompts]
+    facts = _prompt_facts(prompts)
     signals = _run_signals(runs, facts, prompt_codes)
 
     def per_contestant(weights: np.ndarray | None = None) -> np.ndarray:
@@ -174,15 +173,20 @@ def _compute(filters: Filters) -> dict:
         contestant_votes[contestant_b] += count
 
     strengths, strength_intervals = _bradley_terry(votes)
-    criterion_stats = _criterion_means(criteria, runs, reviewable, run_contestant, prompt_ids)
-    spread = _repeat_spread(runs, judged, value, run_contestant, len(contestants))
-    merge_cis = stats.clustered_rate_intervals(
-        [
-            stats.cluster_totals(value[mine], prompt_ids[mine])
-            for mine in ((run_contestant == i) & counted for i in range(len(contestants)))
-        ],
-        rounds=BOOTSTRAP_ROUNDS,
+    merge_samples = [
+        stats.cluster_totals(value[mine], prompt_ids[mine])
+        for mine in ((run_contestant == i) & counted for i in range(len(contestants)))
+    ]
+    criterion_keys, criterion_samples = _criterion_samples(
+        criteria, runs, reviewable, run_contestant, prompt_ids
     )
+    # Every interval on the page in one bootstrap: samples over as many prompts share draws.
+    bounds = stats.clustered_mean_cis(merge_samples + criterion_samples, rounds=BOOTSTRAP_ROUNDS)
+    merge_cis = stats.widened_to_wilson(merge_samples, bounds[: len(merge_samples)])
+    criterion_stats = _criterion_means(
+        criteria, criterion_keys, criterion_samples, bounds[len(merge_samples) :]
+    )
+    spread = _repeat_spread(runs, judged, value, run_contestant, len(contestants))
 
     result_rows = []
     for i, contestant in enumerate(contestants):
@@ -304,14 +308,18 @@ def _median(values: np.ndarray, digits: int) -> float | None:
     return number(float(np.median(present)), digits) if present.size else None
 
 
-def _prompt_facts(text: str | None) -> dict:
-    """A run's prompt facts (`PromptFacts`) from their JSON text."""
-    tags, expected, clarification = json.loads(text) if text else (None, None, None)
-    return {
-        "tags": [str(tag) for tag in tags] if isinstance(tags, list) else [],
-        "expected_files": expected or [],
-        "clarification_expected": bool(clarification),
-    }
+def _prompt_facts(texts: list[str | None]) -> list[dict]:
+    """Each run prompt's facts from their JSON text (`runs.models.PromptFacts`), decoded in
+    one call: thousands of small `json.loads` cost more in calls than in parsing."""
+    decoded = json.loads("[" + ",".join(text or "null" for text in texts) + "]")
+    return [
+        {
+            "tags": [str(tag) for tag in tags] if isinstance(tags, list) else [],
+            "expected_files": expected or [],
+            "clarification_expected": bool(clarification),
+        }
+        for tags, expected, clarification in (facts or (None, None, None) for facts in decoded)
+    ]
 
 
 def _run_signals(runs: dict[str, tuple], facts: list[dict], codes: np.ndarray) -> dict:
@@ -335,18 +343,16 @@ def _run_signals(runs: dict[str, tuple], facts: list[dict], codes: np.ndarray) -
 def _recall(facts: list[dict], codes: np.ndarray, changed_texts: tuple) -> np.ndarray:
     """Per run, the share of the prompt's expected files the agent changed (nan when it
     expects none); equal pairs of prompt and changed files are worked out once."""
-    seen: dict[tuple, float] = {}
-    result = np.full(len(changed_texts), np.nan)
-    for position, key in enumerate(zip(codes.tolist(), changed_texts, strict=True)):
-        if key not in seen:
-            expected = facts[key[0]]["expected_files"]
-            if expected:
-                changed = set(json.loads(key[1]) if key[1] else [])
-                seen[key] = sum(1 for path in expected if path in changed) / len(expected)
-            else:
-                seen[key] = math.nan
-        result[position] = seen[key]
-    return result
+    changed, changed_codes = distinct_codes(changed_texts)
+    pairs, pair_codes = np.unique(codes * len(changed) + changed_codes, return_inverse=True)
+    shares = np.full(len(pairs), np.nan)
+    for position, pair in enumerate(pairs.tolist()):
+        expected = facts[pair // len(changed)]["expected_files"]
+        if expected:
+            text = changed[pair % len(changed)]
+            paths = set(json.loads(text) if text else [])
+            shares[position] = sum(1 for path in expected if path in paths) / len(expected)
+    return shares[pair_codes.reshape(-1)]
 
 
 def _bradley_terry(
@@ -365,15 +371,16 @@ def _bradley_terry(
     )
 
 
-def _criterion_means(
+def _criterion_samples(
     criteria: list[Criterion],
     runs: dict[str, tuple],
     reviewable: np.ndarray,
     run_contestant: np.ndarray,
     prompt_ids: np.ndarray,
-) -> dict[int, dict[str, dict]]:
-    """contestant index -> criterion key -> {mean, ci, n}; intervals resample whole prompts,
-    in the order of their first run."""
+) -> tuple[list[tuple[int, int]], list[tuple[np.ndarray, np.ndarray]]]:
+    """Per contestant and criterion with answers, (contestant index, criterion index), and the
+    answers' sums and counts per prompt, prompts in the order of their first run: what the
+    intervals resample."""
     numeric = numeric_answers(criteria)
     keys: list[tuple[int, int]] = []
     samples = []
@@ -395,7 +402,17 @@ def _criterion_means(
             samples.append(
                 stats.cluster_totals(run_sums[mine], prompt_ids[mine], sizes=run_sizes[mine])
             )
-    bounds = stats.clustered_mean_cis(samples, rounds=BOOTSTRAP_ROUNDS)
+    return keys, samples
+
+
+def _criterion_means(
+    criteria: list[Criterion],
+    keys: list[tuple[int, int]],
+    samples: list[tuple[np.ndarray, np.ndarray]],
+    bounds: list[tuple[float, float]],
+) -> dict[int, dict[str, dict]]:
+    """contestant index -> criterion key -> {mean, ci, n, text}, from `_criterion_samples`
+    and their bootstrap intervals."""
     result: dict[int, dict[str, dict]] = {}
     for (contestant, column_index), (cluster_sums, cluster_sizes), (low, high) in zip(
         keys, samples, bounds, strict=True
