@@ -345,7 +345,10 @@ def _bwrap_argv(
         "--chdir", str(workspace),
         *([] if network else ["--unshare-net"]),
         "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-        "--new-session",
+        # No --new-session: bwrap itself starts in a session of its own, with no controlling
+        # terminal and no terminal among its descriptors (`run`), so nothing inside can reach
+        # a terminal. A second session would also start a new scheduling group at the default
+        # priority (`_lower_session_group`).
         "--die-with-parent",
         "--json-status-fd", str(status_fd),
     ]  # fmt: skip
@@ -403,6 +406,25 @@ def _operator_env() -> dict[str, str]:
     return dict(_django_setting("MERGEABLE_SANDBOX_ENV", {}))
 
 
+def _lower_session_group(nice: int) -> None:
+    """Give this new session's scheduling group the same niceness, where the kernel groups
+    processes by session (autogroup, on by default in most distributions): there a process's
+    own niceness only ranks it within its session, and every session shares the CPU equally,
+    so eight sandboxes would each take as much as the whole web server. Best effort: without
+    autogroup there is no file; an unprivileged process may change one group a tenth of a
+    second (EAGAIN), so a second try follows a short wait."""
+    for attempt in range(2):
+        try:
+            with open("/proc/self/autogroup", "w") as group:
+                group.write(str(nice))
+            return
+        except BlockingIOError:
+            if attempt == 0:
+                time.sleep(0.11)
+        except OSError:
+            return
+
+
 def _child_setup(limits: Limits, caps: run_caps.RunCaps | None) -> Callable[[], None]:
     wanted = [
         (resource.RLIMIT_CPU, limits.cpu_seconds),
@@ -420,9 +442,9 @@ def _child_setup(limits: Limits, caps: run_caps.RunCaps | None) -> Callable[[], 
         if niceness:
             # Below the worker and any web server on the same machine: an agent's busy loop
             # takes the CPU only when they leave it idle. Inherited by all it starts.
-            os.setpriority(
-                os.PRIO_PROCESS, 0, min(19, os.getpriority(os.PRIO_PROCESS, 0) + niceness)
-            )
+            nice = min(19, os.getpriority(os.PRIO_PROCESS, 0) + niceness)
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+            _lower_session_group(nice)
         for which, value in wanted:
             _soft, hard = resource.getrlimit(which)
             if hard != resource.RLIM_INFINITY:

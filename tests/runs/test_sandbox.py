@@ -221,6 +221,25 @@ def test_it_runs_commands_below_the_workers_cpu_priority(workspace, settings, ba
 
 
 @BOTH_BACKENDS
+def test_its_session_shares_the_cpu_at_that_priority_where_the_kernel_groups_sessions(
+    workspace, settings, backend
+):
+    """With autogroup, niceness only ranks processes within a session's group and groups share
+    the CPU equally: the command's own group must be lowered too, or eight busy sandboxes
+    would each get as much CPU as the whole web server."""
+    if not Path("/proc/self/autogroup").exists():
+        pytest.skip("this kernel does not group sessions (no /proc/self/autogroup)")
+    settings.MERGEABLE_SANDBOX_NICE = 7
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+
+    result = run("cat /proc/self/autogroup", workspace, timeout=30, backend=backend)
+
+    group, nice = result.output.split()[0], result.output.split()[-1]
+    assert group != Path("/proc/self/autogroup").read_text().split()[0]  # a session of its own
+    assert nice == str(min(19, mine + 7))
+
+
+@BOTH_BACKENDS
 def test_it_gives_every_command_the_operators_variables_and_the_callers_win(
     workspace, settings, backend
 ):
