@@ -145,6 +145,22 @@ def next_run_for(user, campaign_id: int | None = None) -> Run | None:
     return runs[0] if runs else None
 
 
+# Runs "review next" tries before it gives up: each failure means another scorer took the
+# last place of a run between the query and the hold, which a few tries outrun.
+TAKE_NEXT_TRIES = 5
+
+
+def take_next_run(user, campaign_id: int | None = None) -> Run | None:
+    """The run `user` should review next, with their place on it taken (`hold`). Two scorers
+    who ask at once may both be offered a run's last place; the one who holds it second is
+    given the next run in their order instead of a page they cannot submit."""
+    candidates = in_order_for(user, needing_review(user, campaign_id))
+    for run in candidates[:TAKE_NEXT_TRIES]:
+        if hold(run, user):
+            return run
+    return None
+
+
 def progress(user, campaign_id: int) -> dict:
     """For "3 of 12 left": runs of the campaign still waiting for this user's review, of all its
     reviewable runs."""

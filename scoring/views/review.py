@@ -152,7 +152,7 @@ def queue(request: HttpRequest) -> HttpResponse:
 @role_required(SCORER)
 def review_next(request: HttpRequest) -> HttpResponse:
     campaign_id = _campaign_id(request)
-    run = review_queue.next_run_for(request.user, campaign_id)
+    run = review_queue.take_next_run(request.user, campaign_id)
     if run is None:
         messages.info(request, "Nothing left to review here. Thank you!")
         url = reverse("scoring:queue")

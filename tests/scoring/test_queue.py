@@ -9,6 +9,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from runs.models import Campaign
 from scoring import queue, reviews
 from scoring.models import Review, ReviewHold
 from tests.scoring.test_review import ANSWERS, make_contestant, make_prompt, make_run, post_answers
@@ -158,6 +159,36 @@ def test_it_walks_the_queue_in_that_order(grid, scorer):
         seen.append(run.pk)
         reviews.submit_review(run, scorer, ANSWERS, "", "", [], 5)
     assert seen == sorted(order, key=order.get)
+
+
+def test_review_next_passes_over_a_run_whose_last_place_was_just_taken(
+    grid, scorer, other_scorer, client_for, monkeypatch
+):
+    """Both scorers are offered the same last place; the one who comes second is sent on to
+    the next run in their order, not to a page they cannot submit."""
+    Campaign.objects.filter(pk=grid[0].campaign_id).update(reviews_wanted=1)
+    expected = queue.in_order_for(scorer, queue.needing_review(scorer))
+    ordered = queue.in_order_for
+
+    def other_scorer_takes_it_meanwhile(user, runs):
+        offered = ordered(user, runs)
+        if user == scorer:
+            assert queue.hold(offered[0], other_scorer)
+        return offered
+
+    monkeypatch.setattr(queue, "in_order_for", other_scorer_takes_it_meanwhile)
+    client = client_for(scorer)
+
+    response = client.get(reverse("scoring:review_next"))
+
+    assert response.status_code == 302 and response.url == review_url(expected[1])
+    monkeypatch.undo()
+    page = client.get(response.url).content.decode()
+    submitted = client.post(
+        reverse("scoring:review_submit", args=[expected[1].review_key]), post_answers(ANSWERS)
+    )
+    assert submitted.status_code == 302, page
+    assert Review.objects.get(run=expected[1], reviewer=scorer).submitted_at is not None
 
 
 def test_it_offers_runs_nobody_is_on_before_runs_someone_holds(grid, scorer, other_scorer):
