@@ -154,8 +154,10 @@ def take_next_run(user, campaign_id: int | None = None) -> Run | None:
     """The run `user` should review next, with their place on it taken (`hold`). Two scorers
     who ask at once may both be offered a run's last place; the one who holds it second is
     given the next run in their order instead of a page they cannot submit."""
-    candidates = in_order_for(user, needing_review(user, campaign_id))
-    for run in candidates[:TAKE_NEXT_TRIES]:
+    # Only what ordering, holding and the run's address need: the whole rows (snapshot,
+    # transcript summary, usage) of every run waiting would cost more than the query.
+    waiting = needing_review(user, campaign_id).only("campaign_id", "review_key")
+    for run in in_order_for(user, waiting)[:TAKE_NEXT_TRIES]:
         if hold(run, user):
             return run
     return None
