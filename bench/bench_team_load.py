@@ -7,9 +7,14 @@ DEBUG is off, as in production (static files collected first).
 
 While a campaign of RUNS runs executes (a scripted agent whose command burns CPU for a few
 seconds, then writes a file: checkout, sandbox, diff capture, all real), N scorers (default 20)
-log in at once through the login form, then review without pause through the review form:
-"review next" (the redirect and the review page), then submit. A lead polls the campaign page and
-the leaderboard. Once the runs have ended, the same load goes on for AFTER_S seconds more.
+log in at once through the login form, then review through the review form: "review next" (the
+redirect and the review page), then submit. A lead polls the campaign page and the leaderboard.
+Once the runs have ended, the same load goes on for AFTER_S seconds more.
+
+By default scorers do not pause (`--think=0`): twenty clients that wait only on the server keep
+it saturated, so the figures measure capacity (`reviews_per_s`) and the queueing it causes.
+`--think=S` has each scorer read a run for 0.5 to 1.5 times S seconds before submitting, as
+people reading a diff do (minutes, in practice): the latency a team would see at that pace.
 
 Reports per phase ("during_runs", "after_runs") and request kind: count, errors, p50/p95/p99 in
 ms; the 20 simultaneous logins' p95 and the time until every scorer was in; the peak RSS of the
@@ -18,12 +23,14 @@ every page <= 1 s and no errors; after, p95 <= 300 ms. The figures depend on wha
 the machine: look at "load_average_1m".
 
     DEBUG=true .venv/bin/python bench/bench_team_load.py [--scorers=20] [--runs=40] [--after=30]
+        [--think=0]
 """
 
 from __future__ import annotations
 
 import http.cookiejar
 import os
+import random
 import re
 import signal
 import socket
@@ -54,6 +61,7 @@ from _common import (
 SCORERS = int_arg("scorers", 20)
 RUNS = int_arg("runs", 40)
 AFTER_S = int_arg("after", 30)
+THINK_S = int_arg("think", 0)
 SLOTS = 8
 BURN = "i=0; while [ $i -lt 400000 ]; do i=$((i+1)); done"  # a few CPU seconds in sh
 REVIEWABLE = 400  # finished runs to review (20 prompts x 20 contestants), 2 reviews wanted each
@@ -266,6 +274,7 @@ def submit_review(browser: Browser, path: str, page: str) -> None:
 
 def scorer(name: str, base: str, timings: Timings, stop: threading.Event, logged_in: list) -> None:
     browser = Browser(base)
+    pace = random.Random(name)
     if timings.timed("login", lambda: browser.log_in(name)) is None:
         return
     logged_in.append(time.monotonic())
@@ -279,6 +288,8 @@ def scorer(name: str, base: str, timings: Timings, stop: threading.Event, logged
             time.sleep(1)  # nothing left for this scorer
             continue
         path = urllib.parse.urlparse(url).path
+        if THINK_S and stop.wait(pace.uniform(0.5, 1.5) * THINK_S):
+            break
         timings.timed("review_submit", submit_review, browser, path, page)
 
 
@@ -383,6 +394,7 @@ def main() -> None:
             "backend": backend,
             **({"backend_note": why} if why else {}),
             "scorers": SCORERS,
+            "think_s": THINK_S,
             "executing_runs": RUNS,
             "run_slots": SLOTS,
             "cores": len(os.sched_getaffinity(0)),
@@ -397,6 +409,11 @@ def main() -> None:
                 "all_in_s": r(max(logged_in) - storm_started, 2) if logged_in else None,
             },
             "reviews_submitted": Review.objects.filter(submitted_at__isnull=False).count(),
+            # What the machine sustained: submitted reviews a second, per phase.
+            "reviews_per_s": {
+                "during_runs": r(during.get("review_submit", {}).get("count", 0) / during_s, 2),
+                "after_runs": r(after.get("review_submit", {}).get("count", 0) / AFTER_S, 2),
+            },
             "run_status_counts": dict(Counter(running.runs.values_list("status", flat=True))),
             "errors": errors,
             "error_samples": timings.error_samples,
