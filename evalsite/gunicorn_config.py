@@ -4,6 +4,11 @@ Threaded workers (gthread): a request waiting on the database, or a slow one suc
 (Argon2 costs tens of milliseconds of CPU on purpose), holds one thread, not a whole process.
 One process per CPU the server may use, so Python's GIL does not cap the site at one core, and
 four threads in each: on 2 CPUs, 8 requests in flight. WEB_CONCURRENCY and WEB_THREADS override.
+
+The application, its URLs and every view are loaded once, before the workers are forked
+(`preload_app`, `when_ready`): a worker serves the moment it starts, so the logins that arrive
+just after a (re)start do not queue behind each worker's two seconds of imports, and the
+workers share those pages of memory. Nothing opens a database or cache connection on import.
 """
 
 from __future__ import annotations
@@ -26,3 +31,13 @@ def envcount(name: str, default: int) -> int:
 worker_class = "gthread"
 workers = envcount("WEB_CONCURRENCY", max(2, _cpus()))
 threads = envcount("WEB_THREADS", 4)
+
+
+preload_app = True
+
+
+def when_ready(server) -> None:
+    # Runs in the master, after the application is loaded and before the first fork.
+    from django.urls import resolve
+
+    resolve("/")  # imports every URL module, and with them every view

@@ -397,6 +397,7 @@ def test_it_serves_the_web_with_threaded_workers_sized_from_the_cpus():
         assert config["worker_class"] == "gthread", argv
         assert (config["workers"], config["threads"]) == (cpus, "4"), argv
         assert config["bind"] == "['0.0.0.0:8000']", argv
+        assert config["preload_app"] == "True", argv  # workers ready the moment they fork
 
         tuned = _gunicorn_config(argv, WEB_CONCURRENCY="5", WEB_THREADS="2")
         assert (tuned["workers"], tuned["threads"]) == ("5", "2")
