@@ -130,6 +130,14 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _answers_page(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 def start(argv: list[str], log_path: Path) -> subprocess.Popen:
     with open(log_path, "ab") as output:
         return subprocess.Popen(
@@ -351,6 +359,14 @@ def main() -> None:
                 raise SystemExit("gunicorn did not start; see web.log")
             time.sleep(0.2)
         assert reverse("scoring:review_next") == "/review/next/"
+        # The load starts on a running system, not on processes still importing: the worker
+        # has announced itself (its heartbeat), the web server has answered a page.
+        from evalsite.models import WorkerHeartbeat
+
+        while not WorkerHeartbeat.objects.exists() or not _answers_page(base + "/login/"):
+            if time.monotonic() > deadline + 60 or worker.poll() is not None:
+                raise SystemExit("the worker did not start; see worker.log")
+            time.sleep(0.2)
 
         timings, stopping, logged_in = Timings(), threading.Event(), []
         with PeakRss(web=web, worker=worker) as memory:
