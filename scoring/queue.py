@@ -153,14 +153,18 @@ TAKE_NEXT_TRIES = 5
 def take_next_run(user, campaign_id: int | None = None) -> Run | None:
     """The run `user` should review next, with their place on it taken (`hold`). Two scorers
     who ask at once may both be offered a run's last place; the one who holds it second is
-    given the next run in their order instead of a page they cannot submit."""
+    given the next run in their order instead of a page they cannot submit. After
+    TAKE_NEXT_TRIES lost races, the first run waiting: its page says that it cannot be
+    reviewed now, which is true, where "nothing left" would not be."""
     # Only what ordering, holding and the run's address need: the whole rows (snapshot,
     # transcript summary, usage) of every run waiting would cost more than the query.
-    waiting = needing_review(user, campaign_id).only("campaign_id", "review_key")
-    for run in in_order_for(user, waiting)[:TAKE_NEXT_TRIES]:
+    waiting = in_order_for(
+        user, needing_review(user, campaign_id).only("campaign_id", "review_key")
+    )
+    for run in waiting[:TAKE_NEXT_TRIES]:
         if hold(run, user):
             return run
-    return None
+    return waiting[0] if waiting else None
 
 
 def progress(user, campaign_id: int) -> dict:

@@ -191,6 +191,17 @@ def test_review_next_passes_over_a_run_whose_last_place_was_just_taken(
     assert Review.objects.get(run=expected[1], reviewer=scorer).submitted_at is not None
 
 
+def test_review_next_never_says_nothing_is_left_when_it_only_lost_races(
+    grid, scorer, client_for, monkeypatch
+):
+    expected = queue.in_order_for(scorer, queue.needing_review(scorer))
+    monkeypatch.setattr(queue, "hold", lambda run, user: False)  # every place went meanwhile
+
+    response = client_for(scorer).get(reverse("scoring:review_next"))
+
+    assert response.status_code == 302 and response.url == review_url(expected[0])
+
+
 def test_it_offers_runs_nobody_is_on_before_runs_someone_holds(grid, scorer, other_scorer):
     first = queue.next_run_for(other_scorer)
     queue.hold(first, other_scorer)
