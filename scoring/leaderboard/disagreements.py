@@ -85,21 +85,44 @@ def _compute(filters: Filters) -> dict:
     for differs in split_answers.values():
         answers_disputed |= differs
     reviewed_twice = np.nan_to_num(np.array(runs["reviews"], dtype=float)) >= 2
-    disputed = []
-    for position in np.flatnonzero(reviewed_twice & (verdict_disputed | answers_disputed)):
-        position = int(position)
-        disputed.append(
-            {
-                "run_id": runs["id"][position],
-                "spread": round(float(spread[position]), 3) if total[position] else 0.0,
-                "split": round(float(split[position]), 3) if total[position] else 0.0,
-                "verdict_disputed": bool(verdict_disputed[position]),
-                "criteria": [key for key, differs in split_answers.items() if differs[position]],
-                "reviews": runs["reviews"][position],
-                "adjudicated": runs["adjudicated"][position] or None,
-            }
+    positions = np.flatnonzero(reviewed_twice & (verdict_disputed | answers_disputed))
+    reviewed = (total[positions] > 0).tolist()
+    # Rounded as shown, before they order the runs: Python's round, exact to the last digit.
+    spreads = np.array(
+        [
+            round(v, 3) if ok else 0.0
+            for v, ok in zip(spread[positions].tolist(), reviewed, strict=True)
+        ]
+    )
+    splits = np.array(
+        [
+            round(v, 3) if ok else 0.0
+            for v, ok in zip(split[positions].tolist(), reviewed, strict=True)
+        ]
+    )
+    in_dispute = {key: differs[positions] for key, differs in split_answers.items()}
+    criteria_count = sum(in_dispute.values(), np.zeros(len(positions), dtype=int))
+    run_ids = np.array(runs["id"], dtype=np.int64)[positions]
+    # Most divided first: widest spread, then most even split, most criteria, oldest run.
+    order = np.lexsort((run_ids, -criteria_count, -splits, -spreads))
+    disputed = [
+        {
+            "run_id": runs["id"][position],
+            "spread": spread_value,
+            "split": split_value,
+            "verdict_disputed": bool(verdict_disputed[position]),
+            "criteria": [key for key, differs in in_dispute.items() if differs[index]],
+            "reviews": runs["reviews"][position],
+            "adjudicated": runs["adjudicated"][position] or None,
+        }
+        for index, position, spread_value, split_value in zip(
+            order.tolist(),
+            positions[order].tolist(),
+            spreads[order].tolist(),
+            splits[order].tolist(),
+            strict=True,
         )
-    disputed.sort(key=lambda e: (-e["spread"], -e["split"], -len(e["criteria"]), e["run_id"]))
+    ]
     return {
         "runs": disputed,
         "criteria": [
