@@ -87,19 +87,14 @@ def _compute(filters: Filters) -> dict:
     reviewed_twice = np.nan_to_num(np.array(runs["reviews"], dtype=float)) >= 2
     positions = np.flatnonzero(reviewed_twice & (verdict_disputed | answers_disputed))
     reviewed = (total[positions] > 0).tolist()
-    # Rounded as shown, before they order the runs: Python's round, exact to the last digit.
-    spreads = np.array(
-        [
-            round(v, 3) if ok else 0.0
-            for v, ok in zip(spread[positions].tolist(), reviewed, strict=True)
-        ]
-    )
-    splits = np.array(
-        [
-            round(v, 3) if ok else 0.0
-            for v, ok in zip(split[positions].tolist(), reviewed, strict=True)
-        ]
-    )
+
+    def shown(values: np.ndarray) -> np.ndarray:
+        # Rounded as shown before they order the runs (Python's round, exact to the last
+        # digit); 0 for a run without a verdict.
+        pairs = zip(values[positions].tolist(), reviewed, strict=True)
+        return np.array([round(value, 3) if ok else 0.0 for value, ok in pairs])
+
+    spreads, splits = shown(spread), shown(split)
     in_dispute = {key: differs[positions] for key, differs in split_answers.items()}
     criteria_count = sum(in_dispute.values(), np.zeros(len(positions), dtype=int))
     run_ids = np.array(runs["id"], dtype=np.int64)[positions]
