@@ -292,8 +292,10 @@ def scorer(name: str, base: str, timings: Timings, stop: threading.Event, logged
             time.sleep(1)
             continue
         url, page = found
-        if "/review/runs/" not in url:
-            time.sleep(1)  # nothing left for this scorer
+        if "/review/runs/" not in url or 'id="submit-review"' not in page:
+            # Nothing left for this scorer, or other scorers took the places left as they asked
+            # (the page says so, and has no submit button): a person would come back later.
+            time.sleep(1)
             continue
         path = urllib.parse.urlparse(url).path
         if THINK_S and stop.wait(pace.uniform(0.5, 1.5) * THINK_S):
