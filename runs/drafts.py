@@ -251,7 +251,8 @@ def tags_for(candidate: Candidate, code_files: list[str]) -> list[str]:
     return tags + areas[:3]
 
 
-def test_command(template: str, tests: list[str]) -> str:
+def grading_command(template: str, tests: list[str]) -> str:
+    """The repository's test command template with `{tests}` replaced by these test files."""
     return template.replace("{tests}", " ".join(shlex.quote(path) for path in tests))
 
 
@@ -292,7 +293,7 @@ def draft_from_candidate(
         "expected_files": [path for path in code_files if not is_documentation(path)] or code_files,
         "reference_patch": reference,
         "hidden_tests_paths": hidden,
-        "test_command": test_command(repository.test_command_template, hidden),
+        "test_command": grading_command(repository.test_command_template, hidden),
         "additions": candidate.additions,
         "deletions": candidate.deletions,
         "proof_status": PromptDraft.PENDING,

@@ -212,7 +212,7 @@ class Prompt(models.Model):
                 "Needs a setup command: only the setup command runs with network access."
             )
         for glob in self.test_files:
-            if problem := test_glob_problem(glob):
+            if problem := grading_glob_problem(glob):
                 errors["test_files"] = f"{glob[:100]!r} {problem}."
                 break
         for path in self.hidden_tests_paths:
@@ -334,7 +334,7 @@ class PromptDraft(models.Model):
         return self.proof_status == self.PROVEN
 
 
-def test_glob_problem(glob: str) -> str:
+def grading_glob_problem(glob: str) -> str:
     """Why `glob` cannot be a test_files glob, phrased to follow it; "" if it can."""
     if glob.startswith("/"):
         return "is absolute: globs are relative to the top of the repository"

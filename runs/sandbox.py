@@ -34,6 +34,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from django.conf import settings
+
 from runs import caps as run_caps
 from runs.workspace import hand_over
 
@@ -467,10 +469,6 @@ def _warn_unsandboxed() -> None:
 
 
 def _django_setting(name: str, default):
-    try:
-        from django.conf import settings
-    except ImportError:
-        return default
     if not settings.configured:
         return default
     return getattr(settings, name, default)

@@ -10,6 +10,8 @@ import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from django.conf import settings
+
 AGENTS_DIR = Path(__file__).resolve().parents[2] / ".agents"
 # Never the agent's work: left out of workspace listings and change checks.
 SKIPPED_DIRS = {".git", "node_modules", "__pycache__", ".venv", "venv"}
@@ -17,13 +19,8 @@ SKIPPED_DIRS = {".git", "node_modules", "__pycache__", ".venv", "venv"}
 
 def binary(setting: str, default: str) -> Path:
     """Where a CLI is installed: the Django setting when configured, else under .agents/."""
-    try:
-        from django.conf import settings
-
-        if settings.configured:
-            return Path(getattr(settings, setting))
-    except ImportError:
-        pass
+    if settings.configured:
+        return Path(getattr(settings, setting))
     return AGENTS_DIR / default
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import markdown as markdown_lib
 import nh3
 from django import template
+from django.utils.dateparse import parse_datetime
 from django.utils.safestring import SafeString, mark_safe
 
 from runs import text_policy
@@ -78,8 +79,6 @@ def escape_invisible(value) -> SafeString:
 @register.filter
 def isotime(value: str | None):
     """An ISO timestamp stored in JSON back to a datetime, for `naturaltime` and `date`."""
-    from django.utils.dateparse import parse_datetime
-
     if not value:
         return None
     try:

@@ -57,9 +57,11 @@ def _settings_variables() -> set[str]:
 
 
 def _command_variables() -> set[str]:
-    """Variables read outside settings: by management commands and by gunicorn's config."""
+    """Variables read outside settings: by management commands, gunicorn's config and bin/worker
+    (`${NAME:-default}`)."""
     commands = (ROOT / "evalsite" / "management" / "commands").glob("*.py")
-    return _read_variables(*commands, ROOT / "evalsite" / "gunicorn_config.py")
+    worker = re.findall(r"\$\{([A-Z][A-Z0-9_]*)", (ROOT / "bin" / "worker").read_text())
+    return _read_variables(*commands, ROOT / "evalsite" / "gunicorn_config.py") | set(worker)
 
 
 def _env_example_variables() -> set[str]:

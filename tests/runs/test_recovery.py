@@ -59,13 +59,11 @@ def bin_worker(tmp_path):
 
 def test_it_requeues_a_lost_run_while_every_run_slot_is_busy(bin_worker, make_repo):
     campaign = _campaign(make_repo, runs=2, sleep=120)
-    busy, lost = campaign.runs.order_by("id")
-    _wait_until(
-        lambda: Run.objects.filter(pk=busy.pk, process_group__isnull=False).exists(),
-        120,
-        "the first run to take the only run slot",
-        [bin_worker],
-    )
+    started = campaign.runs.filter(process_group__isnull=False)
+    # Whichever run the queue hands over first takes the only slot; the other one waits.
+    _wait_until(started.exists, 120, "a run to take the only run slot", [bin_worker])
+    busy = started.get()
+    lost = campaign.runs.exclude(pk=busy.pk).get()
     # The second run's worker died mid-run: it holds the run, and has stopped beating.
     assert execution.claim(lost.pk, "gone@elsewhere:1")
     Run.objects.filter(pk=lost.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
