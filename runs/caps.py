@@ -12,6 +12,11 @@ log and page:
 - disk: a watcher that adds up what the workspace, the run's temporary files and the harness's
   scratch directory hold; every file is also capped by RLIMIT_FSIZE.
 
+Where the run's group has the CPU controller (v1 `cpu`, v2 `cpu`), the parent group of every
+run gets the CPU weight of the commands' niceness (`nice`): inside a CPU cgroup, neither a
+process's niceness nor its session's group ranks it against processes outside, so without the
+weight all runs together would take as much CPU as everything else on the machine.
+
 `check()` is called while commands run (runs.sandbox) and says which cap was hit; the caller
 then stops the command and the run. No Django imports: callers pass the numbers.
 """
@@ -31,6 +36,7 @@ log = logging.getLogger(__name__)
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_PARENT = "mergeable"
 DISK_CHECK_INTERVAL_S = 1.0
+DEFAULT_CPU_SHARES = 1024  # cgroup v1's cpu.shares of a nice-0 process; v2's cpu.weight is 100
 # Caps that must hold before a run may start (unless the site allows otherwise).
 REQUIRED = ("processes", "memory")
 
@@ -70,6 +76,7 @@ class RunCaps:
         *,
         watch_paths: Sequence[Path] = (),
         uid: int | None = None,
+        nice: int = 0,
         cgroup_root: Path = CGROUP_ROOT,
     ) -> None:
         self.name = name
@@ -77,6 +84,7 @@ class RunCaps:
         self.watch_paths = list(watch_paths)
         # Sandboxed commands run as this uid on the host (None: as the worker's own user).
         self.uid = uid
+        self.nice = nice  # the niceness of the run's commands: the runs' CPU weight follows it
         self.cgroup_root = cgroup_root
         self.groups: dict[str, Path] = {}  # controller -> this run's cgroup directory
         self.version = 0
@@ -122,6 +130,8 @@ class RunCaps:
             return  # an unprivileged worker cannot make cgroups on hosts without delegation
         v1 = {c: self.cgroup_root / c for c in ("pids", "memory", "cpuacct")}
         if all((path / "cgroup.procs").exists() for path in v1.values()):
+            if (self.cgroup_root / "cpu" / "cgroup.procs").exists():  # often cpuacct's own
+                v1["cpu"] = self.cgroup_root / "cpu"
             self._make_v1(v1)
         elif "pids" in _read(self.cgroup_root / "cgroup.controllers").split():
             self._make_v2()
@@ -134,6 +144,8 @@ class RunCaps:
                 path.mkdir(parents=True, exist_ok=True)
                 made[controller] = path
             _write(made["pids"] / "pids.max", self.limits.processes)
+            if "cpu" in made:
+                _write(made["cpu"].parent / "cpu.shares", cpu_shares(self.nice))
             memory = self.limits.memory_mb << 20
             _write(made["memory"] / "memory.limit_in_bytes", memory)
             if (made["memory"] / "memory.memsw.limit_in_bytes").exists():
@@ -159,6 +171,8 @@ class RunCaps:
                 if c in _read(parent.parent / "cgroup.controllers").split()
             ]
             _write(parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in wanted))
+            if (parent / "cpu.weight").exists():  # the root gives its children the controller
+                _write(parent / "cpu.weight", max(1, cpu_shares(self.nice) * 100 // 1024))
             path.mkdir(exist_ok=True)
             _write(path / "pids.max", self.limits.processes)
             if "memory" in wanted:
@@ -285,6 +299,12 @@ class RunCaps:
                 except ProcessLookupError:
                     pass
             time.sleep(0.02)
+
+
+def cpu_shares(nice: int) -> int:
+    """The scheduler's weight of a process at `nice` (Linux's table: 1024 at 0, a quarter less
+    per step), as cgroup v1's cpu.shares, whose least is 2."""
+    return max(2, round(DEFAULT_CPU_SHARES / 1.25 ** max(0, nice)))
 
 
 def disk_usage(paths: Sequence[Path]) -> int:

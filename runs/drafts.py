@@ -424,7 +424,11 @@ def _prove(draft: PromptDraft, run_dir: Path, proof: dict, progress) -> tuple[st
     checkout = workspace.checkout(mirror, draft.parent, run_dir, owner=owner)
     workspace.add_hidden_tests(checkout, draft.commit, draft.hidden_tests_paths, owner=owner)
     with RunCaps(
-        f"draft-{run_dir.name}", cap_limits({}), watch_paths=[checkout.work], uid=owner
+        f"draft-{run_dir.name}",
+        cap_limits({}),
+        watch_paths=[checkout.work],
+        uid=owner,
+        nice=sandbox.command_niceness(),
     ) as caps:
 
         def run_tests(name: str) -> int:

@@ -446,6 +446,7 @@ class _Box:
             cap_limits(run.snapshot["contestant"]["limits"]),
             watch_paths=[checkout.work, tmp, scratch],
             uid=uid,
+            nice=sandbox.command_niceness(),
         ).open()
         _set(run, cancel, caps=caps.enforcement)
         log.info("run %s caps: %s", run.pk, json.dumps(caps.enforcement))

@@ -353,7 +353,11 @@ def _apply_and_test(prompt: Prompt, *, patch: str | None, branch: str | None) ->
         owner = sandbox.NOBODY_UID if os.geteuid() == 0 else None
         checkout = workspace.checkout(mirror, prompt.commit, run_dir, owner=owner)
         caps = RunCaps(
-            f"import-{run_dir.name}", cap_limits({}), watch_paths=[checkout.work], uid=owner
+            f"import-{run_dir.name}",
+            cap_limits({}),
+            watch_paths=[checkout.work],
+            uid=owner,
+            nice=sandbox.command_niceness(),
         )
         stack.enter_context(caps)
 

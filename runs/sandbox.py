@@ -427,6 +427,12 @@ def _lower_session_group(nice: int) -> None:
             return
 
 
+def command_niceness() -> int:
+    """The niceness sandboxed commands run at: MERGEABLE_SANDBOX_NICE below this process."""
+    lower_by = int(_django_setting("MERGEABLE_SANDBOX_NICE", 0))
+    return min(19, os.getpriority(os.PRIO_PROCESS, 0) + lower_by)
+
+
 def _child_setup(limits: Limits, caps: run_caps.RunCaps | None) -> Callable[[], None]:
     wanted = [
         (resource.RLIMIT_CPU, limits.cpu_seconds),
@@ -437,14 +443,14 @@ def _child_setup(limits: Limits, caps: run_caps.RunCaps | None) -> Callable[[], 
         wanted.append((resource.RLIMIT_NPROC, limits.processes))
     if limits.address_space_bytes is not None:
         wanted.append((resource.RLIMIT_AS, limits.address_space_bytes))
-    niceness = int(_django_setting("MERGEABLE_SANDBOX_NICE", 0))
+    nice = command_niceness()
+    lower = nice > os.getpriority(os.PRIO_PROCESS, 0)
 
     def set_up() -> None:
         # Runs in the child between fork and exec: keep it to plain system calls.
-        if niceness:
+        if lower:
             # Below the worker and any web server on the same machine: an agent's busy loop
             # takes the CPU only when they leave it idle. Inherited by all it starts.
-            nice = min(19, os.getpriority(os.PRIO_PROCESS, 0) + niceness)
             os.setpriority(os.PRIO_PROCESS, 0, nice)
             _lower_session_group(nice)
         for which, value in wanted:

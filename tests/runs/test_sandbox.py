@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from runs import sandbox
+from runs.caps import CGROUP_PARENT, CapLimits, RunCaps, cpu_shares
 from runs.sandbox import Limits, SandboxError, kill_process_group, run
 from tests.conftest import needs
 
@@ -247,6 +248,36 @@ def test_its_session_shares_the_cpu_at_that_priority_where_the_kernel_groups_ses
     worker = re.match(r"/autogroup-(\d+)", own.read_text() if own.exists() else "")
     assert worker is None or worker[1] != grouped[1]  # a session group of its own
     assert grouped[2] == str(min(19, mine + 7))
+
+
+@BOTH_BACKENDS
+def test_all_runs_together_weigh_on_the_cpu_as_one_process_at_their_commands_priority(
+    workspace, settings, backend
+):
+    """Inside a CPU cgroup, a command's niceness and its session's group rank it only against
+    the other processes of its group: the parent group of every run carries the weight of the
+    commands' niceness, so that eight busy runs take no more CPU than one such process."""
+    settings.MERGEABLE_SANDBOX_NICE = 7
+    nice = sandbox.command_niceness()
+    assert nice == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 7)
+
+    with RunCaps(f"weight-{uuid.uuid4().hex[:8]}", CapLimits(), nice=nice) as caps:
+        assert caps.version, "the suite runs as root, where the worker makes its cgroups"
+        result = run("cat /proc/self/cgroup", workspace, timeout=30, backend=backend, caps=caps)
+
+        lines = [line.split(":", 2) for line in result.output.splitlines()]
+        if caps.version == 1:
+            assert "cpu" in caps.groups  # this host has a cpu hierarchy, as most v1 hosts do
+            weight, expected = caps.groups["cpu"].parent / "cpu.shares", cpu_shares(nice)
+            [cpu_group] = [path for _, names, path in lines if "cpu" in names.split(",")]
+        else:
+            parent = caps.groups["pids"].parent
+            if "cpu" not in (parent / "cgroup.controllers").read_text().split():
+                return  # no CPU controller here: niceness and session groups rank the command
+            weight, expected = parent / "cpu.weight", max(1, cpu_shares(nice) * 100 // 1024)
+            [cpu_group] = [path for number, _, path in lines if number == "0"]
+        assert cpu_group.strip().endswith(f"/{CGROUP_PARENT}/{caps.name}")
+        assert int(weight.read_text()) == expected < 1024
 
 
 @BOTH_BACKENDS
