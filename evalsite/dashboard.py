@@ -14,9 +14,11 @@ def for_user(user) -> dict:
     """Scorers see no standings: a leaderboard would tell them which contestant tends to do
     well before they judge its runs, and which run is whose from how its numbers move. Admins
     also see the load: workers alive, their busy slots, the queue (`evalsite.operations`)."""
+    # What the list shows, not the runs' whole rows (snapshot, transcript summary, usage).
     active = (
         Run.objects.filter(status__in=Run.ACTIVE_STATUSES)
-        .select_related("prompt", "campaign")
+        .select_related("prompt")
+        .only("status", "review_key", "prompt__key")
         .order_by("-id")[:10]
     )
     is_lead = has_role(user, LEAD)

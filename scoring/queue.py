@@ -124,20 +124,24 @@ def personal_order(user, campaign_ids) -> dict[int, int]:
 
 
 def in_order_for(user, runs: QuerySet) -> list[Run]:
-    """``runs`` (annotated by ``with_places``) in the order this user should take them up.
-
-    First the runs the user is in the middle of (held, or with a draft); then the runs with the
-    fewest reviews, submitted or under way, so every run gets its first review before any gets
-    its second; within that, the user's own order.
-    """
+    """``runs`` (annotated by ``with_places``) in the order this user should take them up
+    (`_queue_position`)."""
     runs = list(runs)
     order = personal_order(user, {run.campaign_id for run in runs})
+    return sorted(
+        runs,
+        key=lambda run: _queue_position(
+            order, run.pk, run.held_by_me or run.has_draft, run.submitted + run.held_by_others
+        ),
+    )
 
-    def key(run: Run) -> tuple:
-        started = run.held_by_me or run.has_draft
-        return (not started, run.submitted + run.held_by_others, order.get(run.pk, 0), run.pk)
 
-    return sorted(runs, key=key)
+def _queue_position(order: dict[int, int], run_id: int, started: bool, taken: int) -> tuple:
+    """Where a run comes in a user's queue. First the runs the user is in the middle of
+    (`started`: held, or with a draft); then the runs with the fewest reviews, submitted or
+    under way (`taken`), so every run gets its first review before any gets its second; within
+    that, the user's own `order` (`personal_order`)."""
+    return (not started, taken, order.get(run_id, 0), run_id)
 
 
 def next_run_for(user, campaign_id: int | None = None) -> Run | None:
@@ -156,15 +160,21 @@ def take_next_run(user, campaign_id: int | None = None) -> Run | None:
     given the next run in their order instead of a page they cannot submit. After
     TAKE_NEXT_TRIES lost races, the first run waiting: its page says that it cannot be
     reviewed now, which is true, where "nothing left" would not be."""
-    # Only what ordering, holding and the run's address need: the whole rows (snapshot,
-    # transcript summary, usage) of every run waiting would cost more than the query.
-    waiting = in_order_for(
-        user, needing_review(user, campaign_id).only("campaign_id", "review_key")
+    # The runs waiting as plain rows, ordered, and a Run made only of the few tried: a model
+    # instance for each of hundreds of runs waiting costs more than the query.
+    rows = list(
+        needing_review(user, campaign_id).values_list(
+            "pk", "campaign_id", "held_by_me", "has_draft", "submitted", "held_by_others"
+        )
     )
-    for run in waiting[:TAKE_NEXT_TRIES]:
-        if hold(run, user):
-            return run
-    return waiting[0] if waiting else None
+    order = personal_order(user, {row[1] for row in rows})
+    rows.sort(key=lambda row: _queue_position(order, row[0], row[2] or row[3], row[4] + row[5]))
+    tried = [row[0] for row in rows[:TAKE_NEXT_TRIES]]
+    runs = Run.objects.only("campaign_id", "review_key").in_bulk(tried)
+    for run_id in tried:
+        if hold(runs[run_id], user):
+            return runs[run_id]
+    return runs[tried[0]] if tried else None
 
 
 def progress(user, campaign_id: int) -> dict:

@@ -115,7 +115,7 @@ def production_hashers(settings):
 def test_it_stores_new_passwords_with_argon2id(production_hashers, db):
     user = get_user_model().objects.create_user(username="ari", password=PASSWORD)
     assert user.password.startswith("argon2$argon2id$")
-    assert "m=32768,t=2,p=1" in user.password
+    assert "m=24576,t=2,p=1" in user.password
     assert user.check_password(PASSWORD) and not user.check_password("wrong")
 
 
@@ -125,13 +125,13 @@ def test_it_rewrites_an_argon2_hash_of_other_parameters_on_the_next_login(
     from django.contrib.auth.hashers import Argon2PasswordHasher
 
     older = Argon2PasswordHasher()
-    older.memory_cost, older.parallelism = 64 * 1024, 2
+    older.memory_cost, older.parallelism = 32 * 1024, 2
     user = get_user_model().objects.create(
         username="two-lanes", password=older.encode(PASSWORD, older.salt())
     )
-    assert "m=65536,t=2,p=2" in user.password
+    assert "m=32768,t=2,p=2" in user.password
     assert _log_in(client, "two-lanes", PASSWORD).status_code == 302
-    assert "m=32768,t=2,p=1" in _fresh(user).password
+    assert "m=24576,t=2,p=1" in _fresh(user).password
 
 
 def test_it_upgrades_an_older_pbkdf2_hash_on_the_next_login(production_hashers, client, db):

@@ -168,15 +168,14 @@ def test_review_next_passes_over_a_run_whose_last_place_was_just_taken(
     the next run in their order, not to a page they cannot submit."""
     Campaign.objects.filter(pk=grid[0].campaign_id).update(reviews_wanted=1)
     expected = queue.in_order_for(scorer, queue.needing_review(scorer))
-    ordered = queue.in_order_for
+    hold = queue.hold
 
-    def other_scorer_takes_it_meanwhile(user, runs):
-        offered = ordered(user, runs)
-        if user == scorer:
-            assert queue.hold(offered[0], other_scorer)
-        return offered
+    def other_scorer_takes_it_meanwhile(run, user):
+        if user == scorer and run == expected[0]:
+            assert hold(run, other_scorer)  # between the scorer's query and their hold
+        return hold(run, user)
 
-    monkeypatch.setattr(queue, "in_order_for", other_scorer_takes_it_meanwhile)
+    monkeypatch.setattr(queue, "hold", other_scorer_takes_it_meanwhile)
     client = client_for(scorer)
 
     response = client.get(reverse("scoring:review_next"))
