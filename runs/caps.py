@@ -130,9 +130,9 @@ class RunCaps:
             return  # an unprivileged worker cannot make cgroups on hosts without delegation
         v1 = {c: self.cgroup_root / c for c in ("pids", "memory", "cpuacct")}
         if all((path / "cgroup.procs").exists() for path in v1.values()):
-            if (self.cgroup_root / "cpu" / "cgroup.procs").exists():  # often cpuacct's own
-                v1["cpu"] = self.cgroup_root / "cpu"
             self._make_v1(v1)
+            if self.groups:
+                self._weigh_v1()
         elif "pids" in _read(self.cgroup_root / "cgroup.controllers").split():
             self._make_v2()
 
@@ -144,8 +144,6 @@ class RunCaps:
                 path.mkdir(parents=True, exist_ok=True)
                 made[controller] = path
             _write(made["pids"] / "pids.max", self.limits.processes)
-            if "cpu" in made:
-                _write(made["cpu"].parent / "cpu.shares", cpu_shares(self.nice))
             memory = self.limits.memory_mb << 20
             _write(made["memory"] / "memory.limit_in_bytes", memory)
             if (made["memory"] / "memory.memsw.limit_in_bytes").exists():
@@ -160,6 +158,23 @@ class RunCaps:
             return
         self.groups, self.version = made, 1
 
+    def _weigh_v1(self) -> None:
+        """The run's group in the v1 `cpu` hierarchy (often the cpuacct one), under a parent
+        weighted by the commands' niceness. Best effort: no cap depends on it."""
+        hierarchy = self.cgroup_root / "cpu"
+        if not (hierarchy / "cgroup.procs").exists():
+            return
+        path = hierarchy / CGROUP_PARENT / self.name
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            _write(path.parent / "cpu.shares", cpu_shares(self.nice))
+        except OSError as exc:
+            log.warning("no CPU weight for %s: %s", self.name, exc)
+            if path.resolve() != self.groups["cpuacct"].resolve():
+                _remove_quietly(path)
+            return
+        self.groups["cpu"] = path
+
     def _make_v2(self) -> None:
         parent = self.cgroup_root / CGROUP_PARENT
         path = parent / self.name
@@ -171,8 +186,6 @@ class RunCaps:
                 if c in _read(parent.parent / "cgroup.controllers").split()
             ]
             _write(parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in wanted))
-            if (parent / "cpu.weight").exists():  # the root gives its children the controller
-                _write(parent / "cpu.weight", max(1, cpu_shares(self.nice) * 100 // 1024))
             path.mkdir(exist_ok=True)
             _write(path / "pids.max", self.limits.processes)
             if "memory" in wanted:
@@ -185,6 +198,11 @@ class RunCaps:
             return
         self.groups = {"pids": path, "memory": path, "cpuacct": path}
         self.version = 2
+        if (parent / "cpu.weight").exists():  # the root gives its children the CPU controller
+            try:  # best effort: no cap depends on it
+                _write(parent / "cpu.weight", max(1, cpu_shares(self.nice) * 100 // 1024))
+            except OSError as exc:
+                log.warning("no CPU weight for %s: %s", self.name, exc)
 
     def _describe_enforcement(self) -> dict[str, dict]:
         limits = self.limits

@@ -444,13 +444,13 @@ def _child_setup(limits: Limits, caps: run_caps.RunCaps | None) -> Callable[[], 
     if limits.address_space_bytes is not None:
         wanted.append((resource.RLIMIT_AS, limits.address_space_bytes))
     nice = command_niceness()
-    lower = nice > os.getpriority(os.PRIO_PROCESS, 0)
 
     def set_up() -> None:
         # Runs in the child between fork and exec: keep it to plain system calls.
-        if lower:
+        if nice > 0:
             # Below the worker and any web server on the same machine: an agent's busy loop
-            # takes the CPU only when they leave it idle. Inherited by all it starts.
+            # takes the CPU only when they leave it idle. Inherited by all it starts. The new
+            # session's group starts at 0 whatever the worker's priority: it follows too.
             os.setpriority(os.PRIO_PROCESS, 0, nice)
             _lower_session_group(nice)
         for which, value in wanted:

@@ -280,6 +280,23 @@ def test_all_runs_together_weigh_on_the_cpu_as_one_process_at_their_commands_pri
         assert int(weight.read_text()) == expected < 1024
 
 
+def test_a_cpu_weight_the_host_refuses_leaves_the_caps_in_force(tmp_path):
+    """The weight is a courtesy to the web server; the process and memory caps are not."""
+    for controller in ("pids", "memory", "cpuacct", "cpu"):
+        (tmp_path / controller).mkdir()
+        (tmp_path / controller / "cgroup.procs").write_text("")
+    (tmp_path / "cpu" / CGROUP_PARENT / "cpu.shares").mkdir(parents=True)  # cannot be written
+
+    # Opened only: a plain directory, unlike a cgroup, cannot be removed with its files in it.
+    caps = RunCaps("refused-weight", CapLimits(), nice=19, cgroup_root=tmp_path).open()
+
+    assert caps.version == 1 and "cpu" not in caps.groups
+    assert caps.enforcement["processes"]["how"] == "cgroup v1 pids"
+    assert caps.enforcement["memory"]["how"] == "cgroup v1 memory"
+    assert not caps.unenforced()
+    assert not (tmp_path / "cpu" / CGROUP_PARENT / "refused-weight").exists()
+
+
 @BOTH_BACKENDS
 def test_it_gives_every_command_the_operators_variables_and_the_callers_win(
     workspace, settings, backend
