@@ -78,6 +78,7 @@ class RunCaps:
         uid: int | None = None,
         nice: int = 0,
         cgroup_root: Path = CGROUP_ROOT,
+        parent: str = CGROUP_PARENT,
     ) -> None:
         self.name = name
         self.limits = limits
@@ -86,6 +87,7 @@ class RunCaps:
         self.uid = uid
         self.nice = nice  # the niceness of the run's commands: the runs' CPU weight follows it
         self.cgroup_root = cgroup_root
+        self.parent = parent  # the group of every run's group: it carries the runs' CPU weight
         self.groups: dict[str, Path] = {}  # controller -> this run's cgroup directory
         self.version = 0
         self.enforcement: dict[str, dict] = {}
@@ -140,7 +142,7 @@ class RunCaps:
         made: dict[str, Path] = {}
         try:
             for controller, hierarchy in hierarchies.items():
-                path = hierarchy / CGROUP_PARENT / self.name
+                path = hierarchy / self.parent / self.name
                 path.mkdir(parents=True, exist_ok=True)
                 made[controller] = path
             _write(made["pids"] / "pids.max", self.limits.processes)
@@ -164,7 +166,7 @@ class RunCaps:
         hierarchy = self.cgroup_root / "cpu"
         if not (hierarchy / "cgroup.procs").exists():
             return
-        path = hierarchy / CGROUP_PARENT / self.name
+        path = hierarchy / self.parent / self.name
         try:
             path.mkdir(parents=True, exist_ok=True)
             _write(path.parent / "cpu.shares", cpu_shares(self.nice))
@@ -176,7 +178,7 @@ class RunCaps:
         self.groups["cpu"] = path
 
     def _make_v2(self) -> None:
-        parent = self.cgroup_root / CGROUP_PARENT
+        parent = self.cgroup_root / self.parent
         path = parent / self.name
         try:
             parent.mkdir(exist_ok=True)

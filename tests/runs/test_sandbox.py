@@ -252,7 +252,7 @@ def test_its_session_shares_the_cpu_at_that_priority_where_the_kernel_groups_ses
 
 @BOTH_BACKENDS
 def test_all_runs_together_weigh_on_the_cpu_as_one_process_at_their_commands_priority(
-    workspace, settings, backend
+    workspace, settings, backend, request
 ):
     """Inside a CPU cgroup, a command's niceness and its session's group rank it only against
     the other processes of its group: the parent group of every run carries the weight of the
@@ -260,8 +260,12 @@ def test_all_runs_together_weigh_on_the_cpu_as_one_process_at_their_commands_pri
     settings.MERGEABLE_SANDBOX_NICE = 7
     nice = sandbox.command_niceness()
     assert nice == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 7)
+    # A parent of this test's own: runs of other tests, at other priorities, weigh the
+    # site's parent meanwhile.
+    parent = f"{CGROUP_PARENT}-test-{uuid.uuid4().hex[:8]}"
+    request.addfinalizer(lambda: _remove_parents(parent))
 
-    with RunCaps(f"weight-{uuid.uuid4().hex[:8]}", CapLimits(), nice=nice) as caps:
+    with RunCaps(f"weight-{uuid.uuid4().hex[:8]}", CapLimits(), nice=nice, parent=parent) as caps:
         assert caps.version, "the suite runs as root, where the worker makes its cgroups"
         result = run("cat /proc/self/cgroup", workspace, timeout=30, backend=backend, caps=caps)
 
@@ -276,8 +280,15 @@ def test_all_runs_together_weigh_on_the_cpu_as_one_process_at_their_commands_pri
                 return  # no CPU controller here: niceness and session groups rank the command
             weight, expected = parent / "cpu.weight", max(1, cpu_shares(nice) * 100 // 1024)
             [cpu_group] = [path for number, _, path in lines if number == "0"]
-        assert cpu_group.strip().endswith(f"/{CGROUP_PARENT}/{caps.name}")
+        assert cpu_group.strip().endswith(f"/{parent}/{caps.name}")
         assert int(weight.read_text()) == expected < 1024
+
+
+def _remove_parents(name: str) -> None:
+    for parent in Path("/sys/fs/cgroup").glob(f"*/{name}"):
+        parent.rmdir()
+    if (Path("/sys/fs/cgroup") / name).is_dir():
+        (Path("/sys/fs/cgroup") / name).rmdir()
 
 
 def test_a_cpu_weight_the_host_refuses_leaves_the_caps_in_force(tmp_path):
