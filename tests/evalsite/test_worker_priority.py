@@ -19,10 +19,15 @@ def _start(tmp_path: Path, nice: str | None) -> subprocess.CompletedProcess:
     reports = tmp_path / "reports"
     reports.mkdir()
     python = tmp_path / "python"
+    # Each pool reports, then waits for the other's report: the first to end stops both.
     python.write_text(
         "#!/bin/sh\n"
-        f'cat /proc/self/stat /proc/self/autogroup > "{reports}/$$" 2>/dev/null\n'
-        "sleep 0.2\n"
+        f'cat /proc/self/stat /proc/self/autogroup > "{reports}/.$$" 2>/dev/null\n'
+        f'mv "{reports}/.$$" "{reports}/$$"\n'
+        "i=0\n"
+        f'while [ "$(ls "{reports}" | wc -l)" -lt 2 ] && [ $i -lt 200 ]; do\n'
+        "    sleep 0.05; i=$((i + 1))\n"
+        "done\n"
     )
     python.chmod(0o755)
     env = {key: value for key, value in os.environ.items() if key != "MERGEABLE_WORKER_NICE"}
@@ -41,7 +46,7 @@ def _start(tmp_path: Path, nice: str | None) -> subprocess.CompletedProcess:
 def _reports(tmp_path: Path) -> list[tuple[int, str]]:
     """(niceness, autogroup line or "") of each pool."""
     found = []
-    for report in (tmp_path / "reports").iterdir():
+    for report in (tmp_path / "reports").glob("[!.]*"):
         stat, _, group = report.read_text().partition("\n")
         found.append((int(stat.rsplit(")", 1)[1].split()[16]), group.strip()))
     return found
