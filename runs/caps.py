@@ -202,7 +202,7 @@ class RunCaps:
         self.version = 2
         if (parent / "cpu.weight").exists():  # the root gives its children the CPU controller
             try:  # best effort: no cap depends on it
-                _write(parent / "cpu.weight", max(1, cpu_shares(self.nice) * 100 // 1024))
+                _write(parent / "cpu.weight", cpu_weight(self.nice))
             except OSError as exc:
                 log.warning("no CPU weight for %s: %s", self.name, exc)
 
@@ -325,6 +325,11 @@ def cpu_shares(nice: int) -> int:
     """The scheduler's weight of a process at `nice` (Linux's table: 1024 at 0, a quarter less
     per step), as cgroup v1's cpu.shares, whose least is 2."""
     return max(2, round(DEFAULT_CPU_SHARES / 1.25 ** max(0, nice)))
+
+
+def cpu_weight(nice: int) -> int:
+    """The same weight on cgroup v2's scale (`cpu.weight`: 100 for a nice-0 process, least 1)."""
+    return max(1, cpu_shares(nice) * 100 // DEFAULT_CPU_SHARES)
 
 
 def disk_usage(paths: Sequence[Path]) -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from runs import sandbox
-from runs.caps import CGROUP_PARENT, CapLimits, RunCaps, cpu_shares
+from runs.caps import CGROUP_PARENT, CapLimits, RunCaps, cpu_shares, cpu_weight
 from runs.sandbox import Limits, SandboxError, kill_process_group, run
 from tests.conftest import needs
 
@@ -278,7 +278,7 @@ def test_all_runs_together_weigh_on_the_cpu_as_one_process_at_their_commands_pri
             parent = caps.groups["pids"].parent
             if "cpu" not in (parent / "cgroup.controllers").read_text().split():
                 return  # no CPU controller here: niceness and session groups rank the command
-            weight, expected = parent / "cpu.weight", max(1, cpu_shares(nice) * 100 // 1024)
+            weight, expected = parent / "cpu.weight", cpu_weight(nice)
             [cpu_group] = [path for number, _, path in lines if number == "0"]
         assert cpu_group.strip().endswith(f"/{parent}/{caps.name}")
         assert int(weight.read_text()) == expected < 1024
