@@ -106,14 +106,28 @@ def campaign_create(request: HttpRequest) -> HttpResponse:
     return render(request, "runs/campaign_form.html", context)
 
 
+GRID_COLUMNS = (
+    "campaign",  # the related manager sets each run's campaign, and reads this to do it
+    "status",
+    "repeat",
+    "cost_usd",
+    "prompt__key",
+    "prompt__position",
+    "contestant__name",
+    "contestant__model__provider",
+)
+
+
 @role_required(LEAD)
 @vary_on_headers("HX-Request")
 def campaign_detail(request: HttpRequest, campaign_id: int) -> HttpResponse:
     campaign = _get_campaign(campaign_id)
+    # Only the columns the grid shows: a run's JSON columns (snapshot, transcript names, usage…)
+    # cost more to decode than the whole page to render, and the lead's page polls every 2 s.
     runs = list(
-        campaign.runs.select_related("prompt", "contestant__model").order_by(
-            "prompt__position", "prompt_id", "contestant__name", "repeat"
-        )
+        campaign.runs.select_related("prompt", "contestant__model")
+        .only(*GRID_COLUMNS)
+        .order_by("prompt__position", "prompt_id", "contestant__name", "repeat")
     )
     contestants = sorted({run.contestant for run in runs}, key=lambda c: c.name)
     grid: dict[int, dict] = {}
