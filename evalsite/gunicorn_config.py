@@ -14,6 +14,7 @@ workers share those pages of memory. Nothing opens a database or cache connectio
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 
 def _cpus() -> int:
@@ -49,8 +50,8 @@ def warm_up() -> None:
     a restart's first logins arrive (compiling the site's templates alone takes a worker about
     a tenth of a second of CPU).
     """
-    from pathlib import Path
-
+    # Django's modules are imported when this runs: gunicorn reads this file before it loads
+    # the application, and Django's template and URL modules need its settings.
     from django.conf import settings
     from django.template.loader import get_template
     from django.urls import resolve, reverse

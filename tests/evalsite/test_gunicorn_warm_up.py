@@ -3,7 +3,16 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
 import pytest
+from django.conf import settings
 from django.template import engines
 from django.template.base import Template
 from django.urls import reverse
@@ -22,32 +31,33 @@ def cold_templates():
 
 
 @pytest.fixture
-def no_compiling(monkeypatch):
-    compiled = []
+def compiled(monkeypatch):
+    """The names of the templates compiled while the test runs."""
+    names = []
     original = Template.compile_nodelist
 
     def compile_nodelist(self):
-        compiled.append(self.origin.template_name)
+        names.append(self.origin.template_name)
         return original(self)
 
     monkeypatch.setattr(Template, "compile_nodelist", compile_nodelist)
-    return compiled
+    return names
 
 
 def test_a_cold_process_compiles_the_templates_of_the_first_pages_it_serves(
-    cold_templates, no_compiling, client
+    cold_templates, compiled, client
 ):
     # The measure the next test relies on: without the warm-up, the login page compiles.
     assert client.get(reverse("login")).status_code == 200
-    assert "registration/login.html" in no_compiling
+    assert "registration/login.html" in compiled
 
 
 def test_after_the_warm_up_the_first_pages_compile_nothing(
-    cold_templates, no_compiling, scorer, client_for, client
+    cold_templates, compiled, scorer, client_for, client
 ):
     warm_up()
-    assert "registration/login.html" in no_compiling  # the warm-up compiled it
-    no_compiling.clear()
+    assert "registration/login.html" in compiled  # the warm-up compiled it
+    compiled.clear()
     run = make_run()
 
     assert client.get(reverse("login")).status_code == 200
@@ -55,4 +65,37 @@ def test_after_the_warm_up_the_first_pages_compile_nothing(
     assert scoring.get(reverse("dashboard")).status_code == 200
     page = scoring.get(reverse("scoring:review", kwargs={"review_key": run.review_key}))
     assert page.status_code == 200
-    assert no_compiling == []
+    assert compiled == []
+
+
+def test_gunicorn_warms_up_in_its_master_and_then_serves(tmp_path):
+    """The real server with its config: the warm-up runs before the fork (a template that does
+    not compile would stop the server here, not a worker on its first login), then pages."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    log = tmp_path / "web.log"
+    server = subprocess.Popen(
+        [str(gunicorn), "evalsite.wsgi:application", "--config=python:evalsite.gunicorn_config"]
+        + [f"--bind=127.0.0.1:{port}", "--workers=1", "--threads=1"],
+        cwd=settings.BASE_DIR,
+        env={**os.environ, "MERGEABLE_VAR_DIR": str(tmp_path), "WEB_CONCURRENCY": "1"},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, log.read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/login/", timeout=5) as page:
+                    assert page.status == 200
+                    assert 'name="password"' in page.read().decode()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
