@@ -146,11 +146,6 @@ def _queue_position(order: dict[int, int], run_id: int, started: bool, taken: in
     return (not started, taken, order.get(run_id, 0), run_id)
 
 
-def next_run_for(user, campaign_id: int | None = None) -> Run | None:
-    runs = in_order_for(user, needing_review(user, campaign_id))
-    return runs[0] if runs else None
-
-
 # Runs "review next" tries before it gives up: each failure means another scorer took the
 # last place of a run between the query and the hold, which a few tries outrun.
 TAKE_NEXT_TRIES = 5
