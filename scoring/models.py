@@ -228,8 +228,7 @@ class ReviewVersion(models.Model):
 class ReviewHoldQuerySet(models.QuerySet):
     def live(self, now=None):
         """Holds that still keep a place: not skipped, and used within HOLD_LAPSES_AFTER."""
-        now = now or timezone.now()
-        return self.filter(skipped_at__isnull=True, held_at__gte=now - ReviewHold.LAPSES_AFTER)
+        return self.filter(skipped_at__isnull=True, held_at__gte=ReviewHold.live_since(now))
 
 
 class ReviewHold(models.Model):
@@ -260,6 +259,11 @@ class ReviewHold(models.Model):
 
     def __str__(self) -> str:
         return f"Hold on run {self.run_id} by {self.reviewer_id}"
+
+    @classmethod
+    def live_since(cls, now=None):
+        """The oldest use of a place that still keeps it at ``now``."""
+        return (now or timezone.now()) - cls.LAPSES_AFTER
 
 
 class Comparison(models.Model):

@@ -220,3 +220,48 @@ def test_it_says_how_many_are_left(grid, scorer, client_for):
     assert "12 of 12 left" in client.get(review_url(run)).content.decode()
     client.post(reverse("scoring:review_submit", args=[run.review_key]), post_answers(ANSWERS))
     assert "11 of 12 left" in client.get(review_url(run)).content.decode()
+
+
+def as_numbers(rows) -> list[tuple]:
+    # SQLite returns the queue's flags as 0 and 1, PostgreSQL as booleans.
+    return sorted(tuple(int(value) for value in row) for row in rows)
+
+
+def test_the_queue_compiled_once_finds_what_the_rule_built_afresh_finds(grid, scorer, other_scorer):
+    """`waiting_rows` runs SQL compiled once with each call's user, campaign and time; whatever
+    the reviews, drafts, holds and skips, it finds the rows needing_review finds."""
+    Campaign.objects.filter(pk=grid[0].campaign_id).update(reviews_wanted=1)
+    elsewhere = make_run(make_prompt(key="elsewhere"))  # a campaign of its own
+    reviews.submit_review(grid[0], scorer, ANSWERS, "", "", [], 5)
+    reviews.save_draft(grid[1], scorer, {"answers": {"right_files": "yes"}})
+    assert queue.hold(grid[2], other_scorer) and queue.hold(grid[3], scorer)
+    assert queue.skip(grid[4], scorer)
+    assert queue.hold(grid[5], other_scorer)
+    ReviewHold.objects.filter(run=grid[5]).update(
+        held_at=timezone.now() - ReviewHold.LAPSES_AFTER - timedelta(minutes=1)
+    )
+    for user in (scorer, other_scorer):
+        for campaign_id in (None, grid[0].campaign_id, elsewhere.campaign_id):
+            fresh = queue.needing_review(user, campaign_id).values_list(*queue.QUEUE_COLUMNS)
+            assert as_numbers(queue.waiting_rows(user, campaign_id)) == as_numbers(fresh)
+    waiting = {row[0] for row in queue.waiting_rows(scorer)}
+    assert waiting == {run.pk for run in grid[1:] if run not in (grid[2], grid[4])} | {elsewhere.pk}
+
+
+def test_the_queue_compiled_once_lets_holds_lapse_by_each_calls_clock(
+    one_wanted, scorer, other_scorer, monkeypatch
+):
+    run, other = one_wanted
+    assert queue.hold(run, other_scorer)
+    assert [row[0] for row in queue.waiting_rows(scorer)] == [other.pk]
+    later = timezone.now() + ReviewHold.LAPSES_AFTER + timedelta(minutes=1)
+    monkeypatch.setattr(timezone, "now", lambda: later)
+    assert sorted(row[0] for row in queue.waiting_rows(scorer)) == sorted([run.pk, other.pk])
+
+
+def test_a_value_the_queue_reads_but_is_not_given_stops_it_being_compiled_once(db):
+    def reads_the_clock(user, campaign_id, now):
+        return queue.needing_review(user, campaign_id, now).filter(queued_at__lte=timezone.now())
+
+    with pytest.raises(RuntimeError, match="is none of user, campaign, live_since"):
+        queue.compile_queue(reads_the_clock, "default", False, ("pk",))
