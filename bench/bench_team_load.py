@@ -65,7 +65,11 @@ AFTER_S = int_arg("after", 30)
 THINK_S = int_arg("think", 0)
 SLOTS = 8
 BURN = "i=0; while [ $i -lt 400000 ]; do i=$((i+1)); done"  # a few CPU seconds in sh
-REVIEWABLE = 400  # finished runs to review (20 prompts x 20 contestants), 2 reviews wanted each
+REVIEWABLE = 400  # finished runs to review (20 prompts x 20 contestants)
+# Reviews each of them wants: enough work that the scorers do not run out before the end, even at
+# 25 reviews a second (once they do, they only find "nothing left" and the figures stop
+# measuring reviews: "nothing_left" counts those visits).
+REVIEWS_WANTED = 6
 PASSWORD = "correct horse battery staple"
 DURING_TARGET_MS = 1000
 AFTER_TARGET_MS = 300
@@ -90,7 +94,7 @@ def build_world(var_dir: Path):
     from django.contrib.auth import get_user_model
 
     from evalsite.roles import LEAD, SCORER, set_role
-    from runs.models import Contestant, LanguageModel, Prompt, PromptSet, Repository
+    from runs.models import Campaign, Contestant, LanguageModel, Prompt, PromptSet, Repository
     from tests.scoring.test_review import make_contestant, make_prompt, make_run
 
     users = get_user_model()
@@ -104,6 +108,7 @@ def build_world(var_dir: Path):
     for contestant in contestants:
         for prompt in prompts[: REVIEWABLE // len(contestants)]:
             reviewed = make_run(prompt, contestant, campaign=reviewed and reviewed.campaign)
+    Campaign.objects.filter(pk=reviewed.campaign_id).update(reviews_wanted=REVIEWS_WANTED)
 
     sha = make_repo(var_dir / "repos" / "app", {"README.md": "hello\n"})
     repository = Repository.objects.create(name="app", url=str(var_dir / "repos" / "app"))
@@ -204,12 +209,16 @@ class PeakRss:
 # --- the team ------------------------------------------------------------------------------
 
 
+PHASES = ("during_runs", "after_runs")
+
+
 class Timings:
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.phase = "during_runs"
+        self.phase = PHASES[0]
         self.seconds: dict[tuple[str, str], list[float]] = defaultdict(list)
         self.errors: dict[tuple[str, str], int] = defaultdict(int)
+        self.nothing_left: dict[str, int] = defaultdict(int)
         self.error_samples: list[str] = []
 
     def timed(self, kind: str, call, *args):
@@ -302,6 +311,7 @@ def scorer(name: str, base: str, timings: Timings, stop: threading.Event, logged
         if "/review/runs/" not in url or 'id="submit-review"' not in page:
             # Nothing left for this scorer, or other scorers took the places left as they asked
             # (the page says so, and has no submit button): a person would come back later.
+            timings.nothing_left[timings.phase] += 1
             time.sleep(1)
             continue
         path = urllib.parse.urlparse(url).path
@@ -401,7 +411,7 @@ def main() -> None:
                 time.sleep(1)
             during_s = time.monotonic() - storm_started
             log(f"runs ended after {during_s:.0f} s; {AFTER_S} s more without runs")
-            timings.phase = "after_runs"
+            timings.phase = PHASES[1]
             time.sleep(AFTER_S)
             stopping.set()
             for member in team:
@@ -434,6 +444,8 @@ def main() -> None:
                 "all_in_s": r(max(logged_in) - storm_started, 2) if logged_in else None,
             },
             "reviews_submitted": Review.objects.filter(submitted_at__isnull=False).count(),
+            # Visits to "review next" that found nothing to review (or lost every race).
+            "nothing_left": {phase: timings.nothing_left[phase] for phase in PHASES},
             # What the machine sustained: submitted reviews a second, per phase.
             "reviews_per_s": {
                 "during_runs": r(during.get("review_submit", {}).get("count", 0) / during_s, 2),
