@@ -11,6 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pygments.lexers
 import pytest
 from django.conf import settings
 from django.template import engines
@@ -18,6 +19,7 @@ from django.template.base import Template
 from django.urls import reverse
 
 from evalsite.gunicorn_config import warm_up
+from runs import diffs
 from tests.scoring.test_review import make_run
 
 
@@ -66,6 +68,34 @@ def test_after_the_warm_up_the_first_pages_compile_nothing(
     page = scoring.get(reverse("scoring:review", kwargs={"review_key": run.review_key}))
     assert page.status_code == 200
     assert compiled == []
+
+
+@pytest.fixture
+def cold_highlighter(monkeypatch):
+    """Pygments' compiled file-name patterns and the lexers picked, as a new process has them:
+    none. Returns the patterns compiled since."""
+    patterns: dict = {}
+    # The globals its functions read: pygments.lexers replaces its module object on import.
+    monkeypatch.setitem(pygments.lexers._fn_matches.__globals__, "_pattern_cache", patterns)
+    diffs._lexer_for.cache_clear()
+    yield patterns
+    diffs._lexer_for.cache_clear()
+
+
+DIFF = "diff --git a/lib/parse.rs b/lib/parse.rs\n--- a/lib/parse.rs\n+++ b/lib/parse.rs\n@@ -1 +1 @@\n-fn a() {}\n+fn b() {}\n"
+
+
+def test_a_cold_process_compiles_pygments_patterns_for_its_first_diff(cold_highlighter):
+    diffs.render_diff(DIFF)
+    assert len(cold_highlighter) > 100  # every lexer's file-name patterns, until one matches
+
+
+def test_after_the_warm_up_the_first_diff_compiles_no_pattern(cold_highlighter):
+    warm_up()
+    compiled_by_warm_up = len(cold_highlighter)
+    rendered = diffs.render_diff(DIFF)
+    assert len(cold_highlighter) == compiled_by_warm_up > 100
+    assert "b" in str(rendered["files"][0]["hunks"])
 
 
 def test_gunicorn_warms_up_in_its_master_and_then_serves(tmp_path):
