@@ -89,12 +89,22 @@ ANSWERS = {"right_files": "yes", "conventions": "4", "recovered": "yes", "merge"
 
 
 def build_world(var_dir: Path):
-    """Scorers and a lead with real (Argon2) passwords, REVIEWABLE finished runs to review, and
-    the campaign that will execute (not launched yet)."""
+    """Scorers and a lead with real (Argon2) passwords, REVIEWABLE finished runs to review (their
+    diffs rendered and stored, as the worker leaves them), and the campaign that will execute
+    (not launched yet)."""
     from django.contrib.auth import get_user_model
 
     from evalsite.roles import LEAD, SCORER, set_role
-    from runs.models import Campaign, Contestant, LanguageModel, Prompt, PromptSet, Repository
+    from runs import rendered_diffs
+    from runs.models import (
+        Campaign,
+        Contestant,
+        LanguageModel,
+        Prompt,
+        PromptSet,
+        Repository,
+        Run,
+    )
     from tests.scoring.test_review import make_contestant, make_prompt, make_run
 
     users = get_user_model()
@@ -109,6 +119,8 @@ def build_world(var_dir: Path):
         for prompt in prompts[: REVIEWABLE // len(contestants)]:
             reviewed = make_run(prompt, contestant, campaign=reviewed and reviewed.campaign)
     Campaign.objects.filter(pk=reviewed.campaign_id).update(reviews_wanted=REVIEWS_WANTED)
+    for run in Run.objects.filter(campaign_id=reviewed.campaign_id):
+        rendered_diffs.prerender(run)  # as the worker does once a run's diff is captured
 
     sha = make_repo(var_dir / "repos" / "app", {"README.md": "hello\n"})
     repository = Repository.objects.create(name="app", url=str(var_dir / "repos" / "app"))
