@@ -44,8 +44,8 @@ def when_ready(server) -> None:
 
 
 def warm_up() -> None:
-    """Import every view, build the URL table both ways, compile every template of the site,
-    and prime the highlighter and the markdown renderer.
+    """Import every view, build the URL table both ways, compile every template of the site and
+    the review queue's SQL, and prime the highlighter and the markdown renderer.
 
     Each is done lazily, on the first request that needs it: in every worker, at the moment a
     restart's first logins arrive (compiling the site's templates takes a worker about a tenth
@@ -60,6 +60,7 @@ def warm_up() -> None:
 
     from runs import diffs
     from runs.templatetags.runs_tags import render_markdown
+    from scoring import queue
 
     resolve("/")  # imports every URL module, and with them every view
     reverse("dashboard")  # builds the table that every {% url %} and redirect reads
@@ -68,6 +69,7 @@ def warm_up() -> None:
             for path in sorted(Path(directory).rglob("*.html")):
                 get_template(path.relative_to(directory).as_posix())
     diffs.render_diff(_SAMPLE_DIFF)
+    queue.compile_ahead()
     render_markdown("A *prompt* with code:\n\n```python\nprint(1)\n```\n\n| a |\n|---|\n| 1 |")
 
 

@@ -134,6 +134,15 @@ def _queue_sql(alias: str, by_campaign: bool, columns: tuple[str, ...]):
     return compile_queue(needing_review, alias, by_campaign, columns)
 
 
+def compile_ahead() -> None:
+    """Compile the queue's SQL as the pages read it (`pending_reviews_for`, `take_next_run`),
+    for the web server to do once before it forks. Opens no database connection."""
+    alias = router.db_for_read(Run)
+    for by_campaign in (False, True):
+        for columns in (("pk",), QUEUE_COLUMNS):
+            _queue_sql(alias, by_campaign, columns)
+
+
 def compile_queue(build, alias: str, by_campaign: bool, columns: tuple[str, ...]):
     """(sql, params, slots): the SQL of ``build(user, campaign_id, now)`` (needing_review) for
     the database ``alias``, its parameters, and which of them each call replaces with its own
