@@ -36,9 +36,9 @@ threads = envcount("WEB_THREADS", 4)
 # whichever worker frees a thread first, as sync workers share them. A worker that took more would
 # queue requests behind its own threads while another worker sat idle: in 21 logins at once just
 # after a start, one of two workers took 62% of the requests. (p95 of those logins, the median of
-# twelve such storms: 0.93 s before, 0.76-0.83 s after.) So no connection stays open between
-# requests either (keep-alive): an idle one would count against its worker. Slow clients are a
-# buffering proxy's to absorb, as gunicorn's documentation advises.
+# six such storms, no runs: 0.83-0.94 s before, 0.76-0.85 s after.) So no connection stays open
+# between requests either (keep-alive): an idle one would count against its worker. Slow clients
+# are a buffering proxy's to absorb, as gunicorn's documentation advises.
 worker_connections = threads
 keepalive = 0
 

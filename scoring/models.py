@@ -227,7 +227,7 @@ class ReviewVersion(models.Model):
 
 class ReviewHoldQuerySet(models.QuerySet):
     def live(self, now=None):
-        """Holds that still keep a place: not skipped, and used within HOLD_LAPSES_AFTER."""
+        """Holds that still keep a place: not skipped, and used within LAPSES_AFTER."""
         return self.filter(skipped_at__isnull=True, held_at__gte=ReviewHold.live_since(now))
 
 
