@@ -82,8 +82,7 @@ def needing_review(user, campaign_id: int | None = None, now=None) -> QuerySet:
 
 
 def pending_reviews_for(user, campaign_id: int | None = None) -> int:
-    # The ids, counted here: count() would wrap the subqueries in one more query.
-    return len(waiting_rows(user, campaign_id, ("pk",)))
+    return _run_queue_sql(user, campaign_id, "SELECT COUNT(*) FROM ({}) AS waiting")[0][0]
 
 
 # --- the queue's SQL, built once -----------------------------------------------------------------
@@ -92,8 +91,8 @@ def pending_reviews_for(user, campaign_id: int | None = None) -> int:
 QUEUE_COLUMNS = ("pk", "campaign_id", "held_by_me", "has_draft", "submitted", "held_by_others")
 
 
-def waiting_rows(user, campaign_id: int | None = None, columns=QUEUE_COLUMNS) -> list[tuple]:
-    """``needing_review(user, campaign_id).values_list(*columns)``, from SQL built once.
+def waiting_rows(user, campaign_id: int | None = None) -> list[tuple]:
+    """``needing_review(user, campaign_id).values_list(*QUEUE_COLUMNS)``, from SQL built once.
 
     Django spends 3 to 4 ms of CPU building and compiling needing_review's seven subqueries,
     more than the database spends running them, and the queue is read by every review page,
@@ -102,12 +101,17 @@ def waiting_rows(user, campaign_id: int | None = None, columns=QUEUE_COLUMNS) ->
     it once per database, and each call runs it with its own values. (On SQLite, the flags
     come back as 0 and 1.)
     """
+    return _run_queue_sql(user, campaign_id, "{}")
+
+
+def _run_queue_sql(user, campaign_id: int | None, statement: str) -> list[tuple]:
+    """Run `statement` with the queue's SQL in place of its ``{}``, for this call's values."""
     connection = connections[router.db_for_read(Run)]
-    sql, params, slots = _queue_sql(connection.alias, campaign_id is not None, tuple(columns))
+    sql, params, slots = _queue_sql(connection.alias, campaign_id is not None)
     values = _queue_values(connection, user.pk, campaign_id, timezone.now())
     params = [values[slots[index]] if index in slots else p for index, p in enumerate(params)]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(statement.format(sql), params)
         return cursor.fetchall()
 
 
@@ -130,23 +134,22 @@ _SAMPLES = (
 
 
 @functools.cache
-def _queue_sql(alias: str, by_campaign: bool, columns: tuple[str, ...]):
-    return compile_queue(needing_review, alias, by_campaign, columns)
+def _queue_sql(alias: str, by_campaign: bool):
+    return compile_queue(needing_review, alias, by_campaign)
 
 
 def compile_ahead() -> None:
-    """Compile the queue's SQL as the pages read it (`pending_reviews_for`, `take_next_run`),
-    for the web server to do once before it forks. Opens no database connection."""
+    """Compile the queue's SQL, with and without a campaign, for the web server to do once
+    before it forks. Opens no database connection."""
     alias = router.db_for_read(Run)
     for by_campaign in (False, True):
-        for columns in (("pk",), QUEUE_COLUMNS):
-            _queue_sql(alias, by_campaign, columns)
+        _queue_sql(alias, by_campaign)
 
 
-def compile_queue(build, alias: str, by_campaign: bool, columns: tuple[str, ...]):
-    """(sql, params, slots): the SQL of ``build(user, campaign_id, now)`` (needing_review) for
-    the database ``alias``, its parameters, and which of them each call replaces with its own
-    value (position -> name of the value in `_queue_values`).
+def compile_queue(build, alias: str, by_campaign: bool):
+    """(sql, params, slots): the SQL of ``build(user, campaign_id, now)`` (needing_review) as
+    rows of QUEUE_COLUMNS for the database ``alias``, its parameters, and which of them each
+    call replaces with its own value (position -> name of the value in `_queue_values`).
 
     Compiled twice, from `_SAMPLES`: every parameter that differs between the two must be one
     of `_queue_values`, or this raises. A value the rule took from elsewhere (the clock, a
@@ -156,7 +159,7 @@ def compile_queue(build, alias: str, by_campaign: bool, columns: tuple[str, ...]
     compiled = []
     for user_id, campaign_id, now in _SAMPLES:
         queryset = build(user_id, campaign_id if by_campaign else None, now)
-        sql, params = queryset.values_list(*columns).query.get_compiler(alias).as_sql()
+        sql, params = queryset.values_list(*QUEUE_COLUMNS).query.get_compiler(alias).as_sql()
         compiled.append((sql, params, _queue_values(connection, user_id, campaign_id, now)))
     (sql, params, values), (other_sql, other_params, other_values) = compiled
     if sql != other_sql or len(params) != len(other_params):

@@ -264,4 +264,4 @@ def test_a_value_the_queue_reads_but_is_not_given_stops_it_being_compiled_once(d
         return queue.needing_review(user, campaign_id, now).filter(queued_at__lte=timezone.now())
 
     with pytest.raises(RuntimeError, match="is none of user, campaign, live_since"):
-        queue.compile_queue(reads_the_clock, "default", False, ("pk",))
+        queue.compile_queue(reads_the_clock, "default", False)
