@@ -52,6 +52,14 @@ def when_ready(server) -> None:
     warm_up()
 
 
+def post_worker_init(worker) -> None:
+    # Runs in each worker before it accepts a connection: its password-hashing thread starts and
+    # faults its memory in now, not during the first logins (evalsite/hashers.py).
+    from evalsite import hashers
+
+    hashers.warm_up()
+
+
 def warm_up() -> None:
     """Import every view, build the URL table both ways, compile every template of the site and
     the review queue's SQL, and prime the highlighter and the markdown renderer.
@@ -67,6 +75,7 @@ def warm_up() -> None:
     from django.template.loader import get_template
     from django.urls import resolve, reverse
 
+    from evalsite import hashers
     from runs import diffs
     from runs.templatetags.runs_tags import render_markdown
     from scoring import queue
@@ -80,6 +89,7 @@ def warm_up() -> None:
     diffs.render_diff(_SAMPLE_DIFF)
     queue.compile_ahead()
     render_markdown("A *prompt* with code:\n\n```python\nprint(1)\n```\n\n| a |\n|---|\n| 1 |")
+    hashers.hash_once()  # on this thread: no thread is started before the fork
 
 
 _SAMPLE_DIFF = """\

@@ -169,9 +169,11 @@ else:
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# The first hashes new passwords. Django verifies a hash with the last hasher listed for its
+# algorithm: Mergeable's is the only "argon2" one, so every Argon2 hash, whatever its parameters,
+# is checked on the hashing thread (evalsite/hashers.py).
 PASSWORD_HASHERS = [
     "evalsite.hashers.MergeableArgon2PasswordHasher",
-    "django.contrib.auth.hashers.Argon2PasswordHasher",
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",
     "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
     "django.contrib.auth.hashers.ScryptPasswordHasher",

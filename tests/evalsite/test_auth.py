@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
+import select
+import signal
 import stat
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 from io import StringIO
 
@@ -144,6 +151,69 @@ def test_it_upgrades_an_older_pbkdf2_hash_on_the_next_login(production_hashers, 
     assert user.password.startswith("pbkdf2_sha256$")
     assert _log_in(client, "old-timer", PASSWORD).status_code == 302
     assert _fresh(user).password.startswith("argon2$argon2id$")
+
+
+def test_passwords_are_hashed_one_at_a_time_on_one_thread(production_hashers, monkeypatch):
+    """Six logins at once in one process: each hash runs on the same thread, never two at once
+    (a thread that hashes keeps 24 MiB of its own: see evalsite/hashers.py), and each login still
+    gets its own answer."""
+    from argon2 import _password_hasher as argon2_hasher
+    from django.contrib.auth.hashers import check_password, make_password
+
+    encoded = make_password(PASSWORD)
+    threads, running, most = set(), [0], [0]
+    lock = threading.Lock()
+    verify_secret = argon2_hasher.verify_secret
+
+    def watched(*args):
+        with lock:
+            threads.add(threading.get_ident())
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.02)  # long enough for the other logins to arrive meanwhile
+            return verify_secret(*args)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(argon2_hasher, "verify_secret", watched)  # what it calls
+    passwords = [PASSWORD, "wrong"] * 3
+    with ThreadPoolExecutor(max_workers=len(passwords)) as logins:
+        answers = list(logins.map(lambda password: check_password(password, encoded), passwords))
+    assert answers == [True, False] * 3
+    assert most[0] == 1
+    assert len(threads) == 1 and threading.get_ident() not in threads
+
+
+def test_a_forked_web_worker_hashes_on_a_thread_of_its_own(production_hashers):
+    """gunicorn forks its workers from a master that has hashed (its warm-up): a child must not
+    hand its logins to the parent's hashing thread, which it does not have."""
+    from django.contrib.auth.hashers import check_password, make_password
+
+    from evalsite import hashers
+
+    hashers.warm_up()  # this process's hashing thread exists
+    encoded = make_password(PASSWORD)
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # "multi-threaded, use of fork()"
+        child = os.fork()
+    if child == 0:  # pragma: no cover (the child reports through the pipe)
+        try:
+            os.write(write_end, b"yes" if check_password(PASSWORD, encoded) else b"no")
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        ready, _, _ = select.select([read_end], [], [], 30)
+        assert ready, "the forked child's login never finished hashing"
+        assert os.read(read_end, 3) == b"yes"
+    finally:
+        os.close(read_end)
+        if not ready:
+            os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
 
 
 @pytest.mark.django_db
