@@ -54,6 +54,7 @@ from _common import (
     log,
     make_repo,
     make_var_dir,
+    median,
     percentile,
     r,
     setup_django,
@@ -140,6 +141,34 @@ def build_world(var_dir: Path):
     )
     executing = Contestant.objects.create(name="busy", model=model)
     return reviewed.campaign, prompt_set, executing
+
+
+def password_hash_cost() -> dict:
+    """What one login's password hash costs on this machine, in CPU ms: the site's Argon2 and,
+    beside it, Django's PBKDF2 default (a fixed amount of work: the yardstick for a machine's
+    speed). Measured before the load starts."""
+    from django.contrib.auth.hashers import Argon2PasswordHasher, PBKDF2PasswordHasher
+
+    from evalsite.hashers import MergeableArgon2PasswordHasher
+
+    def cpu_ms(hasher, verify, times: int) -> float:
+        encoded = hasher.encode(PASSWORD, hasher.salt())
+        seconds = []
+        for _ in range(times):
+            started = time.thread_time()
+            verify(hasher, PASSWORD, encoded)
+            seconds.append(time.thread_time() - started)
+        return median(seconds) * 1000
+
+    # The site's hasher runs on its hashing thread, whose CPU this thread cannot read: the same
+    # work (the parameters are in the hash), on this thread.
+    argon2_ms = cpu_ms(MergeableArgon2PasswordHasher(), Argon2PasswordHasher.verify, 7)
+    pbkdf2_ms = cpu_ms(PBKDF2PasswordHasher(), PBKDF2PasswordHasher.verify, 3)
+    return {
+        "argon2_ms": r(argon2_ms, 1),
+        "pbkdf2_default_ms": r(pbkdf2_ms, 1),
+        "argon2_share_of_pbkdf2": r(argon2_ms / pbkdf2_ms, 3),
+    }
 
 
 def free_port() -> int:
@@ -368,6 +397,7 @@ def main() -> None:
             check=True,
         )
         reviewed, prompt_set, executing = build_world(var_dir)
+        hash_cost = password_hash_cost()
         campaign_url = reviewed.get_absolute_url()
         port = free_port()
         base = f"http://127.0.0.1:{port}"
@@ -449,6 +479,7 @@ def main() -> None:
             "after_phase_s": AFTER_S,
             "during_runs": during,
             "after_runs": after,
+            "password_hash": hash_cost,
             "simultaneous_logins": {
                 "count": len(logins),
                 "p95_ms": r(percentile(logins, 0.95) * 1000, 1) if logins else None,

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -111,6 +112,32 @@ def test_after_the_warm_up_the_queue_pages_compile_no_queue_sql(scorer, client_f
     page = scoring.get(reverse("scoring:review", kwargs={"review_key": run.review_key}))
     assert "1 of 1 left" in page.content.decode()
     assert compiled == []
+
+
+def test_the_masters_warm_up_hashes_a_password_without_starting_a_thread(monkeypatch):
+    """The master hashes once (the C library learns to keep a hash's memory in its heap) but
+    starts no hashing thread: it forks its workers next, and a thread at fork time is one the
+    child does not have."""
+    from evalsite import hashers
+
+    monkeypatch.setattr(hashers, "_hashing", None)  # as the master has it before its first hash
+    assert hashers.hash_once().startswith("argon2$argon2id$v=19$m=24576,t=2,p=1$")
+    assert hashers._hashing is None
+    hashed = []
+    monkeypatch.setattr(hashers, "hash_once", lambda: hashed.append(threading.get_ident()))
+    warm_up()
+    assert hashed == [threading.get_ident()]
+    assert hashers._hashing is None
+
+
+def test_a_new_web_worker_starts_its_hashing_thread_before_its_first_login(monkeypatch):
+    from evalsite import gunicorn_config, hashers
+
+    monkeypatch.setattr(hashers, "_hashing", None)  # as a newly forked worker has it
+    gunicorn_config.post_worker_init(worker=None)
+    assert hashers._hashing is not None
+    (thread,) = hashers._hashing._threads
+    assert thread.is_alive() and thread.name.startswith("password-hashing")
 
 
 def test_gunicorn_warms_up_in_its_master_and_then_serves(tmp_path):
