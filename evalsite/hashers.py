@@ -3,22 +3,24 @@
 Django's PBKDF2 default (1.5M iterations) costs about 0.9 s of CPU per login on a small server,
 which stalls every other page when a team logs in at once. Argon2id spends memory rather than
 time: 24 MiB and two passes over it, on one lane (above OWASP's 19 MiB, two passes, one lane).
-That costs about 7% of PBKDF2's default on the same machine: 22 ms where PBKDF2 takes 0.31 s,
-about 65 ms where it takes 0.9 s. 32 MiB cost 12% (37 ms against 0.31 s): past 32 MiB the C
-library maps each hash's memory afresh and the kernel zeroes it at every login.
+That costs 7-12% of PBKDF2's default measured at the same moment (22-38 ms here, where PBKDF2
+took 0.28-0.38 s at different hours; `bench/bench_team_load.py` reports both), so 65-110 ms where
+PBKDF2 takes 0.9 s. Past 32 MiB the C library maps each hash's memory afresh and the kernel
+zeroes it at every login.
 One lane, because a second lane runs on a second core: it halves the wait of a lone login but
 doubles the CPU that twenty simultaneous logins take from everyone else. Hashes made with other
 parameters, and older PBKDF2 hashes, still verify and are rewritten with these on the user's
 next login (Django's `must_update`).
 
 A process hashes on one thread of its own, one password at a time. Each thread that hashes
-keeps its own 24 MiB in the C library's per-thread heap, and the kernel faults those pages in the
-first time: a web process whose four request threads each hashed took about 25,000 page faults
-on its first logins, more CPU than the hashes' own work in a storm of logins just after a
-(re)start. On one thread, the same 24 MiB serve every login, and they stay in the processor's
-cache. A second login in the same process waits for the first one's hash (tens of milliseconds);
-the other request threads go on serving pages. `warm_up` hashes once on that thread, so a new
-web worker faults its pages in before its first login.
+keeps its own 24 MiB in the C library's per-thread heap, which the kernel faults in page by page
+the first time; and until a process had freed one such block, the library mapped each hash's
+memory afresh. The first 20 logins after a start took about 98,000 page faults in the two web
+processes (3,900 now), a few hundred milliseconds of CPU in the storm of logins that follows a
+(re)start. On one thread, the same 24 MiB serve every login. A second login in the same process
+waits for the first one's hash (tens of milliseconds); the other request threads go on serving
+pages. The master hashes once before it forks (`hash_once`), and each web worker hashes once on
+its hashing thread before it accepts a connection (`warm_up`).
 """
 
 from __future__ import annotations
