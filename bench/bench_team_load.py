@@ -97,15 +97,7 @@ def build_world(var_dir: Path):
 
     from evalsite.roles import LEAD, SCORER, set_role
     from runs import rendered_diffs
-    from runs.models import (
-        Campaign,
-        Contestant,
-        LanguageModel,
-        Prompt,
-        PromptSet,
-        Repository,
-        Run,
-    )
+    from runs.models import Contestant, LanguageModel, Prompt, PromptSet, Repository
     from tests.scoring.test_review import make_contestant, make_prompt, make_run
 
     users = get_user_model()
@@ -119,8 +111,10 @@ def build_world(var_dir: Path):
     for contestant in contestants:
         for prompt in prompts[: REVIEWABLE // len(contestants)]:
             reviewed = make_run(prompt, contestant, campaign=reviewed and reviewed.campaign)
-    Campaign.objects.filter(pk=reviewed.campaign_id).update(reviews_wanted=REVIEWS_WANTED)
-    for run in Run.objects.filter(campaign_id=reviewed.campaign_id):
+    campaign = reviewed.campaign
+    campaign.reviews_wanted = REVIEWS_WANTED
+    campaign.save(update_fields=["reviews_wanted"])
+    for run in campaign.runs.all():
         rendered_diffs.prerender(run)  # as the worker does once a run's diff is captured
 
     sha = make_repo(var_dir / "repos" / "app", {"README.md": "hello\n"})
@@ -140,7 +134,7 @@ def build_world(var_dir: Path):
         name="busy", provider="scripted", script=SCRIPT % {"burn": BURN}
     )
     executing = Contestant.objects.create(name="busy", model=model)
-    return reviewed.campaign, prompt_set, executing
+    return campaign, prompt_set, executing
 
 
 def password_hash_cost() -> dict:
