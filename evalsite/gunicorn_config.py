@@ -61,8 +61,8 @@ def post_worker_init(worker) -> None:
 
 
 def warm_up() -> None:
-    """Import every view, build the URL table both ways, compile every template of the site and
-    the review queue's SQL, and prime the highlighter and the markdown renderer.
+    """Import every view, build the URL table both ways, compile every template of the site,
+    and prime the highlighter and the markdown renderer.
 
     Each is done lazily, on the first request that needs it: in every worker, at the moment a
     restart's first logins arrive (compiling the site's templates takes a worker about a tenth
@@ -78,7 +78,6 @@ def warm_up() -> None:
     from evalsite import hashers
     from runs import diffs
     from runs.templatetags.runs_tags import render_markdown
-    from scoring import queue
 
     resolve("/")  # imports every URL module, and with them every view
     reverse("dashboard")  # builds the table that every {% url %} and redirect reads
@@ -87,7 +86,6 @@ def warm_up() -> None:
             for path in sorted(Path(directory).rglob("*.html")):
                 get_template(path.relative_to(directory).as_posix())
     diffs.render_diff(_SAMPLE_DIFF)
-    queue.compile_ahead()
     render_markdown("A *prompt* with code:\n\n```python\nprint(1)\n```\n\n| a |\n|---|\n| 1 |")
     hashers.hash_once()  # on this thread: no thread is started before the fork
 

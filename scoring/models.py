@@ -9,8 +9,9 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
-from django.db.models import F
+from django.db.models import F, Subquery
 from django.db.models.fields.json import KeyTransform
+from django.db.models.functions import Coalesce
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
 from django.utils import timezone
@@ -73,20 +74,19 @@ class Rubric(models.Model):
             counts[default.pk] = counts.get(default.pk, 0) + unlinked
         return counts
 
+    @classmethod
+    def criteria_of_campaign(cls, campaign_id: int) -> list[Criterion]:
+        """The criteria of the rubric `for_campaign` reads, in one query rather than three: the
+        review page and every submit read them."""
+        linked = CampaignRubric.objects.filter(campaign_id=campaign_id).values("rubric_id")
+        default = cls.objects.filter(is_default=True).order_by("name").values("pk")[:1]
+        oldest = cls.objects.order_by("id").values("pk")[:1]
+        rubric = Coalesce(Subquery(linked), Subquery(default), Subquery(oldest))
+        return list(Criterion.objects.filter(rubric_id=rubric))
+
     def criteria_for(self, prompt_snapshot: dict) -> list[Criterion]:
         """The criteria that apply to a prompt: tag-limited ones only where the tag is present."""
-        tags = set(prompt_snapshot.get("tags") or [])
-        ambiguous = prompt_snapshot.get("clarification_expected") or False
-        result = []
-        for criterion in self.criteria.all():
-            if criterion.only_for_tag:
-                applies = criterion.only_for_tag in tags or (
-                    criterion.only_for_tag == Criterion.AMBIGUOUS_TAG and ambiguous
-                )
-                if not applies:
-                    continue
-            result.append(criterion)
-        return result
+        return Criterion.applying_to(self.criteria.all(), prompt_snapshot)
 
 
 class Criterion(models.Model):
@@ -117,6 +117,20 @@ class Criterion(models.Model):
 
     def __str__(self) -> str:
         return self.label
+
+    @staticmethod
+    def applying_to(criteria: Iterable[Criterion], prompt_snapshot: dict) -> list[Criterion]:
+        """Those of `criteria` that apply to a prompt: tag-limited ones only where the tag is
+        present."""
+        tags = set(prompt_snapshot.get("tags") or [])
+        ambiguous = prompt_snapshot.get("clarification_expected") or False
+        return [
+            criterion
+            for criterion in criteria
+            if not criterion.only_for_tag
+            or criterion.only_for_tag in tags
+            or (criterion.only_for_tag == Criterion.AMBIGUOUS_TAG and ambiguous)
+        ]
 
     def options(self) -> list[tuple[str, str]]:
         """(value, label) of every answer a reviewer may give, N/A last where it is allowed."""

@@ -17,12 +17,10 @@ import hashlib
 import hmac
 import random
 from collections import defaultdict
-from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import connections, router, transaction
-from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import F
 from django.utils import timezone
 
 from runs.models import Run
@@ -41,141 +39,103 @@ class NoPlaceLeft(Exception):
         self.wanted = wanted
 
 
-def _count(queryset: QuerySet) -> Coalesce:
-    """The number of rows of ``queryset`` (filtered on ``run=OuterRef("pk")``) as a subquery.
-
-    A subquery rather than Count() over a join, so that two counts never multiply each other.
-    """
-    counted = queryset.order_by().values("run").annotate(n=Count("pk")).values("n")
-    return Coalesce(Subquery(counted, output_field=IntegerField()), 0)
-
-
-def with_places(runs: QuerySet, user, now=None) -> QuerySet:
-    """Annotate runs with how their places stand, as seen by ``user``.
-
-    ``submitted`` (reviews), ``wanted``, ``held_by_others`` (live holds of other scorers),
-    ``held_by_me``, ``reviewed_by_me``, ``skipped_by_me`` and ``has_draft``.
-    """
-    now = now or timezone.now()
-    reviews = Review.objects.filter(run=OuterRef("pk"))
-    holds = ReviewHold.objects.filter(run=OuterRef("pk"))
-    live = holds.live(now)
-    return runs.annotate(
-        submitted=_count(reviews.filter(submitted_at__isnull=False)),
-        wanted=F("campaign__reviews_wanted") + F("extra_reviews_wanted"),
-        held_by_others=_count(live.exclude(reviewer=user)),
-        held_by_me=Exists(live.filter(reviewer=user)),
-        reviewed_by_me=Exists(reviews.filter(reviewer=user, submitted_at__isnull=False)),
-        skipped_by_me=Exists(holds.filter(reviewer=user, skipped_at__isnull=False)),
-        has_draft=Exists(reviews.filter(reviewer=user, submitted_at__isnull=True)),
-    )
-
-
-def needing_review(user, campaign_id: int | None = None, now=None) -> QuerySet:
+def needing_review(user, campaign_id: int | None = None, now=None, related=()) -> list[Run]:
     """Reviewable runs this user may review now: not reviewed or skipped by them, and either
-    held by them or with a place left after submitted reviews and others' live holds."""
-    runs = with_places(Run.objects.reviewable(), user, now)
-    if campaign_id is not None:
-        runs = runs.filter(campaign_id=campaign_id)
-    runs = runs.filter(reviewed_by_me=False, skipped_by_me=False, submitted__lt=F("wanted"))
-    return runs.filter(Q(held_by_me=True) | Q(wanted__gt=F("submitted") + F("held_by_others")))
+    held by them or with a place left after submitted reviews and others' live holds.
+
+    Each run carries how its places stand, as seen by ``user``: ``held_by_me``, ``has_draft``,
+    ``submitted`` (reviews), ``held_by_others`` (live holds of other scorers) and ``wanted``.
+    ``related`` is passed to select_related."""
+    rows = waiting_rows(user, campaign_id, now)
+    runs = Run.objects.select_related(*related).in_bulk([row[0] for row in rows])
+    waiting = []
+    for row in rows:
+        run = runs[row[0]]
+        for column, value in zip(QUEUE_COLUMNS[2:], row[2:], strict=True):
+            setattr(run, column, value)
+        waiting.append(run)
+    return waiting
 
 
 def pending_reviews_for(user, campaign_id: int | None = None) -> int:
-    return _run_queue_sql(user, campaign_id, "SELECT COUNT(*) FROM ({}) AS waiting")[0][0]
+    return _run_queue_sql(user, campaign_id, None, "SELECT COUNT(*) FROM ({}) waiting")[0][0]
 
 
-# --- the queue's SQL, built once -----------------------------------------------------------------
+# --- the queue's SQL -----------------------------------------------------------------------------
 
-# What "review next" sorts the runs waiting by (`_queue_position`).
-QUEUE_COLUMNS = ("pk", "campaign_id", "held_by_me", "has_draft", "submitted", "held_by_others")
+# The columns of `waiting_rows`, in order; "review next" sorts by them (`_queue_position`).
+QUEUE_COLUMNS = ("pk", "campaign_id", "held_by_me", "has_draft", "submitted", "held_by_others",
+                 "wanted")  # fmt: skip
 
 
-def waiting_rows(user, campaign_id: int | None = None) -> list[tuple]:
-    """``needing_review(user, campaign_id).values_list(*QUEUE_COLUMNS)``, from SQL built once.
+def waiting_rows(user, campaign_id: int | None = None, now=None) -> list[tuple]:
+    """The runs `needing_review` finds, as rows of QUEUE_COLUMNS (flags as 0 and 1).
 
-    Django spends 3 to 4 ms of CPU building and compiling needing_review's seven subqueries,
-    more than the database spends running them, and the queue is read by every review page,
-    every "review next" and the dashboard. From one call to the next its SQL differs only in
-    the user, the campaign and the time before which holds have lapsed: `_queue_sql` compiles
-    it once per database, and each call runs it with its own values. (On SQLite, the flags
-    come back as 0 and 1.)
+    Every "review next", review page and dashboard reads the queue. The reviews and holds are
+    counted per run once, in two grouped subqueries joined to the runs, rather than by five
+    subqueries run again for every run: at 400 runs with their reviews that is a fifth of the
+    database's time (0.75 ms against 3.7 ms a call).
     """
-    return _run_queue_sql(user, campaign_id, "{}")
+    return _run_queue_sql(user, campaign_id, now, "{}")
 
 
-def _run_queue_sql(user, campaign_id: int | None, statement: str) -> list[tuple]:
+def _run_queue_sql(user, campaign_id: int | None, now, statement: str) -> list[tuple]:
     """Run `statement` with the queue's SQL in place of its ``{}``, for this call's values."""
     connection = connections[router.db_for_read(Run)]
-    sql, params, slots = _queue_sql(connection.alias, campaign_id is not None)
-    values = _queue_values(connection, user.pk, campaign_id, timezone.now())
-    params = [values[slots[index]] if index in slots else p for index, p in enumerate(params)]
+    held_at = ReviewHold._meta.get_field("held_at")
+    live_since = held_at.get_db_prep_value(ReviewHold.live_since(now), connection)
+    values = {"user": user.pk, "campaign": campaign_id, "live_since": live_since}
     with connection.cursor() as cursor:
-        cursor.execute(statement.format(sql), params)
+        cursor.execute(statement.format(_queue_sql(campaign_id is not None)), values)
         return cursor.fetchall()
 
 
-def _queue_values(connection, user_id, campaign_id, now) -> dict:
-    """The values needing_review is built from, as the database receives them."""
-    held_at = ReviewHold._meta.get_field("held_at")
-    return {
-        "user": user_id,
-        "campaign": campaign_id,
-        "live_since": held_at.get_db_prep_value(ReviewHold.live_since(now), connection),
-    }
-
-
-# Two sets of values that no real call uses: the parameters that differ between the two
-# compilations are the ones a call fills in.
-_SAMPLES = (
-    (-1_000_001, -2_000_001, datetime(2001, 1, 1, tzinfo=UTC)),
-    (-1_000_002, -2_000_002, datetime(2002, 2, 2, tzinfo=UTC)),
-)
-
-
 @functools.cache
-def _queue_sql(alias: str, by_campaign: bool):
-    return compile_queue(needing_review, alias, by_campaign)
-
-
-def compile_ahead() -> None:
-    """Compile the queue's SQL, with and without a campaign, for the web server to do once
-    before it forks. Opens no database connection."""
-    alias = router.db_for_read(Run)
-    for by_campaign in (False, True):
-        _queue_sql(alias, by_campaign)
-
-
-def compile_queue(build, alias: str, by_campaign: bool):
-    """(sql, params, slots): the SQL of ``build(user, campaign_id, now)`` (needing_review) as
-    rows of QUEUE_COLUMNS for the database ``alias``, its parameters, and which of them each
-    call replaces with its own value (position -> name of the value in `_queue_values`).
-
-    Compiled twice, from `_SAMPLES`: every parameter that differs between the two must be one
-    of `_queue_values`, or this raises. A value the rule took from elsewhere (the clock, a
-    setting) would differ too, and would otherwise be frozen at its first value.
+def _queue_sql(by_campaign: bool) -> str:
+    """The queue's rule in SQL, its values named %(user)s, %(campaign)s and %(live_since)s: a
+    live hold is one not skipped and used since `live_since` (ReviewHold.live)."""
+    runs, campaigns = Run._meta.db_table, Run._meta.get_field("campaign").related_model._meta
+    reviews, holds = Review._meta.db_table, ReviewHold._meta.db_table
+    statuses = ", ".join(f"'{status}'" for status in Run.REVIEWABLE_STATUSES)
+    # Reviews and holds of the campaign's runs only, when the queue is one campaign's.
+    of_campaign = (
+        f"WHERE run_id IN (SELECT id FROM {runs} WHERE campaign_id = %(campaign)s)"
+        if by_campaign
+        else ""
+    )
+    mine_live = "reviewer_id = %(user)s AND skipped_at IS NULL AND held_at >= %(live_since)s"
+    others_live = "reviewer_id <> %(user)s AND skipped_at IS NULL AND held_at >= %(live_since)s"
+    wanted = f"({campaigns.db_table}.reviews_wanted + {runs}.extra_reviews_wanted)"
+    submitted, held_by_others = "COALESCE(r.submitted, 0)", "COALESCE(h.others, 0)"
+    held_by_me, has_draft = "COALESCE(h.mine, 0)", "COALESCE(r.draft, 0)"
+    return f"""
+        SELECT {runs}.id, {runs}.campaign_id, {held_by_me}, {has_draft}, {submitted},
+            {held_by_others}, {wanted}
+        FROM {runs}
+        INNER JOIN {campaigns.db_table} ON {campaigns.db_table}.id = {runs}.campaign_id
+        LEFT JOIN (
+            SELECT run_id,
+                SUM(CASE WHEN submitted_at IS NOT NULL THEN 1 ELSE 0 END) AS submitted,
+                MAX(CASE WHEN reviewer_id = %(user)s AND submitted_at IS NOT NULL
+                    THEN 1 ELSE 0 END) AS reviewed,
+                MAX(CASE WHEN reviewer_id = %(user)s AND submitted_at IS NULL
+                    THEN 1 ELSE 0 END) AS draft
+            FROM {reviews} {of_campaign} GROUP BY run_id
+        ) r ON r.run_id = {runs}.id
+        LEFT JOIN (
+            SELECT run_id,
+                SUM(CASE WHEN {others_live} THEN 1 ELSE 0 END) AS others,
+                MAX(CASE WHEN {mine_live} THEN 1 ELSE 0 END) AS mine,
+                MAX(CASE WHEN reviewer_id = %(user)s AND skipped_at IS NOT NULL
+                    THEN 1 ELSE 0 END) AS skipped
+            FROM {holds} {of_campaign} GROUP BY run_id
+        ) h ON h.run_id = {runs}.id
+        WHERE {runs}.status IN ({statuses})
+            {"AND " + runs + ".campaign_id = %(campaign)s" if by_campaign else ""}
+            AND COALESCE(r.reviewed, 0) = 0 AND COALESCE(h.skipped, 0) = 0
+            AND {submitted} < {wanted}
+            AND ({held_by_me} = 1 OR {wanted} > {submitted} + {held_by_others})
     """
-    connection = connections[alias]
-    compiled = []
-    for user_id, campaign_id, now in _SAMPLES:
-        queryset = build(user_id, campaign_id if by_campaign else None, now)
-        sql, params = queryset.values_list(*QUEUE_COLUMNS).query.get_compiler(alias).as_sql()
-        compiled.append((sql, params, _queue_values(connection, user_id, campaign_id, now)))
-    (sql, params, values), (other_sql, other_params, other_values) = compiled
-    if sql != other_sql or len(params) != len(other_params):
-        raise RuntimeError("needing_review builds different SQL for different users")
-    slots = {}
-    for index, (param, other) in enumerate(zip(params, other_params, strict=True)):
-        if param == other:
-            continue
-        names = [n for n in values if values[n] == param and other_values[n] == other]
-        if len(names) != 1:
-            raise RuntimeError(
-                f"needing_review's parameter {index} ({param!r}) changes from one call to the "
-                f"next but is none of {', '.join(values)}: pass it in, or it is frozen"
-            )
-        slots[index] = names[0]
-    return sql, tuple(params), slots
 
 
 def _seed(user, campaign_id: int) -> bytes:
@@ -218,10 +178,9 @@ def personal_order(user, campaign_ids) -> dict[int, int]:
     return order
 
 
-def in_order_for(user, runs: QuerySet) -> list[Run]:
-    """``runs`` (annotated by ``with_places``) in the order this user should take them up
+def in_order_for(user, runs: list[Run]) -> list[Run]:
+    """``runs`` (from ``needing_review``) in the order this user should take them up
     (`_queue_position`)."""
-    runs = list(runs)
     order = personal_order(user, {run.campaign_id for run in runs})
     return sorted(
         runs,

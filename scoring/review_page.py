@@ -234,10 +234,8 @@ def question_rows(run: Run, *, blind: bool, terms: dict | None) -> list[dict]:
 
 
 def criteria_for_run(run: Run) -> list[Criterion]:
-    rubric = Rubric.for_campaign(run.campaign)
-    if rubric is None:
-        return []
-    return rubric.criteria_for(run.snapshot.get("prompt") or {})
+    criteria = Rubric.criteria_of_campaign(run.campaign_id)
+    return Criterion.applying_to(criteria, run.snapshot.get("prompt") or {})
 
 
 def criterion_rows(criteria: list[Criterion], answers: dict) -> list[dict]:

@@ -117,7 +117,7 @@ def queue(request: HttpRequest) -> HttpResponse:
     user = request.user
     # Every run waiting for this user, once: the counts per campaign come from the same rows.
     available = review_queue.in_order_for(
-        user, review_queue.needing_review(user).select_related("campaign", "prompt")
+        user, review_queue.needing_review(user, related=("campaign", "prompt"))
     )
     pending_by_campaign = Counter(run.campaign_id for run in available)
     campaigns = [

@@ -21,7 +21,6 @@ from django.urls import reverse
 
 from evalsite.gunicorn_config import warm_up
 from runs import diffs
-from scoring import queue
 from tests.scoring.test_review import make_run
 
 
@@ -98,20 +97,6 @@ def test_after_the_warm_up_the_first_diff_compiles_no_pattern(cold_highlighter):
     rendered = diffs.render_diff(DIFF)
     assert len(cold_highlighter) == compiled_by_warm_up > 100
     assert "b" in str(rendered["files"][0]["hunks"])
-
-
-def test_after_the_warm_up_the_queue_pages_compile_no_queue_sql(scorer, client_for, monkeypatch):
-    run = make_run()
-    queue._queue_sql.cache_clear()  # as a new process has it
-    warm_up()
-    compiled = []
-    monkeypatch.setattr(queue, "compile_queue", lambda *args: compiled.append(args))
-    scoring = client_for(scorer)
-    assert scoring.get(reverse("dashboard")).status_code == 200
-    assert scoring.get(reverse("scoring:review_next")).status_code == 302
-    page = scoring.get(reverse("scoring:review", kwargs={"review_key": run.review_key}))
-    assert "1 of 1 left" in page.content.decode()
-    assert compiled == []
 
 
 def test_the_masters_warm_up_hashes_a_password_without_starting_a_thread(monkeypatch):

@@ -9,7 +9,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from runs.models import Campaign
+from runs.models import Campaign, Run
 from scoring import queue, reviews
 from scoring.models import Review, ReviewHold
 from tests.scoring.test_review import ANSWERS, make_contestant, make_prompt, make_run, post_answers
@@ -222,14 +222,35 @@ def test_it_says_how_many_are_left(grid, scorer, client_for):
     assert "11 of 12 left" in client.get(review_url(run)).content.decode()
 
 
-def as_numbers(rows) -> list[tuple]:
-    # SQLite returns the queue's flags as 0 and 1, PostgreSQL as booleans.
-    return sorted(tuple(int(value) for value in row) for row in rows)
+def the_rule(user, campaign_id: int | None) -> list[tuple]:
+    """The queue's rule, worked out run by run from the rows: QUEUE_COLUMNS of each run waiting
+    for `user`, sorted."""
+    since = ReviewHold.live_since()
+    rows = []
+    for run in Run.objects.reviewable().select_related("campaign"):
+        if campaign_id is not None and run.campaign_id != campaign_id:
+            continue
+        reviews, holds = list(run.reviews.all()), list(run.holds.all())
+        submitted = sum(1 for review in reviews if review.submitted_at)
+        live = [hold for hold in holds if hold.skipped_at is None and hold.held_at >= since]
+        held_by_me = any(hold.reviewer_id == user.pk for hold in live)
+        held_by_others = sum(1 for hold in live if hold.reviewer_id != user.pk)
+        if any(r.reviewer_id == user.pk and r.submitted_at for r in reviews) or any(
+            hold.reviewer_id == user.pk and hold.skipped_at for hold in holds
+        ):
+            continue
+        wanted = run.reviews_wanted
+        if submitted < wanted and (held_by_me or wanted > submitted + held_by_others):
+            has_draft = any(r.reviewer_id == user.pk and not r.submitted_at for r in reviews)
+            rows.append((run.pk, run.campaign_id, int(held_by_me), int(has_draft), submitted,
+                         held_by_others, wanted))  # fmt: skip
+    return sorted(rows)
 
 
-def test_the_queue_compiled_once_finds_what_the_rule_built_afresh_finds(grid, scorer, other_scorer):
-    """`waiting_rows` runs SQL compiled once with each call's user, campaign and time; whatever
-    the reviews, drafts, holds and skips, it finds the rows needing_review finds."""
+def test_the_queue_finds_the_runs_its_rule_names(grid, scorer, other_scorer):
+    """Whatever the reviews, drafts, holds (live or lapsed) and skips, and a lead's extra
+    review, the queue's SQL finds the runs, places and counts the rule names, for each scorer,
+    over all campaigns and one at a time."""
     Campaign.objects.filter(pk=grid[0].campaign_id).update(reviews_wanted=1)
     elsewhere = make_run(make_prompt(key="elsewhere"))  # a campaign of its own
     reviews.submit_review(grid[0], scorer, ANSWERS, "", "", [], 5)
@@ -240,28 +261,24 @@ def test_the_queue_compiled_once_finds_what_the_rule_built_afresh_finds(grid, sc
     ReviewHold.objects.filter(run=grid[5]).update(
         held_at=timezone.now() - ReviewHold.LAPSES_AFTER - timedelta(minutes=1)
     )
+    queue.ask_for_another_review(grid[2])
+    assert queue.hold(grid[2], scorer)  # the extra place
     for user in (scorer, other_scorer):
         for campaign_id in (None, grid[0].campaign_id, elsewhere.campaign_id):
-            fresh = queue.needing_review(user, campaign_id).values_list(*queue.QUEUE_COLUMNS)
-            assert as_numbers(queue.waiting_rows(user, campaign_id)) == as_numbers(fresh)
+            rows = sorted(
+                tuple(int(v) for v in row) for row in queue.waiting_rows(user, campaign_id)
+            )
+            assert rows == the_rule(user, campaign_id)
+            assert queue.pending_reviews_for(user, campaign_id) == len(rows)
     waiting = {row[0] for row in queue.waiting_rows(scorer)}
-    assert waiting == {run.pk for run in grid[1:] if run not in (grid[2], grid[4])} | {elsewhere.pk}
+    assert waiting == {run.pk for run in grid[1:] if run != grid[4]} | {elsewhere.pk}
+    assert {run.pk for run in queue.needing_review(scorer)} == waiting
 
 
-def test_the_queue_compiled_once_lets_holds_lapse_by_each_calls_clock(
-    one_wanted, scorer, other_scorer, monkeypatch
-):
+def test_holds_lapse_by_each_calls_clock(one_wanted, scorer, other_scorer, monkeypatch):
     run, other = one_wanted
     assert queue.hold(run, other_scorer)
     assert [row[0] for row in queue.waiting_rows(scorer)] == [other.pk]
     later = timezone.now() + ReviewHold.LAPSES_AFTER + timedelta(minutes=1)
     monkeypatch.setattr(timezone, "now", lambda: later)
     assert sorted(row[0] for row in queue.waiting_rows(scorer)) == sorted([run.pk, other.pk])
-
-
-def test_a_value_the_queue_reads_but_is_not_given_stops_it_being_compiled_once(db):
-    def reads_the_clock(user, campaign_id, now):
-        return queue.needing_review(user, campaign_id, now).filter(queued_at__lte=timezone.now())
-
-    with pytest.raises(RuntimeError, match="is none of user, campaign, live_since"):
-        queue.compile_queue(reads_the_clock, "default", False)

@@ -236,3 +236,28 @@ def test_the_campaign_form_picks_the_rubric(rubric, lead, client_for, make_repo)
     Rubric.objects.filter(pk=rubric.pk).update(is_default=False)
     # Left empty, the campaign follows whichever rubric is the default.
     assert Rubric.for_campaign(Campaign.objects.get(name="Default one")) == custom
+
+
+def test_a_campaign_s_criteria_are_those_of_the_rubric_it_uses(rubric, db):
+    """The linked rubric's questions, else the default rubric's, else the oldest rubric's: the
+    review page reads them in one query, and they are always the ones `for_campaign` names."""
+    prompt_set = PromptSet.objects.create(name="set")
+    linked, unlinked = (Campaign.objects.create(name=n, prompt_set=prompt_set) for n in "ab")
+    custom = Rubric.objects.create(name="Custom")
+    Criterion.objects.create(rubric=custom, key="tests", label="Tests pass?", position=2)
+    Criterion.objects.create(rubric=custom, key="merge", label="Merge?", position=1)
+    CampaignRubric.objects.create(campaign=linked, rubric=custom)
+
+    def keys(campaign: Campaign) -> list[str]:
+        keys = [c.key for c in Rubric.criteria_of_campaign(campaign.pk)]
+        assert keys == [c.key for c in Rubric.for_campaign(campaign).criteria.all()]
+        return keys
+
+    assert keys(linked) == ["merge", "tests"]
+    assert keys(unlinked) == [c.key for c in rubric.criteria.all()] and "conventions" in keys(
+        unlinked
+    )
+    Rubric.objects.filter(pk=rubric.pk).update(is_default=False)  # no default: the oldest one
+    assert keys(unlinked) == [c.key for c in rubric.criteria.all()]
+    Rubric.objects.filter(pk=custom.pk).update(is_default=True)
+    assert keys(unlinked) == ["merge", "tests"]
