@@ -204,7 +204,8 @@ class Review(models.Model):
     def save(self, *args, **kwargs) -> None:
         """Saves the review and, when it is or was submitted, its run's tally with it."""
         counts = self.submitted_at is not None or getattr(self, "_submitted_when_loaded", False)
-        with transaction.atomic():
+        # Within a caller's transaction, no savepoint of its own: an error rolls back the whole.
+        with transaction.atomic(savepoint=False):
             super().save(*args, **kwargs)
             if counts:
                 RunTally.recount([self.run_id])

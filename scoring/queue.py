@@ -20,7 +20,7 @@ from collections import defaultdict
 
 from django.conf import settings
 from django.db import connections, router, transaction
-from django.db.models import F
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from runs.models import Run
@@ -248,17 +248,22 @@ def hold(run: Run, user) -> bool:
         locked = (
             Run.objects.select_for_update(of=("self",)).select_related("campaign").get(pk=run.pk)
         )
-        reviews = Review.objects.filter(run=locked, submitted_at__isnull=False)
-        if reviews.filter(reviewer=user).exists():
+        submitted = Review.objects.filter(run=locked, submitted_at__isnull=False).aggregate(
+            all=Count("pk"), mine=Count("pk", filter=Q(reviewer=user))
+        )
+        if submitted["mine"]:
             return True
         others = ReviewHold.objects.live(now).filter(run=locked).exclude(reviewer=user).count()
-        if reviews.count() + others >= locked.reviews_wanted:
+        if submitted["all"] + others >= locked.reviews_wanted:
             return False
-        # The run's row is locked, so no other request makes this user's hold on it meanwhile:
-        # an update, else an insert (update_or_create would add a lock and two savepoints).
-        mine = ReviewHold.objects.filter(run=locked, reviewer=user)
-        if not mine.update(held_at=now, skipped_at=None):
-            ReviewHold.objects.create(run=locked, reviewer=user, held_at=now)
+        # This user's lapsed or skipped hold on the run becomes live again, else one is made:
+        # one statement (an insert that updates on conflict), without a savepoint.
+        ReviewHold.objects.bulk_create(
+            [ReviewHold(run=locked, reviewer=user, held_at=now, skipped_at=None)],
+            update_conflicts=True,
+            unique_fields=["run", "reviewer"],
+            update_fields=["held_at", "skipped_at"],
+        )
     return True
 
 
