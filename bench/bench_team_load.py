@@ -68,9 +68,9 @@ SLOTS = 8
 BURN = "i=0; while [ $i -lt 400000 ]; do i=$((i+1)); done"  # a few CPU seconds in sh
 REVIEWABLE = 400  # finished runs to review (20 prompts x 20 contestants)
 # Reviews each of them wants: enough work that the scorers do not run out before the end, even at
-# 25 reviews a second (once they do, they only find "nothing left" and the figures stop
-# measuring reviews: "nothing_left" counts those visits).
-REVIEWS_WANTED = 6
+# 40 reviews a second for two minutes (once they do, they only find "nothing left" and the figures
+# stop measuring reviews: "nothing_left" counts those visits).
+REVIEWS_WANTED = 12
 PASSWORD = "correct horse battery staple"
 DURING_TARGET_MS = 1000
 AFTER_TARGET_MS = 300
