@@ -60,7 +60,8 @@ def _get_run_for_review(review_key: str) -> Run:
     made in, which could tell a blind reviewer who made one.
     """
     return get_object_or_404(
-        Run.objects.reviewable().select_related("campaign", "prompt", "contestant__model"),
+        # Not the prompt: the page shows the run's snapshot of it, as the agent was given it.
+        Run.objects.reviewable().select_related("campaign", "contestant__model"),
         review_key=review_key,
     )
 
