@@ -90,13 +90,16 @@ def _run_queue_sql(user, campaign_id: int | None, now, statement: str) -> list[t
         return cursor.fetchall()
 
 
+# Run.objects.reviewable()'s statuses, as SQL.
+_REVIEWABLE = ", ".join(f"'{status}'" for status in Run.REVIEWABLE_STATUSES)
+
+
 @functools.cache
 def _queue_sql(by_campaign: bool) -> str:
     """The queue's rule in SQL, its values named %(user)s, %(campaign)s and %(live_since)s: a
     live hold is one not skipped and used since `live_since` (ReviewHold.live)."""
     runs, campaigns = Run._meta.db_table, Run._meta.get_field("campaign").related_model._meta
     reviews, holds = Review._meta.db_table, ReviewHold._meta.db_table
-    statuses = ", ".join(f"'{status}'" for status in Run.REVIEWABLE_STATUSES)
     # Reviews and holds of the campaign's runs only, when the queue is one campaign's.
     of_campaign = (
         f"WHERE run_id IN (SELECT id FROM {runs} WHERE campaign_id = %(campaign)s)"
@@ -130,7 +133,7 @@ def _queue_sql(by_campaign: bool) -> str:
                     THEN 1 ELSE 0 END) AS skipped
             FROM {holds} {of_campaign} GROUP BY run_id
         ) h ON h.run_id = {runs}.id
-        WHERE {runs}.status IN ({statuses})
+        WHERE {runs}.status IN ({_REVIEWABLE})
             {"AND " + runs + ".campaign_id = %(campaign)s" if by_campaign else ""}
             AND COALESCE(r.reviewed, 0) = 0 AND COALESCE(h.skipped, 0) = 0
             AND {submitted} < {wanted}
@@ -224,11 +227,13 @@ def take_next_run(user, campaign_id: int | None = None) -> Run | None:
 
 def progress(user, campaign_id: int) -> dict:
     """For "3 of 12 left": runs of the campaign still waiting for this user's review, of all its
-    reviewable runs."""
-    return {
-        "left": pending_reviews_for(user, campaign_id),
-        "total": Run.objects.reviewable().filter(campaign_id=campaign_id).count(),
-    }
+    reviewable runs; one statement, as every review page shows it."""
+    both = (
+        "SELECT (SELECT COUNT(*) FROM ({}) waiting), (SELECT COUNT(*) FROM "
+        f"{Run._meta.db_table} WHERE status IN ({_REVIEWABLE}) AND campaign_id = %(campaign)s)"
+    )
+    left, total = _run_queue_sql(user, campaign_id, None, both)[0]
+    return {"left": left, "total": total}
 
 
 # --- holds -----------------------------------------------------------------------------------------

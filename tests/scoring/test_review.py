@@ -451,10 +451,10 @@ def test_it_keeps_the_review_page_within_a_query_budget(
     client.get(submitted_url)  # warm the diff caches, and take a place on the blind run
     client.get(blind_url)
 
-    # The progress line ("3 of 12 left") is two queries: the runs left, then all of them.
-    with django_assert_max_num_queries(9):
+    # The progress line ("3 of 12 left") is one query: the runs left, and all of them.
+    with django_assert_max_num_queries(8):
         assert client.get(submitted_url).status_code == 200
-    with django_assert_max_num_queries(9):  # keeping the place is one UPDATE
+    with django_assert_max_num_queries(8):  # keeping the place is one UPDATE
         assert client.get(blind_url).status_code == 200
     # The runs waiting, then those runs with their campaigns and prompts.
     with django_assert_max_num_queries(10):
