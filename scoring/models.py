@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import timedelta
@@ -50,13 +49,19 @@ class Rubric(models.Model):
         return self.name
 
     @classmethod
-    def default(cls) -> Rubric:
-        return cls.objects.filter(is_default=True).first() or cls.objects.order_by("id").first()
+    def default(cls) -> Rubric | None:
+        """The rubric marked default (the first by name), else the oldest one."""
+        return cls._one(f"id = {_DEFAULT_RUBRIC}", [])
 
     @classmethod
-    def for_campaign(cls, campaign: Campaign) -> Rubric:
-        link = CampaignRubric.objects.filter(campaign=campaign).select_related("rubric").first()
-        return link.rubric if link else cls.default()
+    def for_campaign(cls, campaign: Campaign) -> Rubric | None:
+        """The rubric linked to the campaign, else the default one (`default`)."""
+        return cls._one(f"id = {_CAMPAIGN_RUBRIC}", [campaign.pk])
+
+    @classmethod
+    def _one(cls, condition: str, params: list) -> Rubric | None:
+        table = cls._meta.db_table
+        return next(iter(cls.objects.raw(f"SELECT * FROM {table} WHERE {condition}", params)), None)
 
     @classmethod
     def campaign_counts(cls) -> dict[int, int]:
@@ -77,25 +82,16 @@ class Rubric(models.Model):
     @classmethod
     def criteria_of_campaign(cls, campaign_id: int) -> list[Criterion]:
         """The criteria of the rubric `for_campaign` reads, in their order, in one query rather
-        than three: the review page and every submit read them. Its SQL is written once
-        (`_criteria_sql`): building it with the ORM cost more CPU than the three queries."""
-        return list(Criterion.objects.raw(_criteria_sql(), [campaign_id]))
+        than two or three: the review page and every submit read them. By SQL written once:
+        building it with the ORM cost more CPU than the queries it replaced."""
+        criteria = Criterion._meta.db_table
+        # Criterion's own order (Meta.ordering): by rubric, then position, then id.
+        sql = f"SELECT * FROM {criteria} WHERE rubric_id = {_CAMPAIGN_RUBRIC} ORDER BY position, id"
+        return list(Criterion.objects.raw(sql, [campaign_id]))
 
     def criteria_for(self, prompt_snapshot: dict) -> list[Criterion]:
         """The criteria that apply to a prompt: tag-limited ones only where the tag is present."""
         return Criterion.applying_to(self.criteria.all(), prompt_snapshot)
-
-
-@functools.cache
-def _criteria_sql() -> str:
-    criteria, rubrics = Criterion._meta.db_table, Rubric._meta.db_table
-    links = CampaignRubric._meta.db_table
-    rubric = f"""COALESCE(
-        (SELECT rubric_id FROM {links} WHERE campaign_id = %s),
-        (SELECT id FROM {rubrics} WHERE is_default ORDER BY name LIMIT 1),
-        (SELECT id FROM {rubrics} ORDER BY id LIMIT 1))"""
-    # Criterion's own order (Meta.ordering): by rubric, then position, then id.
-    return f"SELECT * FROM {criteria} WHERE rubric_id = {rubric} ORDER BY position, id"
 
 
 class Criterion(models.Model):
@@ -176,6 +172,17 @@ class CampaignRubric(models.Model):
 
     def __str__(self) -> str:
         return f"{self.campaign} uses {self.rubric}"
+
+
+# Which rubric applies, as SQL (Rubric.default, for_campaign and criteria_of_campaign read it):
+# the one marked default, first by name, else the oldest; for a campaign (the query's one
+# parameter), the one linked to it, else that.
+_DEFAULT_RUBRIC = f"""COALESCE(
+    (SELECT id FROM {Rubric._meta.db_table} WHERE is_default ORDER BY name LIMIT 1),
+    (SELECT id FROM {Rubric._meta.db_table} ORDER BY id LIMIT 1))"""
+_CAMPAIGN_RUBRIC = f"""COALESCE(
+    (SELECT rubric_id FROM {CampaignRubric._meta.db_table} WHERE campaign_id = %s),
+    {_DEFAULT_RUBRIC})"""
 
 
 class ReviewQuerySet(models.QuerySet):
