@@ -239,6 +239,12 @@ def progress(user, campaign_id: int) -> dict:
 # --- holds -----------------------------------------------------------------------------------------
 
 
+def lock(run: Run) -> Run:
+    """Lock the run's row until the transaction ends, as every writer of its places and reviews
+    does first; the run, with its campaign."""
+    return Run.objects.select_for_update(of=("self",)).select_related("campaign").get(pk=run.pk)
+
+
 def hold(run: Run, user) -> bool:
     """Take up (or keep) a place on ``run`` for ``user``; False when no place is left.
 
@@ -250,9 +256,7 @@ def hold(run: Run, user) -> bool:
     if kept:
         return True
     with transaction.atomic():
-        locked = (
-            Run.objects.select_for_update(of=("self",)).select_related("campaign").get(pk=run.pk)
-        )
+        locked = lock(run)
         submitted = Review.objects.filter(run=locked, submitted_at__isnull=False).aggregate(
             all=Count("pk"), mine=Count("pk", filter=Q(reviewer=user))
         )

@@ -92,19 +92,13 @@ def clean_acceptance(run: Run, value: Any) -> list[str]:
     return [text for index, text in enumerate(criteria, start=1) if index in ticked]
 
 
-def _lock(run: Run) -> Run:
-    """Lock the run's row, as every writer of its reviews does first; the run, with its
-    campaign."""
-    return Run.objects.select_for_update(of=("self",)).select_related("campaign").get(pk=run.pk)
-
-
 def save_draft(run: Run, user, data: dict) -> Review:
     """Keep what the reviewer has entered so far. A submitted review is never overwritten by a
     draft: changing it goes through ``submit_review``, which keeps a version."""
     criteria = criteria_for_run(run)
     with transaction.atomic():
         # A draft racing a submit can never un-submit it, nor make the row it is about to insert.
-        _lock(run)
+        queue.lock(run)
         review, _ = Review.objects.select_for_update().get_or_create(run=run, reviewer=user)
         if review.is_submitted:
             return review
@@ -182,7 +176,7 @@ def submit_review(
     with transaction.atomic():
         # The run's row is the lock that keeps two last-place submissions from both getting in,
         # and no other request makes this user's review of it meanwhile: a new one is one insert.
-        locked_run = _lock(run)
+        locked_run = queue.lock(run)
         review = Review.objects.select_for_update().filter(run=run, reviewer=user).first()
         review = review or Review(run=run, reviewer=user)
         if review.is_submitted:
