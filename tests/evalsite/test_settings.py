@@ -34,6 +34,7 @@ from evalsite import celery_app
 report = {
     "debug": settings.DEBUG,
     "engine": settings.DATABASES["default"]["ENGINE"],
+    "database_options": settings.DATABASES["default"].get("OPTIONS", {}),
     "broker": settings.CELERY_BROKER_URL,
     "app_broker": celery_app.conf.broker_url,
     "embedded": settings.EMBEDDED_QUEUE,
@@ -153,6 +154,7 @@ MALFORMED = [
     ("MERGEABLE_SANDBOX_ENV", "PIP_INDEX_URL"),
     ("MERGEABLE_SANDBOX_NICE", "20"),
     ("MERGEABLE_SANDBOX_ENV", "PATH=/tmp/evil"),
+    ("DATABASE_PREPARED_STATEMENTS", "sometimes"),
 ]
 for _index, (_name, _value) in enumerate(MALFORMED):
     scenario(f"malformed-{_index}", **{**PRODUCTION, _name: _value})
@@ -169,6 +171,13 @@ def test_it_names_the_variable_holding_a_malformed_value(loaded, index, name, va
 
 POSTGRES = scenario(
     "postgres", REPORT, DEBUG="true", DATABASE_URL="postgres://u:p@db.example.com:5432/x"
+)
+POSTGRES_UNPREPARED = scenario(
+    "postgres-unprepared",
+    REPORT,
+    DEBUG="true",
+    DATABASE_URL="postgres://u:p@db.example.com:5432/x",
+    DATABASE_PREPARED_STATEMENTS="false",
 )
 DEVELOPMENT = scenario("development", REPORT, DEBUG="true")
 REDIS_ONLY = scenario(
@@ -187,6 +196,29 @@ BOTH_BROKERS = scenario(
 
 def test_it_uses_postgresql_when_database_url_says_so(loaded):
     assert loaded[POSTGRES].report()["engine"] == "django.db.backends.postgresql"
+
+
+def test_it_prepares_postgresql_statements_unless_told_not_to(loaded):
+    # Behind a pooler in transaction mode, a connection's prepared statements would vanish.
+    prepared = loaded[POSTGRES].report()["database_options"]
+    assert prepared == {"server_side_binding": True, "prepare_threshold": 2}
+    assert loaded[POSTGRES_UNPREPARED].report()["database_options"] == {}
+
+
+@pytest.mark.services_only
+@pytest.mark.django_db
+def test_postgresql_plans_a_statement_sent_again_once():
+    from django.contrib.auth.models import Group
+    from django.db import connection
+
+    def prepared() -> list[str]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT statement FROM pg_prepared_statements")
+            return [row[0] for row in cursor.fetchall()]
+
+    for name in ("scorer", "lead", "admin"):
+        assert Group.objects.filter(name=name).exists()
+    assert [s for s in prepared() if "auth_group" in s and "$1" in s]
 
 
 def test_it_runs_on_sqlite_in_wal_mode_and_the_embedded_queue_with_nothing_set(loaded):
