@@ -289,3 +289,38 @@ def test_it_reads_each_run_cap_from_its_own_variable(loaded):
         "DISK_MB": 2048,
         "CPU_SECONDS": 600,
     }
+
+
+@pytest.mark.services_only
+@pytest.mark.django_db(transaction=True)
+def test_a_column_added_by_a_migration_breaks_no_statement_an_open_connection_prepared():
+    # A deploy migrates from another connection, while the site's connections keep the
+    # statements they prepared.
+    import psycopg
+    from django.db import connection
+
+    from scoring.models import Rubric
+    from tests.scoring.test_review import make_contestant, make_prompt, make_run
+
+    campaign = make_run(make_prompt(), make_contestant()).campaign
+    rubric = Rubric.default()
+    for _ in range(3):
+        assert Rubric.criteria_of_campaign(campaign.pk) == list(rubric.criteria.all())
+        assert Rubric.default() == rubric
+    database = connection.settings_dict
+    tables = ("scoring_criterion", "scoring_rubric")
+    with psycopg.connect(
+        host=database["HOST"],
+        port=database["PORT"],
+        user=database["USER"],
+        dbname=database["NAME"],
+        autocommit=True,
+    ) as migrating:
+        for table in tables:
+            migrating.execute(f"ALTER TABLE {table} ADD COLUMN added_later integer")
+        try:
+            assert Rubric.criteria_of_campaign(campaign.pk) == list(rubric.criteria.all())
+            assert Rubric.default() == rubric
+        finally:
+            for table in tables:
+                migrating.execute(f"ALTER TABLE {table} DROP COLUMN added_later")
