@@ -134,7 +134,7 @@ def invite_accept(request: HttpRequest, invite_token: str) -> HttpResponse:
             return render(
                 request, "evalsite/invite_accept.html", {"reason": "has been used"}, status=410
             )
-        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        login(request, user, backend="evalsite.roles.RoleBackend")
         messages.success(request, f"Welcome, {user.username}: you are signed in as {invite.role}.")
         return redirect("dashboard")
     return render(request, "evalsite/invite_accept.html", {"form": form, "invite": invite})

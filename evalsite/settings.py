@@ -121,6 +121,9 @@ MIDDLEWARE = [
 
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
+    # Loads a signed-in user with their role, in one query (evalsite/roles.py).
+    "evalsite.roles.RoleBackend",
+    # For sessions signed in before RoleBackend existed; it authenticates no one now.
     "django.contrib.auth.backends.ModelBackend",
 ]
 

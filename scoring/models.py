@@ -8,13 +8,14 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import connection, models, transaction
+from django.db import models, transaction
 from django.db.models import F
 from django.db.models.fields.json import KeyTransform
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
 from django.utils import timezone
 
+from evalsite.rawsql import columns
 from runs.models import Campaign, Contestant, LanguageModel, Prompt, Run
 
 VERDICT_YES = "yes"
@@ -60,7 +61,7 @@ class Rubric(models.Model):
 
     @classmethod
     def _one(cls, condition: str, params: list) -> Rubric | None:
-        sql = f"SELECT {_columns(cls)} FROM {cls._meta.db_table} WHERE {condition}"
+        sql = f"SELECT {columns(cls)} FROM {cls._meta.db_table} WHERE {condition}"
         return next(iter(cls.objects.raw(sql, params)), None)
 
     @classmethod
@@ -87,7 +88,7 @@ class Rubric(models.Model):
         criteria = Criterion._meta.db_table
         # Criterion's own order (Meta.ordering): by rubric, then position, then id.
         sql = (
-            f"SELECT {_columns(Criterion)} FROM {criteria} WHERE rubric_id = {_CAMPAIGN_RUBRIC} "
+            f"SELECT {columns(Criterion)} FROM {criteria} WHERE rubric_id = {_CAMPAIGN_RUBRIC} "
             "ORDER BY position, id"
         )
         return list(Criterion.objects.raw(sql, [campaign_id]))
@@ -186,12 +187,6 @@ _DEFAULT_RUBRIC = f"""COALESCE(
 _CAMPAIGN_RUBRIC = f"""COALESCE(
     (SELECT rubric_id FROM {CampaignRubric._meta.db_table} WHERE campaign_id = %s),
     {_DEFAULT_RUBRIC})"""
-
-
-def _columns(model: type[models.Model]) -> str:
-    """The model's columns for a raw SELECT, by name: PostgreSQL keeps a prepared statement's
-    plan for the connection, and a `*` in it would fail once a migration adds a column."""
-    return ", ".join(connection.ops.quote_name(f.column) for f in model._meta.concrete_fields)
 
 
 class ReviewQuerySet(models.QuerySet):

@@ -280,7 +280,7 @@ def test_it_shows_the_queue_in_fixed_queries(scorer, other_scorer, client_for):
         for run in _finished_runs(n):
             _reviewed(run, [scorer, other_scorer])
 
-    assert_fixed_queries(client_for(scorer), reverse("scoring:queue"), add, budget=10)
+    assert_fixed_queries(client_for(scorer), reverse("scoring:queue"), add, budget=9)
 
 
 def test_it_shows_review_history_in_fixed_queries(lead, client_for):

@@ -111,6 +111,50 @@ def test_it_does_not_log_out_on_a_get(client_for, scorer):
     assert _logged_in(client)
 
 
+def test_it_checks_a_wrong_password_once(client, scorer, monkeypatch):
+    # Two backends could check it (see evalsite.roles.RoleBackend); each check costs tens of
+    # milliseconds of CPU on purpose.
+    from django.contrib.auth.hashers import check_password
+
+    checked = []
+    monkeypatch.setattr(
+        "django.contrib.auth.base_user.check_password",
+        lambda *args, **kwargs: checked.append(args[0]) or check_password(*args, **kwargs),
+    )
+    assert _log_in(client, "sam", "not-the-password").status_code == 200
+    assert checked == ["not-the-password"]
+    assert not _logged_in(client)
+
+
+def test_a_session_signed_in_before_the_role_backend_stays_signed_in(client, lead):
+    client.force_login(lead, backend="django.contrib.auth.backends.ModelBackend")
+    assert client.get(reverse("dashboard")).status_code == 200
+    assert client.get(reverse("scoring:leaderboard")).status_code == 200  # a lead's page
+
+
+def test_a_page_reads_the_user_and_their_role_in_one_query(client_for, lead):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = client_for(lead)
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(reverse("scoring:leaderboard")).status_code == 200
+    users = [q["sql"] for q in queries.captured_queries if '"username"' in q["sql"]]
+    groups = [q["sql"] for q in queries.captured_queries if "auth_group" in q["sql"]]
+    assert len(users) == 1 and groups == users
+
+
+def test_a_role_taken_away_is_gone_on_the_next_page(client_for, lead):
+    from evalsite.roles import set_role
+
+    client = client_for(lead)
+    assert client.get(reverse("scoring:leaderboard")).status_code == 200
+    set_role(lead, SCORER)
+    assert client.get(reverse("scoring:leaderboard")).status_code == 403
+    set_role(lead, None)
+    assert client.get(reverse("scoring:queue")).status_code == 403
+
+
 @pytest.fixture
 def production_hashers(settings):
     """The site's own hashers (the suite otherwise uses a fast one)."""

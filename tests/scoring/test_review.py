@@ -452,12 +452,13 @@ def test_it_keeps_the_review_page_within_a_query_budget(
     client.get(blind_url)
 
     # The progress line ("3 of 12 left") is one query: the runs left, and all of them.
-    with django_assert_max_num_queries(8):
+    # The session, then the user with their role (one query), then the page's own.
+    with django_assert_max_num_queries(7):
         assert client.get(submitted_url).status_code == 200
-    with django_assert_max_num_queries(8):  # keeping the place is one UPDATE
+    with django_assert_max_num_queries(7):  # keeping the place is one UPDATE
         assert client.get(blind_url).status_code == 200
     # The runs waiting, then those runs with their campaigns and prompts.
-    with django_assert_max_num_queries(10):
+    with django_assert_max_num_queries(9):
         assert client.get(reverse("scoring:queue")).status_code == 200
 
 
