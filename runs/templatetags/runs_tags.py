@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import markdown as markdown_lib
 import nh3
 from django import template
@@ -37,7 +39,14 @@ def render_markdown(text: str | None) -> SafeString:
     allow-list above is the only thing that decides what reaches the browser. Invisible and
     bidirectional characters are marked in the sanitized result (``runs.text_policy``).
     """
-    source = text_policy.strip_control(text or "")
+    return _render_markdown(text or "")
+
+
+# Each review page shows its run's task, and a campaign's runs share a few dozen tasks: the
+# HTML of the latest texts is kept (the renderer costs about a millisecond a text).
+@functools.lru_cache(maxsize=256)
+def _render_markdown(text: str) -> SafeString:
+    source = text_policy.strip_control(text)
     html = markdown_lib.markdown(source, extensions=MARKDOWN_EXTENSIONS, output_format="html")
     clean = nh3.clean(
         html,

@@ -73,3 +73,22 @@ def test_it_works_as_a_template_filter():
     template = Template("{% load runs_tags %}{{ text|markdown }}")
     html = template.render(Context({"text": "**x** <script>bad()</script>"}))
     assert html.strip() == "<p><strong>x</strong> </p>"
+
+
+def test_it_renders_a_text_shown_again_once(monkeypatch):
+    # Every review page of a campaign's runs shows one of a few tasks.
+    from runs.templatetags import runs_tags
+
+    rendered = []
+    real = runs_tags.markdown_lib.markdown
+    monkeypatch.setattr(
+        runs_tags.markdown_lib,
+        "markdown",
+        lambda text, **kw: rendered.append(text) or real(text, **kw),
+    )
+    task = "# A task seen by one test only\n\n<script>x()</script>*done*"
+    first, again = render_markdown(task), render_markdown(task)
+    assert first == again
+    assert "<h1>A task seen by one test only</h1>" in first and "<script" not in first
+    assert rendered == [task]
+    assert render_markdown(task + "!") != first and len(rendered) == 2
