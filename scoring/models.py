@@ -498,17 +498,24 @@ class RunTally(models.Model):
         run_ids = list(run_ids)
         fresh = cls.computed(run_ids)
         empty = {field: cls._meta.get_field(field).get_default() for field in cls.FIELDS}
+        if create:
+            # The runs with something to count: their rows written whether or not they exist,
+            # in one statement (an insert that updates on conflict); the others' rows emptied.
+            cls.objects.bulk_create(
+                [cls(run_id=run_id, **fields) for run_id, fields in fresh.items()],
+                update_conflicts=True,
+                unique_fields=["run"],
+                update_fields=cls.FIELDS,
+            )
+            uncounted = [run_id for run_id in run_ids if run_id not in fresh]
+            if uncounted:
+                cls.objects.filter(pk__in=uncounted).update(**empty)
+            return
         existing = {tally.pk: tally for tally in cls.objects.filter(pk__in=run_ids)}
         for tally in existing.values():
             for field, value in fresh.get(tally.pk, empty).items():
                 setattr(tally, field, value)
         cls.objects.bulk_update(existing.values(), cls.FIELDS)
-        if create:
-            cls.objects.bulk_create(
-                cls(run_id=run_id, **fields)
-                for run_id, fields in fresh.items()
-                if run_id not in existing
-            )
 
 
 class VoteTally(models.Model):

@@ -65,7 +65,7 @@ def pending_reviews_for(user, campaign_id: int | None = None) -> int:
 
 # The columns of `waiting_rows`, in order; "review next" sorts by them (`_queue_position`).
 QUEUE_COLUMNS = ("pk", "campaign_id", "held_by_me", "has_draft", "submitted", "held_by_others",
-                 "wanted")  # fmt: skip
+                 "wanted", "review_key")  # fmt: skip
 
 
 def waiting_rows(user, campaign_id: int | None = None, now=None) -> list[tuple]:
@@ -113,7 +113,7 @@ def _queue_sql(by_campaign: bool) -> str:
     held_by_me, has_draft = "COALESCE(h.mine, 0)", "COALESCE(r.draft, 0)"
     return f"""
         SELECT {runs}.id, {runs}.campaign_id, {held_by_me}, {has_draft}, {submitted},
-            {held_by_others}, {wanted}
+            {held_by_others}, {wanted}, {runs}.review_key
         FROM {runs}
         INNER JOIN {campaigns.db_table} ON {campaigns.db_table}.id = {runs}.campaign_id
         LEFT JOIN (
@@ -212,17 +212,24 @@ def take_next_run(user, campaign_id: int | None = None) -> Run | None:
     given the next run in their order instead of a page they cannot submit. After
     TAKE_NEXT_TRIES lost races, the first run waiting: its page says that it cannot be
     reviewed now, which is true, where "nothing left" would not be."""
-    # The runs waiting as plain rows, ordered, and a Run made only of the few tried: a model
-    # instance for each of hundreds of runs waiting costs more than the query.
+    # The runs waiting as plain rows, ordered, and a Run made only of the few tried, from their
+    # rows (its other fields load if read): a model instance for each of hundreds of runs
+    # waiting costs more than the query.
     rows = waiting_rows(user, campaign_id)
     order = personal_order(user, {row[1] for row in rows})
     rows.sort(key=lambda row: _queue_position(order, row[0], row[2] or row[3], row[4] + row[5]))
-    tried = [row[0] for row in rows[:TAKE_NEXT_TRIES]]
-    runs = Run.objects.only("campaign_id", "review_key").in_bulk(tried)
-    for run_id in tried:
-        if hold(runs[run_id], user):
-            return runs[run_id]
-    return runs[tried[0]] if tried else None
+    tried = [_run_of_row(row) for row in rows[:TAKE_NEXT_TRIES]]
+    for run in tried:
+        if hold(run, user):
+            return run
+    return tried[0] if tried else None
+
+
+def _run_of_row(row: tuple) -> Run:
+    """A Run of a `waiting_rows` row's id, campaign and review key; its other fields deferred."""
+    values = dict(zip(("id", "campaign_id", "review_key"), (row[0], row[1], row[-1]), strict=True))
+    names = [f.attname for f in Run._meta.concrete_fields if f.attname in values]
+    return Run.from_db(router.db_for_read(Run), names, [values[name] for name in names])
 
 
 def progress(user, campaign_id: int) -> dict:

@@ -243,7 +243,7 @@ def the_rule(user, campaign_id: int | None) -> list[tuple]:
         if submitted < wanted and (held_by_me or wanted > submitted + held_by_others):
             has_draft = any(r.reviewer_id == user.pk and not r.submitted_at for r in reviews)
             rows.append((run.pk, run.campaign_id, int(held_by_me), int(has_draft), submitted,
-                         held_by_others, wanted))  # fmt: skip
+                         held_by_others, wanted, run.review_key))  # fmt: skip
     return sorted(rows)
 
 
@@ -266,7 +266,8 @@ def test_the_queue_finds_the_runs_its_rule_names(grid, scorer, other_scorer):
     for user in (scorer, other_scorer):
         for campaign_id in (None, grid[0].campaign_id, elsewhere.campaign_id):
             rows = sorted(
-                tuple(int(v) for v in row) for row in queue.waiting_rows(user, campaign_id)
+                (*(int(v) for v in row[:-1]), row[-1])
+                for row in queue.waiting_rows(user, campaign_id)
             )
             assert rows == the_rule(user, campaign_id)
             assert queue.pending_reviews_for(user, campaign_id) == len(rows)
