@@ -93,10 +93,6 @@ class Rubric(models.Model):
         )
         return list(Criterion.objects.raw(sql, [campaign_id]))
 
-    def criteria_for(self, prompt_snapshot: dict) -> list[Criterion]:
-        """The criteria that apply to a prompt: tag-limited ones only where the tag is present."""
-        return Criterion.applying_to(self.criteria.all(), prompt_snapshot)
-
 
 class Criterion(models.Model):
     YES_NO = "yes_no"

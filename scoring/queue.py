@@ -227,7 +227,12 @@ def take_next_run(user, campaign_id: int | None = None) -> Run | None:
 
 def _run_of_row(row: tuple) -> Run:
     """A Run of a `waiting_rows` row's id, campaign and review key; its other fields deferred."""
-    values = dict(zip(("id", "campaign_id", "review_key"), (row[0], row[1], row[-1]), strict=True))
+    column = QUEUE_COLUMNS.index
+    values = {
+        "id": row[column("pk")],
+        "campaign_id": row[column("campaign_id")],
+        "review_key": row[column("review_key")],
+    }
     names = [f.attname for f in Run._meta.concrete_fields if f.attname in values]
     return Run.from_db(router.db_for_read(Run), names, [values[name] for name in names])
 
