@@ -36,7 +36,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ROOT, answers, emit, log, make_var_dir, median, r, setup_django  # noqa: E402
+from _common import (  # noqa: E402
+    ROOT,
+    answers,
+    as_after_autovacuum,
+    emit,
+    log,
+    make_var_dir,
+    median,
+    r,
+    setup_django,
+)
 
 PROMPTS = 200
 CONTESTANTS = 10
@@ -180,7 +190,7 @@ def _measure(size: int, rng: random.Random) -> dict:
     started = time.perf_counter()
     call_command("rebuild_aggregates", verbosity=0)
     rebuild_s = time.perf_counter() - started
-    _as_after_autovacuum()
+    as_after_autovacuum()
     log(f"{size}x: built in {populate_s:.0f} s, aggregates rebuilt in {rebuild_s:.1f} s")
 
     client = Client()
@@ -239,17 +249,6 @@ def _measure(size: int, rng: random.Random) -> dict:
     )
     figures["load_average_1m"] = r(os.getloadavg()[0], 2)
     return figures
-
-
-def _as_after_autovacuum() -> None:
-    """On PostgreSQL, what autovacuum does to a database that has been in use: statistics for
-    the planner and a visibility map, without which no index-only scan is possible. Bulk
-    loading leaves neither."""
-    from django.db import connection
-
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("VACUUM ANALYZE")
 
 
 def _serve_like_a_server() -> None:

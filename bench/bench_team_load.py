@@ -51,6 +51,7 @@ from _common import (
     ROOT,
     ServiceBackend,
     answers,
+    as_after_autovacuum,
     emit,
     int_arg,
     log,
@@ -393,6 +394,7 @@ def main() -> None:
             check=True,
         )
         reviewed, prompt_set, executing = build_world(var_dir)
+        as_after_autovacuum()
         hash_cost = password_hash_cost()
         campaign_url = reviewed.get_absolute_url()
         port = free_port()
