@@ -3,8 +3,8 @@
 Django's PBKDF2 default (1.5M iterations) costs about 0.9 s of CPU per login on a small server,
 which stalls every other page when a team logs in at once. Argon2id spends memory rather than
 time: 24 MiB and two passes over it, on one lane (above OWASP's 19 MiB, two passes, one lane).
-That costs 7-14% of PBKDF2's default measured at the same moment (22-38 ms here, where PBKDF2
-took 0.22-0.38 s at different hours; `bench/bench_team_load.py` reports both), so 65-120 ms where
+That costs 5-14% of PBKDF2's default measured at the same moment (22-43 ms here, where PBKDF2
+took 0.22-0.73 s at different hours; `bench/bench_team_load.py` reports both), so 50-125 ms where
 PBKDF2 takes 0.9 s. Past 32 MiB the C library maps each hash's memory afresh and the kernel
 zeroes it at every login.
 One lane, because a second lane runs on a second core: it halves the wait of a lone login but
