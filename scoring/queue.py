@@ -20,7 +20,7 @@ from collections import defaultdict
 
 from django.conf import settings
 from django.db import connections, router, transaction
-from django.db.models import Count, F, Q
+from django.db.models import F
 from django.utils import timezone
 
 from runs.models import Run
@@ -157,11 +157,19 @@ def personal_order(user, campaign_ids) -> dict[int, int]:
     order is the same on every visit, and different for every scorer.
     """
     runs_by_campaign: dict[int, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
-    rows = (
-        Run.objects.filter(campaign_id__in=set(campaign_ids))
-        .order_by("id")
-        .values_list("id", "campaign_id", "contestant_id")
-    )
+    campaign_ids = sorted(set(campaign_ids))
+    if not campaign_ids:
+        return {}
+    # Every run of the campaigns (hundreds, on each "review next"), as plain rows.
+    in_campaigns = ", ".join(["%s"] * len(campaign_ids))
+    connection = connections[router.db_for_read(Run)]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, campaign_id, contestant_id FROM {Run._meta.db_table} "
+            f"WHERE campaign_id IN ({in_campaigns}) ORDER BY id",
+            campaign_ids,
+        )
+        rows = cursor.fetchall()
     for run_id, campaign_id, contestant_id in rows:
         runs_by_campaign[campaign_id][contestant_id].append(run_id)
     order: dict[int, int] = {}
@@ -249,12 +257,84 @@ def progress(user, campaign_id: int) -> dict:
 
 
 # --- holds -----------------------------------------------------------------------------------------
+#
+# Every review cycle takes a place, keeps it and gives it up, so these statements are written
+# out: Django's compiling of the same queries cost more CPU than the database spent running them.
 
 
-def lock(run: Run) -> Run:
+def _execute(statement: str, values: dict) -> list[tuple] | int:
+    """Run one of the statements below: its rows for a SELECT, else the rows it changed."""
+    connection = connections[router.db_for_write(ReviewHold)]
+    with connection.cursor() as cursor:
+        cursor.execute(statement.format(**_tables()), values)
+        return cursor.fetchall() if cursor.description else cursor.rowcount
+
+
+@functools.cache
+def _tables() -> dict[str, str]:
+    connection = connections[router.db_for_write(Run)]
+    if connection.features.has_select_for_update_of:
+        for_update = f"FOR UPDATE OF {Run._meta.db_table}"
+    else:  # SQLite takes no row locks: a write transaction is alone on the whole database
+        for_update = "FOR UPDATE" if connection.features.has_select_for_update else ""
+    return {
+        "runs": Run._meta.db_table,
+        "campaigns": Run._meta.get_field("campaign").related_model._meta.db_table,
+        "reviews": Review._meta.db_table,
+        "holds": ReviewHold._meta.db_table,
+        "for_update": for_update,
+    }
+
+
+def _values(run: Run, user, now) -> dict:
+    connection = connections[router.db_for_write(ReviewHold)]
+    held_at = ReviewHold._meta.get_field("held_at")
+    return {
+        "run": run.pk,
+        "user": user.pk,
+        "now": held_at.get_db_prep_value(now, connection),
+        "live_since": held_at.get_db_prep_value(ReviewHold.live_since(now), connection),
+    }
+
+
+_LIVE = "skipped_at IS NULL AND held_at >= %(live_since)s"  # ReviewHold.live, as SQL
+_KEEP = f"""
+    UPDATE {{holds}} SET held_at = %(now)s
+    WHERE run_id = %(run)s AND reviewer_id = %(user)s AND {_LIVE}
+"""
+_LOCK = """
+    SELECT {campaigns}.reviews_wanted + {runs}.extra_reviews_wanted FROM {runs}
+    INNER JOIN {campaigns} ON {campaigns}.id = {runs}.campaign_id
+    WHERE {runs}.id = %(run)s {for_update}
+"""
+# Submitted reviews by the user and by others; the user's live hold, and others' live holds.
+_PLACES = f"""
+    SELECT
+        (SELECT COUNT(*) FROM {{reviews}} WHERE run_id = %(run)s AND reviewer_id = %(user)s
+            AND submitted_at IS NOT NULL),
+        (SELECT COUNT(*) FROM {{reviews}} WHERE run_id = %(run)s AND reviewer_id <> %(user)s
+            AND submitted_at IS NOT NULL),
+        (SELECT COUNT(*) FROM {{holds}} WHERE run_id = %(run)s AND reviewer_id = %(user)s
+            AND {_LIVE}),
+        (SELECT COUNT(*) FROM {{holds}} WHERE run_id = %(run)s AND reviewer_id <> %(user)s
+            AND {_LIVE})
+"""
+# The user's lapsed or skipped hold on the run becomes live again, else one is made.
+_TAKE = """
+    INSERT INTO {holds} (run_id, reviewer_id, held_at, skipped_at)
+    VALUES (%(run)s, %(user)s, %(now)s, NULL)
+    ON CONFLICT (run_id, reviewer_id) DO UPDATE SET held_at = excluded.held_at, skipped_at = NULL
+"""
+_RELEASE = "DELETE FROM {holds} WHERE run_id = %(run)s AND reviewer_id = %(user)s"
+
+
+def lock(run: Run) -> int:
     """Lock the run's row until the transaction ends, as every writer of its places and reviews
-    does first; the run, with its campaign."""
-    return Run.objects.select_for_update(of=("self",)).select_related("campaign").get(pk=run.pk)
+    does first; the reviews the run wants, read under the lock."""
+    rows = _execute(_LOCK, {"run": run.pk})
+    if not rows:
+        raise Run.DoesNotExist(f"Run {run.pk} no longer exists.")
+    return rows[0][0]
 
 
 def hold(run: Run, user) -> bool:
@@ -263,53 +343,41 @@ def hold(run: Run, user) -> bool:
     A submitted reviewer needs no place: they may always come back to their review. Taking a
     place locks the run's row, so two scorers cannot both take its last place.
     """
-    now = timezone.now()
-    kept = ReviewHold.objects.live(now).filter(run=run, reviewer=user).update(held_at=now)
-    if kept:
+    values = _values(run, user, timezone.now())
+    if _execute(_KEEP, values):
         return True
     with transaction.atomic():
-        locked = lock(run)
-        submitted = Review.objects.filter(run=locked, submitted_at__isnull=False).aggregate(
-            all=Count("pk"), mine=Count("pk", filter=Q(reviewer=user))
-        )
-        if submitted["mine"]:
+        wanted = lock(run)
+        # Counted after the lock, by a statement of their own: one that read the run's row
+        # while waiting for it would count from before the holder's transaction ended.
+        mine, others, _held, held_by_others = _execute(_PLACES, values)[0]
+        if mine:
             return True
-        others = ReviewHold.objects.live(now).filter(run=locked).exclude(reviewer=user).count()
-        if submitted["all"] + others >= locked.reviews_wanted:
+        if others + held_by_others >= wanted:
             return False
-        # This user's lapsed or skipped hold on the run becomes live again, else one is made:
-        # one statement (an insert that updates on conflict), without a savepoint.
-        ReviewHold.objects.bulk_create(
-            [ReviewHold(run=locked, reviewer=user, held_at=now, skipped_at=None)],
-            update_conflicts=True,
-            unique_fields=["run", "reviewer"],
-            update_fields=["held_at", "skipped_at"],
-        )
+        _execute(_TAKE, values)
     return True
 
 
-def check_place(run: Run, user) -> None:
-    """Raise NoPlaceLeft unless ``user`` may submit a (first) review of ``run`` now.
+def check_place(run: Run, user, wanted: int) -> None:
+    """Raise NoPlaceLeft unless ``user`` may submit a (first) review of ``run`` now, when it
+    wants ``wanted`` reviews.
 
-    Call inside the transaction that saves the review, after locking the run's row.
+    Call inside the transaction that saves the review, after locking the run's row (`lock`).
     """
-    now = timezone.now()
-    taken = (
-        Review.objects.filter(run=run, submitted_at__isnull=False).exclude(reviewer=user).count()
-    )
-    if ReviewHold.objects.live(now).filter(run=run, reviewer=user).exists():
+    _mine, taken, held, held_by_others = _execute(_PLACES, _values(run, user, timezone.now()))[0]
+    if held:
         # The hold kept this place: others were counted against it when they took theirs.
-        if taken < run.reviews_wanted:
+        if taken < wanted:
             return
-        raise NoPlaceLeft(run.reviews_wanted)
-    taken += ReviewHold.objects.live(now).filter(run=run).exclude(reviewer=user).count()
-    if taken >= run.reviews_wanted:
-        raise NoPlaceLeft(run.reviews_wanted)
+        raise NoPlaceLeft(wanted)
+    if taken + held_by_others >= wanted:
+        raise NoPlaceLeft(wanted)
 
 
 def release(run: Run, user) -> None:
     """The user submitted: their place is now a review, not a hold."""
-    ReviewHold.objects.filter(run=run, reviewer=user).delete()
+    _execute(_RELEASE, {"run": run.pk, "user": user.pk})
 
 
 def skip(run: Run, user) -> bool:

@@ -176,7 +176,7 @@ def submit_review(
     with transaction.atomic():
         # The run's row is the lock that keeps two last-place submissions from both getting in,
         # and no other request makes this user's review of it meanwhile: a new one is one insert.
-        locked_run = queue.lock(run)
+        wanted = queue.lock(run)
         review = Review.objects.select_for_update().filter(run=run, reviewer=user).first()
         review = review or Review(run=run, reviewer=user)
         if review.is_submitted:
@@ -199,7 +199,7 @@ def submit_review(
                 submitted_at=review.submitted_at,
             )
         else:
-            queue.check_place(locked_run, user)
+            queue.check_place(run, user, wanted)
         review.answers = answers
         review.verdict = verdict
         review.notes = notes

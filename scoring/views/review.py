@@ -53,17 +53,18 @@ class FileQuery(forms.Form):
     view = forms.ChoiceField(choices=[(v, v) for v in VIEWS], required=False)
 
 
-def _get_run_for_review(review_key: str) -> Run:
+def _get_run_for_review(review_key: str, *, page: bool = False) -> Run:
     """A run that can be reviewed, or 404: nobody reviews a run that is still going or errored.
 
     Runs are named by their opaque review key, never their id: ids follow the order runs were
-    made in, which could tell a blind reviewer who made one.
+    made in, which could tell a blind reviewer who made one. For the `page`, with who made it:
+    the blind page hides their names, and the revealed one shows them.
     """
-    return get_object_or_404(
-        # Not the prompt: the page shows the run's snapshot of it, as the agent was given it.
-        Run.objects.reviewable().select_related("campaign", "contestant__model"),
-        review_key=review_key,
-    )
+    runs = Run.objects.reviewable().select_related("campaign")
+    if page:
+        runs = runs.select_related("contestant__model")
+    # Not the prompt: the page shows the run's snapshot of it, as the agent was given it.
+    return get_object_or_404(runs, review_key=review_key)
 
 
 def _review_url(run: Run, campaign: str | int | None = None) -> str:
@@ -214,7 +215,7 @@ def _render_review(
 
 @role_required(SCORER)
 def review_page(request: HttpRequest, review_key: str) -> HttpResponse:
-    return _render_review(request, _get_run_for_review(review_key))
+    return _render_review(request, _get_run_for_review(review_key, page=True))
 
 
 @role_required(SCORER)

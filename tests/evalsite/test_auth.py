@@ -111,6 +111,23 @@ def test_it_does_not_log_out_on_a_get(client_for, scorer):
     assert _logged_in(client)
 
 
+def test_a_session_ends_when_it_expires_and_a_forged_one_never_starts(client, scorer, settings):
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    assert _log_in(client, "sam", PASSWORD).status_code == 302
+    assert client.get(reverse("scoring:queue")).status_code == 200
+    key = client.cookies[settings.SESSION_COOKIE_NAME].value
+    Session.objects.filter(session_key=key).update(expire_date=timezone.now())
+    response = client.get(reverse("scoring:queue"))
+    assert response.status_code == 302 and response.url.startswith(reverse("login"))
+
+    assert _log_in(client, "sam", PASSWORD).status_code == 302
+    client.cookies[settings.SESSION_COOKIE_NAME] = "x" * 32  # no such session
+    response = client.get(reverse("scoring:queue"))
+    assert response.status_code == 302 and response.url.startswith(reverse("login"))
+
+
 def test_it_checks_a_wrong_password_once(client, scorer, monkeypatch):
     # Two backends could check it (see evalsite.roles.RoleBackend); each check costs tens of
     # milliseconds of CPU on purpose.
