@@ -67,6 +67,14 @@ def _get_run_for_review(review_key: str, *, page: bool = False) -> Run:
     return get_object_or_404(runs, review_key=review_key)
 
 
+def _get_run_to_write(review_key: str) -> Run:
+    """The run, as `_get_run_for_review` finds it, with only what saving a draft or a review
+    reads of it (its rubric and acceptance criteria come from its campaign and snapshot); a
+    page shown after a failed save reads the run again, whole."""
+    runs = Run.objects.reviewable().only("id", "campaign_id", "review_key", "snapshot")
+    return get_object_or_404(runs, review_key=review_key)
+
+
 def _review_url(run: Run, campaign: str | int | None = None) -> str:
     url = reverse("scoring:review", kwargs={"review_key": run.review_key})
     return f"{url}?{urlencode({'campaign': campaign})}" if str(campaign or "").isdigit() else url
@@ -264,7 +272,7 @@ def review_context(request: HttpRequest, review_key: str) -> HttpResponse:
 @role_required(SCORER)
 @require_POST
 def review_draft(request: HttpRequest, review_key: str) -> HttpResponse:
-    run = _get_run_for_review(review_key)
+    run = _get_run_to_write(review_key)
     review_queue.hold(run, request.user)  # working on it keeps the place
     review = reviews.save_draft(run, request.user, _posted_review(request))
     if request.headers.get("X-Mergeable-Autosave") or request.htmx:
@@ -280,15 +288,17 @@ def review_draft(request: HttpRequest, review_key: str) -> HttpResponse:
 def review_submit(request: HttpRequest, review_key: str) -> HttpResponse:
     """Submit, then show the same run again, now revealed: who made it appears on the page of
     the run just judged, never on the next blind page."""
-    run = _get_run_for_review(review_key)
+    run = _get_run_to_write(review_key)
     posted = _posted_review(request)
     try:
         reviews.submit_review(run, request.user, **posted)
     except reviews.ReviewInvalid as exc:
         messages.error(request, "The review is not complete: see the marked questions.")
+        run = _get_run_for_review(review_key, page=True)
         return _render_review(request, run, errors=exc.errors, posted=posted)
     except review_queue.NoPlaceLeft as exc:
         messages.error(request, str(exc))
+        run = _get_run_for_review(review_key, page=True)
         return _render_review(request, run, posted=posted, has_place=False, status=409)
     messages.success(request, "Review submitted.")
     return redirect(_review_url(run, request.POST.get("campaign")))
@@ -297,7 +307,7 @@ def review_submit(request: HttpRequest, review_key: str) -> HttpResponse:
 @role_required(SCORER)
 @require_POST
 def review_skip(request: HttpRequest, review_key: str) -> HttpResponse:
-    run = _get_run_for_review(review_key)
+    run = _get_run_to_write(review_key)
     if review_queue.skip(run, request.user):
         messages.info(request, "Skipped: the queue will not offer you that run again.")
     return redirect(_next_url(request.POST.get("campaign")))
