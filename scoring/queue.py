@@ -90,6 +90,25 @@ def _run_queue_sql(user, campaign_id: int | None, now, statement: str) -> list[t
         return cursor.fetchall()
 
 
+@functools.cache
+def _tables() -> dict[str, str]:
+    """The tables the queue's statements name, and how this database locks a run's row."""
+    connection = connections[router.db_for_write(Run)]
+    if connection.features.has_select_for_update_of:
+        for_update = f"FOR UPDATE OF {Run._meta.db_table}"
+    else:  # SQLite takes no row locks: a write transaction is alone on the whole database
+        for_update = "FOR UPDATE" if connection.features.has_select_for_update else ""
+    return {
+        "runs": Run._meta.db_table,
+        "campaigns": Run._meta.get_field("campaign").related_model._meta.db_table,
+        "reviews": Review._meta.db_table,
+        "holds": ReviewHold._meta.db_table,
+        "for_update": for_update,
+    }
+
+
+# A hold that keeps its place (ReviewHold.live), as SQL.
+_LIVE = "skipped_at IS NULL AND held_at >= %(live_since)s"
 # Run.objects.reviewable()'s statuses, as SQL.
 _REVIEWABLE = ", ".join(f"'{status}'" for status in Run.REVIEWABLE_STATUSES)
 
@@ -98,24 +117,25 @@ _REVIEWABLE = ", ".join(f"'{status}'" for status in Run.REVIEWABLE_STATUSES)
 def _queue_sql(by_campaign: bool) -> str:
     """The queue's rule in SQL, its values named %(user)s, %(campaign)s and %(live_since)s: a
     live hold is one not skipped and used since `live_since` (ReviewHold.live)."""
-    runs, campaigns = Run._meta.db_table, Run._meta.get_field("campaign").related_model._meta
-    reviews, holds = Review._meta.db_table, ReviewHold._meta.db_table
+    tables = _tables()
+    runs, campaigns = tables["runs"], tables["campaigns"]
+    reviews, holds = tables["reviews"], tables["holds"]
     # Reviews and holds of the campaign's runs only, when the queue is one campaign's.
     of_campaign = (
         f"WHERE run_id IN (SELECT id FROM {runs} WHERE campaign_id = %(campaign)s)"
         if by_campaign
         else ""
     )
-    mine_live = "reviewer_id = %(user)s AND skipped_at IS NULL AND held_at >= %(live_since)s"
-    others_live = "reviewer_id <> %(user)s AND skipped_at IS NULL AND held_at >= %(live_since)s"
-    wanted = f"({campaigns.db_table}.reviews_wanted + {runs}.extra_reviews_wanted)"
+    mine_live = f"reviewer_id = %(user)s AND {_LIVE}"
+    others_live = f"reviewer_id <> %(user)s AND {_LIVE}"
+    wanted = f"({campaigns}.reviews_wanted + {runs}.extra_reviews_wanted)"
     submitted, held_by_others = "COALESCE(r.submitted, 0)", "COALESCE(h.others, 0)"
     held_by_me, has_draft = "COALESCE(h.mine, 0)", "COALESCE(r.draft, 0)"
     return f"""
         SELECT {runs}.id, {runs}.campaign_id, {held_by_me}, {has_draft}, {submitted},
             {held_by_others}, {wanted}, {runs}.review_key
         FROM {runs}
-        INNER JOIN {campaigns.db_table} ON {campaigns.db_table}.id = {runs}.campaign_id
+        INNER JOIN {campaigns} ON {campaigns}.id = {runs}.campaign_id
         LEFT JOIN (
             SELECT run_id,
                 SUM(CASE WHEN submitted_at IS NOT NULL THEN 1 ELSE 0 END) AS submitted,
@@ -270,22 +290,6 @@ def _execute(statement: str, values: dict) -> list[tuple] | int:
         return cursor.fetchall() if cursor.description else cursor.rowcount
 
 
-@functools.cache
-def _tables() -> dict[str, str]:
-    connection = connections[router.db_for_write(Run)]
-    if connection.features.has_select_for_update_of:
-        for_update = f"FOR UPDATE OF {Run._meta.db_table}"
-    else:  # SQLite takes no row locks: a write transaction is alone on the whole database
-        for_update = "FOR UPDATE" if connection.features.has_select_for_update else ""
-    return {
-        "runs": Run._meta.db_table,
-        "campaigns": Run._meta.get_field("campaign").related_model._meta.db_table,
-        "reviews": Review._meta.db_table,
-        "holds": ReviewHold._meta.db_table,
-        "for_update": for_update,
-    }
-
-
 def _values(run: Run, user, now) -> dict:
     connection = connections[router.db_for_write(ReviewHold)]
     held_at = ReviewHold._meta.get_field("held_at")
@@ -297,7 +301,6 @@ def _values(run: Run, user, now) -> dict:
     }
 
 
-_LIVE = "skipped_at IS NULL AND held_at >= %(live_since)s"  # ReviewHold.live, as SQL
 _KEEP = f"""
     UPDATE {{holds}} SET held_at = %(now)s
     WHERE run_id = %(run)s AND reviewer_id = %(user)s AND {_LIVE}
