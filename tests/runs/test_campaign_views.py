@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from contextlib import redirect_stdout
 
 import pytest
@@ -95,6 +96,35 @@ def test_it_shows_a_live_grid_that_stops_polling_when_done(client_for, lead, cur
     assert "<html" not in body and 'id="grid"' in body
     assert "2 of 2" in body and "every 2s" not in body
     assert fragment["Vary"] and "HX-Request" in fragment["Vary"]
+
+
+def test_its_grid_links_each_run_in_its_prompts_row_and_contestants_column(
+    client_for, lead, curated
+):
+    prompt_set, contestants = curated
+    client = client_for(lead)
+    client.post(
+        reverse("runs:campaign_create"),
+        {"prompt_set": prompt_set.pk, "contestants": [c.pk for c in contestants], "repeats": 1,
+         "reviews_wanted": 2},  # fmt: skip
+    )
+    campaign = Campaign.objects.get()
+    done = campaign.runs.get(prompt__key="two", contestant__name="beta")
+    execution.execute(done.pk)
+    page = client.get(reverse("runs:campaign", args=[campaign.pk])).content.decode()
+
+    tbody = page.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    link = r'<a href="([^"]+)" id="run-(\d+)" class="status status-(\w+)"[^>]*>([^<]+)</a>'
+    grid = {}
+    for row in re.findall(r"<tr>(.*?)</tr>", tbody, re.S):
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+        for contestant, cell in zip(["prompt", "alpha", "beta"], cells, strict=True):
+            grid[(cells[0], contestant)] = re.findall(link, cell)
+    for run in campaign.runs.select_related("prompt", "contestant"):
+        status, label = ("finished", "finished") if run == done else ("queued", "queued")
+        url = reverse("runs:run", args=[run.pk])
+        assert grid[(run.prompt.key, run.contestant.name)] == [(url, str(run.pk), status, label)]
+    assert "1 of 4" in page
 
 
 def test_it_sends_scorers_from_the_run_page_to_the_blind_review(client_for, scorer, lead, curated):
