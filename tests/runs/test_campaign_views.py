@@ -105,8 +105,12 @@ def test_its_grid_links_each_run_in_its_prompts_row_and_contestants_column(
     client = client_for(lead)
     client.post(
         reverse("runs:campaign_create"),
-        {"prompt_set": prompt_set.pk, "contestants": [c.pk for c in contestants], "repeats": 1,
-         "reviews_wanted": 2},  # fmt: skip
+        {
+            "prompt_set": prompt_set.pk,
+            "contestants": [c.pk for c in contestants],
+            "repeats": 1,
+            "reviews_wanted": 2,
+        },
     )
     campaign = Campaign.objects.get()
     done = campaign.runs.get(prompt__key="two", contestant__name="beta")
