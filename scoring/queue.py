@@ -109,6 +109,8 @@ def _tables() -> dict[str, str]:
 
 # A hold that keeps its place (ReviewHold.live), as SQL.
 _LIVE = "skipped_at IS NULL AND held_at >= %(live_since)s"
+# The reviews a run wants (Run.reviews_wanted), as SQL over the `_tables()` names.
+_WANTED = "({campaigns}.reviews_wanted + {runs}.extra_reviews_wanted)"
 # Run.objects.reviewable()'s statuses, as SQL.
 _REVIEWABLE = ", ".join(f"'{status}'" for status in Run.REVIEWABLE_STATUSES)
 
@@ -128,7 +130,7 @@ def _queue_sql(by_campaign: bool) -> str:
     )
     mine_live = f"reviewer_id = %(user)s AND {_LIVE}"
     others_live = f"reviewer_id <> %(user)s AND {_LIVE}"
-    wanted = f"({campaigns}.reviews_wanted + {runs}.extra_reviews_wanted)"
+    wanted = _WANTED.format(**tables)
     submitted, held_by_others = "COALESCE(r.submitted, 0)", "COALESCE(h.others, 0)"
     held_by_me, has_draft = "COALESCE(h.mine, 0)", "COALESCE(r.draft, 0)"
     return f"""
@@ -185,7 +187,7 @@ def personal_order(user, campaign_ids) -> dict[int, int]:
     connection = connections[router.db_for_read(Run)]
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT id, campaign_id, contestant_id FROM {Run._meta.db_table} "
+            f"SELECT id, campaign_id, contestant_id FROM {_tables()['runs']} "
             f"WHERE campaign_id IN ({in_campaigns}) ORDER BY id",
             campaign_ids,
         )
@@ -305,10 +307,10 @@ _KEEP = f"""
     UPDATE {{holds}} SET held_at = %(now)s
     WHERE run_id = %(run)s AND reviewer_id = %(user)s AND {_LIVE}
 """
-_LOCK = """
-    SELECT {campaigns}.reviews_wanted + {runs}.extra_reviews_wanted FROM {runs}
-    INNER JOIN {campaigns} ON {campaigns}.id = {runs}.campaign_id
-    WHERE {runs}.id = %(run)s {for_update}
+_LOCK = f"""
+    SELECT {_WANTED} FROM {{runs}}
+    INNER JOIN {{campaigns}} ON {{campaigns}}.id = {{runs}}.campaign_id
+    WHERE {{runs}}.id = %(run)s {{for_update}}
 """
 # Submitted reviews by the user and by others; the user's live hold, and others' live holds.
 _PLACES = f"""

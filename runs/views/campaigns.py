@@ -123,24 +123,23 @@ def campaign_detail(request: HttpRequest, campaign_id: int) -> HttpResponse:
     runs = list(
         campaign.runs.order_by("prompt__position", "prompt_id", "contestant__name", "repeat")
         .values_list("pk", "status", "repeat", "cost_usd", "prompt_id", "prompt__key",
-                     "contestant_id")
+                     "contestant_id", named=True)
     )  # fmt: skip
-    contestant_ids = {run[-1] for run in runs}
     contestants = sorted(
-        Contestant.objects.select_related("model").filter(pk__in=contestant_ids),
+        Contestant.objects.select_related("model").filter(pk__in={r.contestant_id for r in runs}),
         key=lambda c: c.name,
     )
     labels, run_url = dict(Run.STATUSES), _run_urls()
     grid: dict[int, dict] = {}
-    for run_id, status, repeat, _cost, prompt_id, prompt_key, contestant_id in runs:
-        row = grid.setdefault(prompt_id, {"prompt_key": prompt_key, "cells": {}})
-        row["cells"].setdefault(contestant_id, []).append(
+    for run in runs:
+        row = grid.setdefault(run.prompt_id, {"prompt_key": run.prompt__key, "cells": {}})
+        row["cells"].setdefault(run.contestant_id, []).append(
             {
-                "id": str(run_id),
-                "url": run_url(run_id),
-                "status": status,
-                "label": labels.get(status, status),
-                "repeat": str(repeat),
+                "id": str(run.pk),
+                "url": run_url(run.pk),
+                "status": run.status,
+                "label": labels.get(run.status, run.status),
+                "repeat": str(run.repeat),
             }
         )
     rows = [
@@ -151,7 +150,7 @@ def campaign_detail(request: HttpRequest, campaign_id: int) -> HttpResponse:
         for row in grid.values()
     ]
     total = len(runs)
-    ended = sum(status in Run.ENDED_STATUSES for _, status, *_ in runs)
+    ended = sum(run.status in Run.ENDED_STATUSES for run in runs)
     context = {
         "campaign": campaign,
         "contestants": contestants,
@@ -160,8 +159,8 @@ def campaign_detail(request: HttpRequest, campaign_id: int) -> HttpResponse:
         "ended": ended,
         "percent": int(100 * ended / total) if total else 100,
         "live": ended < total,
-        "cost": sum(cost for _, _, _, cost, *_ in runs),
-        "errored": sum(status == Run.ERRORED for _, status, *_ in runs),
+        "cost": sum(run.cost_usd for run in runs),
+        "errored": sum(run.status == Run.ERRORED for run in runs),
         "size_sentence": sizing.size_sentence(
             len(rows) or campaign.prompt_set.active_prompts().count(), campaign.repeats
         ),
