@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import subprocess
@@ -17,7 +18,7 @@ import pytest
 from django.conf import settings
 from django.template import engines
 from django.template.base import Template
-from django.urls import reverse
+from django.urls import get_resolver, reverse
 
 from evalsite.gunicorn_config import warm_up
 from runs import diffs
@@ -123,6 +124,25 @@ def test_a_new_web_worker_starts_its_hashing_thread_before_its_first_login(monke
     assert hashers._hashing is not None
     (thread,) = hashers._hashing._threads
     assert thread.is_alive() and thread.name.startswith("password-hashing")
+
+
+def test_the_master_leaves_what_it_loaded_out_of_every_later_collection(monkeypatch):
+    """After the warm-up the master freezes its heap: the site it loaded (the URL table, the
+    compiled templates) is out of the collector's passes, in the master and in the workers it
+    forks, so no worker walks it, or copies its pages, mid-request."""
+    from evalsite import gunicorn_config
+
+    monkeypatch.setattr(gunicorn_config, "warm_up", lambda: None)  # loaded already, in this test
+    resolver = get_resolver()
+    assert any(tracked is resolver for tracked in gc.get_objects())
+    try:
+        gunicorn_config.when_ready(server=None)
+        assert gc.get_freeze_count() > 10_000
+        assert not any(tracked is resolver for tracked in gc.get_objects())
+        made_after = [[]]
+        assert any(tracked is made_after for tracked in gc.get_objects())
+    finally:
+        gc.unfreeze()
 
 
 def test_gunicorn_warms_up_in_its_master_and_then_serves(tmp_path):
