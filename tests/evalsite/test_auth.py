@@ -128,6 +128,32 @@ def test_a_session_ends_when_it_expires_and_a_forged_one_never_starts(client, sc
     assert response.status_code == 302 and response.url.startswith(reverse("login"))
 
 
+def test_a_login_moves_the_session_to_a_new_key_and_the_old_key_signs_in_no_one(
+    client, scorer, settings
+):
+    """Against session fixation: a key someone knew before the login (a planted cookie) is gone
+    after it, and what the session held comes along under the new key."""
+    from django.contrib.sessions.models import Session
+    from django.test import Client
+
+    session = client.session
+    session["seen_intro"] = True
+    session.save()
+    planted = session.session_key
+    assert _log_in(client, "sam", PASSWORD).status_code == 302
+
+    key = client.cookies[settings.SESSION_COOKIE_NAME].value
+    assert key != planted
+    assert not Session.objects.filter(session_key=planted).exists()
+    held = Session.objects.get(session_key=key).get_decoded()
+    assert held["_auth_user_id"] == str(scorer.pk) and held["seen_intro"] is True
+    assert client.get(reverse("scoring:queue")).status_code == 200
+    intruder = Client()
+    intruder.cookies[settings.SESSION_COOKIE_NAME] = planted
+    response = intruder.get(reverse("scoring:queue"))
+    assert response.status_code == 302 and response.url.startswith(reverse("login"))
+
+
 def test_it_checks_a_wrong_password_once(client, scorer, monkeypatch):
     # Two backends could check it (see evalsite.roles.RoleBackend); each check costs tens of
     # milliseconds of CPU on purpose.
