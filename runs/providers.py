@@ -19,6 +19,7 @@ import functools
 import json
 import random
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -93,10 +94,20 @@ def _request_params(config: ModelConfig) -> dict:
     return {name: value for name, value in config.params.items() if name not in ENDPOINT_PARAMS}
 
 
-@functools.cache
+_ssl_context_lock = threading.Lock()
+
+
 def shared_ssl_context() -> ssl.SSLContext:
     """httpx builds (and loads the CA bundle into) a fresh SSL context for every client and
-    transport: ~30 ms of CPU each. One context, made as httpx makes its default, is safe to share."""
+    transport: ~30 ms of CPU each. One context, made as httpx makes its default, is safe to share.
+    Made once even when the first runs ask at the same moment (a worker starts eight at once);
+    a worker makes it as it starts (runs.tasks)."""
+    with _ssl_context_lock:
+        return _ssl_context()
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 

@@ -638,7 +638,45 @@ def _read_stat(pid: int) -> tuple[int, int, str] | None:
 
 
 def _descendants(root: int) -> dict[int, int]:
-    """pid -> start time of every process below `root`; the start time guards against reuse."""
+    """pid -> start time of every process below `root`; the start time guards against reuse.
+
+    A running command's tree is read four times a second. Walking down from `root` through each
+    thread's list of children reads a few files per process of the tree; reading the parent of
+    every process on the host read one file per process there (a few hundred on a busy worker,
+    for each of its running commands). Kernels without those lists get the whole table."""
+    if not _HAS_CHILDREN_LISTS:
+        return _descendants_from_table(root)
+    found: dict[int, int] = {}
+    queue = _children(root)
+    while queue:
+        pid = queue.pop()
+        if pid in found:
+            continue
+        stat = _read_stat(pid)
+        if stat is None:  # gone since its parent listed it
+            continue
+        found[pid] = stat[1]
+        queue.extend(_children(pid))
+    return found
+
+
+def _children(pid: int) -> list[int]:
+    """The processes any thread of `pid` started that have not exited or been re-parented."""
+    children = []
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return children
+    for thread in threads:
+        try:
+            with open(f"/proc/{pid}/task/{thread}/children", "rb") as f:
+                children.extend(int(child) for child in f.read().split())
+        except OSError:
+            continue
+    return children
+
+
+def _descendants_from_table(root: int) -> dict[int, int]:
     table = _process_table()
     children: dict[int, list[int]] = {}
     for pid, (parent, _start, _state) in table.items():
@@ -649,6 +687,10 @@ def _descendants(root: int) -> dict[int, int]:
         found[pid] = table[pid][1]
         queue.extend(children.get(pid, []))
     return found
+
+
+# Linux lists each thread's children in /proc when built with CONFIG_PROC_CHILDREN (most are).
+_HAS_CHILDREN_LISTS = os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
 
 
 def _is_alive(pid: int, start_time: int) -> bool:

@@ -349,6 +349,42 @@ def test_it_kills_children_and_grandchildren_on_timeout(workspace, backend):
         assert background_pid not in _processes_running(token)
 
 
+def test_it_finds_every_process_below_a_command_including_those_a_thread_started():
+    """What the sandbox stops when a command ends: every process below it, found by walking
+    down through each thread's children, as the table of every process on the host finds them.
+    Here a thread, not the main one, starts a shell, which starts two sleeps."""
+    import subprocess
+
+    token = _unique_sleep_seconds()
+    script = (
+        "import subprocess, threading, time\n"
+        "started = threading.Event()\n"
+        "def spawn():\n"
+        f"    subprocess.Popen(['sh', '-c', 'sleep {token} & sleep {token}; true'])\n"
+        "    started.set()\n"
+        "    time.sleep(60)\n"
+        "threading.Thread(target=spawn, daemon=True).start()\n"
+        "started.wait()\n"
+        "time.sleep(60)\n"
+    )
+    leader = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while len(_processes_running(f"sleep\0{token}")) < 2:
+            assert time.monotonic() < deadline, "the sleeps did not start"
+            time.sleep(0.02)
+        found = sandbox._descendants(leader.pid)
+        names = sorted(Path(f"/proc/{pid}/comm").read_text().strip() for pid in found)
+        assert names == ["sh", "sleep", "sleep"]
+        assert set(_processes_running(f"sleep\0{token}")) <= set(found)
+        assert found == sandbox._descendants_from_table(leader.pid)
+    finally:
+        os.killpg(leader.pid, signal.SIGKILL)
+        leader.wait()
+        for pid in _processes_running(f"sleep\0{token}"):
+            os.kill(pid, signal.SIGKILL)
+
+
 @BOTH_BACKENDS
 def test_it_stops_the_command_when_cancelled(workspace, backend):
     token = _unique_sleep_seconds()
