@@ -24,7 +24,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from runs.models import Run
-from scoring.models import Review, ReviewHold
+from scoring.models import Review, ReviewHold, RunTally
 
 
 class NoPlaceLeft(Exception):
@@ -102,6 +102,7 @@ def _tables() -> dict[str, str]:
         "runs": Run._meta.db_table,
         "campaigns": Run._meta.get_field("campaign").related_model._meta.db_table,
         "reviews": Review._meta.db_table,
+        "tallies": RunTally._meta.db_table,
         "holds": ReviewHold._meta.db_table,
         "for_update": for_update,
     }
@@ -118,11 +119,17 @@ _REVIEWABLE = ", ".join(f"'{status}'" for status in Run.REVIEWABLE_STATUSES)
 @functools.cache
 def _queue_sql(by_campaign: bool) -> str:
     """The queue's rule in SQL, its values named %(user)s, %(campaign)s and %(live_since)s: a
-    live hold is one not skipped and used since `live_since` (ReviewHold.live)."""
+    live hold is one not skipped and used since `live_since` (ReviewHold.live).
+
+    A run's submitted reviews are its tally's count (RunTally, kept in the transaction that
+    submits or deletes a review), and the user's own reviews are read by reviewer: counting
+    every review of the campaign grew with each one submitted (2.1 ms a call at 4,000 reviews,
+    0.8 ms at 300), and every "review next", review page and dashboard reads the queue. Whether
+    a place is really left is decided under the run's lock (`check_place`), from the reviews."""
     tables = _tables()
     runs, campaigns = tables["runs"], tables["campaigns"]
-    reviews, holds = tables["reviews"], tables["holds"]
-    # Reviews and holds of the campaign's runs only, when the queue is one campaign's.
+    reviews, tallies, holds = tables["reviews"], tables["tallies"], tables["holds"]
+    # Holds of the campaign's runs only, when the queue is one campaign's.
     of_campaign = (
         f"WHERE run_id IN (SELECT id FROM {runs} WHERE campaign_id = %(campaign)s)"
         if by_campaign
@@ -131,21 +138,19 @@ def _queue_sql(by_campaign: bool) -> str:
     mine_live = f"reviewer_id = %(user)s AND {_LIVE}"
     others_live = f"reviewer_id <> %(user)s AND {_LIVE}"
     wanted = _WANTED.format(**tables)
-    submitted, held_by_others = "COALESCE(r.submitted, 0)", "COALESCE(h.others, 0)"
+    submitted, held_by_others = "COALESCE(t.reviews, 0)", "COALESCE(h.others, 0)"
     held_by_me, has_draft = "COALESCE(h.mine, 0)", "COALESCE(r.draft, 0)"
     return f"""
         SELECT {runs}.id, {runs}.campaign_id, {held_by_me}, {has_draft}, {submitted},
             {held_by_others}, {wanted}, {runs}.review_key
         FROM {runs}
         INNER JOIN {campaigns} ON {campaigns}.id = {runs}.campaign_id
+        LEFT JOIN {tallies} t ON t.run_id = {runs}.id
         LEFT JOIN (
             SELECT run_id,
-                SUM(CASE WHEN submitted_at IS NOT NULL THEN 1 ELSE 0 END) AS submitted,
-                MAX(CASE WHEN reviewer_id = %(user)s AND submitted_at IS NOT NULL
-                    THEN 1 ELSE 0 END) AS reviewed,
-                MAX(CASE WHEN reviewer_id = %(user)s AND submitted_at IS NULL
-                    THEN 1 ELSE 0 END) AS draft
-            FROM {reviews} {of_campaign} GROUP BY run_id
+                MAX(CASE WHEN submitted_at IS NOT NULL THEN 1 ELSE 0 END) AS reviewed,
+                MAX(CASE WHEN submitted_at IS NULL THEN 1 ELSE 0 END) AS draft
+            FROM {reviews} WHERE reviewer_id = %(user)s GROUP BY run_id
         ) r ON r.run_id = {runs}.id
         LEFT JOIN (
             SELECT run_id,
