@@ -661,7 +661,8 @@ def _descendants(root: int) -> dict[int, int]:
 
 
 def _children(pid: int) -> list[int]:
-    """The processes any thread of `pid` started that have not exited or been re-parented."""
+    """The processes any thread of `pid` started that are still its children: not reaped yet,
+    and not handed to another parent."""
     children = []
     try:
         threads = os.listdir(f"/proc/{pid}/task")

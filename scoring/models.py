@@ -380,7 +380,8 @@ class Adjudication(models.Model):
 # --- Aggregates the leaderboards read -------------------------------------------------------------
 #
 # A leaderboard covers tens of thousands of runs and reviews. Rather than read every review on
-# every cold page, it reads one row per run (RunTally) and a few rows per campaign (VoteTally).
+# every cold page, it reads one row per run (RunTally) and a few rows per campaign (VoteTally);
+# the review queue reads each run's count of submitted reviews from RunTally too.
 # Both are kept up to date in the transaction that saves or deletes a review, an adjudication or
 # a vote (the `save` methods above and the receivers below); writes that bypass `save` (bulk
 # creates, `.update()`) must be followed by `manage.py rebuild_aggregates`, which recounts
