@@ -80,13 +80,26 @@ def waiting_rows(user, campaign_id: int | None = None, now=None) -> list[tuple]:
 
 def _run_queue_sql(user, campaign_id: int | None, now, statement: str) -> list[tuple]:
     """Run `statement` with the queue's SQL in place of its ``{}``, for this call's values."""
-    connection = connections[router.db_for_read(Run)]
-    held_at = ReviewHold._meta.get_field("held_at")
-    live_since = held_at.get_db_prep_value(ReviewHold.live_since(now), connection)
-    values = {"user": user.pk, "campaign": campaign_id, "live_since": live_since}
-    with connection.cursor() as cursor:
-        cursor.execute(statement.format(_queue_sql(campaign_id is not None)), values)
-        return cursor.fetchall()
+    values = {
+        "user": user.pk,
+        "campaign": campaign_id,
+        "live_since": _held_at(ReviewHold.live_since(now)),
+    }
+    return _run(statement.format(_queue_sql(campaign_id is not None)), values)
+
+
+def _run(sql: str, values: dict | list) -> list[tuple] | int:
+    """The queue's one way to send a written-out statement: its rows for a SELECT, else the rows
+    it changed. Runs, reviews and holds live in one database."""
+    with connections[router.db_for_write(ReviewHold)].cursor() as cursor:
+        cursor.execute(sql, values)
+        return cursor.fetchall() if cursor.description else cursor.rowcount
+
+
+def _held_at(when) -> object:
+    """`when` as the database takes a hold's time (`held_at`)."""
+    connection = connections[router.db_for_write(ReviewHold)]
+    return ReviewHold._meta.get_field("held_at").get_db_prep_value(when, connection)
 
 
 @functools.cache
@@ -188,14 +201,11 @@ def personal_order(user, campaign_ids) -> dict[int, int]:
         return {}
     # Every run of the campaigns (hundreds, on each "review next"), as plain rows.
     in_campaigns = ", ".join(["%s"] * len(campaign_ids))
-    connection = connections[router.db_for_read(Run)]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT id, campaign_id, contestant_id FROM {_tables()['runs']} "
-            f"WHERE campaign_id IN ({in_campaigns}) ORDER BY id",
-            campaign_ids,
-        )
-        rows = cursor.fetchall()
+    rows = _run(
+        f"SELECT id, campaign_id, contestant_id FROM {_tables()['runs']} "
+        f"WHERE campaign_id IN ({in_campaigns}) ORDER BY id",
+        campaign_ids,
+    )
     for run_id, campaign_id, contestant_id in rows:
         runs_by_campaign[campaign_id][contestant_id].append(run_id)
     order: dict[int, int] = {}
@@ -289,21 +299,16 @@ def progress(user, campaign_id: int) -> dict:
 
 
 def _execute(statement: str, values: dict) -> list[tuple] | int:
-    """Run one of the statements below: its rows for a SELECT, else the rows it changed."""
-    connection = connections[router.db_for_write(ReviewHold)]
-    with connection.cursor() as cursor:
-        cursor.execute(statement.format(**_tables()), values)
-        return cursor.fetchall() if cursor.description else cursor.rowcount
+    """Run one of the statements below, its tables named by `_tables()`."""
+    return _run(statement.format(**_tables()), values)
 
 
 def _values(run: Run, user, now) -> dict:
-    connection = connections[router.db_for_write(ReviewHold)]
-    held_at = ReviewHold._meta.get_field("held_at")
     return {
         "run": run.pk,
         "user": user.pk,
-        "now": held_at.get_db_prep_value(now, connection),
-        "live_since": held_at.get_db_prep_value(ReviewHold.live_since(now), connection),
+        "now": _held_at(now),
+        "live_since": _held_at(ReviewHold.live_since(now)),
     }
 
 
