@@ -62,9 +62,22 @@ def _get_run_for_review(review_key: str, *, page: bool = False) -> Run:
     """
     runs = Run.objects.reviewable().select_related("campaign")
     if page:
-        runs = runs.select_related("contestant__model")
+        runs = runs.select_related("contestant__model").only(*_PAGE_FIELDS)
     # Not the prompt: the page shows the run's snapshot of it, as the agent was given it.
     return get_object_or_404(runs, review_key=review_key)
+
+
+# What the review page reads: the whole run; of its campaign, how many reviews it wants; of who
+# made it, what hides them from a blind reviewer and names them once revealed
+# (runs.identity.identity_terms, review_page_data). Not the model's API key, which would be
+# decrypted for every page, nor the rest of the contestant's and model's settings: each column
+# selected costs the page's query time to compile and load.
+_PAGE_FIELDS = (
+    *(field.name for field in Run._meta.concrete_fields),
+    "campaign__reviews_wanted",
+    *(f"contestant__{name}" for name in ("name", "harness", "options")),
+    *(f"contestant__model__{name}" for name in ("name", "model_id", "provider", "base_url")),
+)
 
 
 def _get_run_to_write(review_key: str) -> Run:

@@ -414,6 +414,34 @@ def test_it_reveals_on_the_reviewed_runs_page_then_moves_on_blind(db, scorer, cl
     assert "zetacorp" not in blind and "other-agent" not in blind and "zeta-9000" not in blind
 
 
+def test_its_pages_never_read_the_models_api_key(db, scorer, client_for):
+    # A review page names the model once revealed, and hides it while blind, without its key:
+    # the key is neither selected (and decrypted) nor needed to hide or show who made the run.
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    contestant = make_contestant()
+    contestant.model.api_key = "sk-never-on-a-review-page-1234"
+    contestant.model.save()
+    run = make_run(contestant=contestant)
+    client = client_for(scorer)
+    page = reverse("scoring:review", args=[run.review_key])
+
+    with CaptureQueriesContext(connection) as queries:
+        blind = client.get(page).content.decode()
+        revealed = client.post(
+            reverse("scoring:review_submit", args=[run.review_key]),
+            post_answers(ANSWERS),
+            follow=True,
+        )
+
+    assert "zeta-9000" not in blind and "zetacorp" not in blind
+    assert "This run was by zetacorp-agent" in revealed.content.decode()
+    assert "zeta-9000" in revealed.content.decode()
+    read = [query["sql"] for query in queries.captured_queries if "api_key" in query["sql"]]
+    assert read == [], read
+
+
 def test_it_lists_the_queue_blind_with_counts(db, scorer, client_for):
     run = make_run()
     body = client_for(scorer).get(reverse("scoring:queue")).content.decode()
