@@ -31,6 +31,14 @@ def _command_program(template: Any) -> str:
     return ""
 
 
+# What `identity_terms` reads of who made a run, as paths from the run: a page that hides or names
+# them selects these of the run's contestant and model, and not their settings or API key.
+IDENTITY_FIELDS = (
+    *(f"contestant__{name}" for name in ("name", "harness", "options")),
+    *(f"contestant__model__{name}" for name in ("name", "model_id", "provider", "base_url")),
+)
+
+
 def identity_terms(run: Run) -> dict[str, list[str]]:
     """Words that would give away who made a run, as {"names": [...], "words": [...]}.
 

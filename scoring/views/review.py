@@ -18,6 +18,7 @@ from django.views.decorators.http import require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from evalsite.roles import LEAD, SCORER, role_required
+from runs.identity import IDENTITY_FIELDS
 from runs.models import Campaign, Run
 from scoring import queue as review_queue
 from scoring import reviews
@@ -68,15 +69,13 @@ def _get_run_for_review(review_key: str, *, page: bool = False) -> Run:
 
 
 # What the review page reads: the whole run; of its campaign, how many reviews it wants; of who
-# made it, what hides them from a blind reviewer and names them once revealed
-# (runs.identity.identity_terms, review_page_data). Not the model's API key, which would be
-# decrypted for every page, nor the rest of the contestant's and model's settings: each column
-# selected costs the page's query time to compile and load.
+# made it, what hides them while blind and names them once revealed (IDENTITY_FIELDS). Not the
+# model's API key, which would be decrypted for every page, nor the contestant's and model's
+# settings: each column selected costs the page's query time to compile and load.
 _PAGE_FIELDS = (
     *(field.name for field in Run._meta.concrete_fields),
     "campaign__reviews_wanted",
-    *(f"contestant__{name}" for name in ("name", "harness", "options")),
-    *(f"contestant__model__{name}" for name in ("name", "model_id", "provider", "base_url")),
+    *IDENTITY_FIELDS,
 )
 
 
