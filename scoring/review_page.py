@@ -279,7 +279,7 @@ def review_page_data(run: Run, user) -> dict:
 
     The caller has checked that ``user`` may review ``run`` (a reviewable run, scorer role).
     """
-    mine = Review.objects.filter(run=run, reviewer=user).first()
+    mine = Review.of(run.pk, user.pk)
     blind = not (mine and mine.is_submitted)
     terms = identity_terms(run)
     redact = redactor(terms) if blind else (lambda text: text)
@@ -293,16 +293,10 @@ def review_page_data(run: Run, user) -> dict:
 
     others = []
     if not blind:
-        for review in (
-            Review.objects.submitted()
-            .filter(run=run)
-            .exclude(reviewer=user)
-            .select_related("reviewer")
-            .order_by("submitted_at")
-        ):
+        for review in Review.submitted_by_others(run.pk, user.pk):
             others.append(
                 {
-                    "reviewer": review.reviewer.get_username(),
+                    "reviewer": review.reviewer_name,
                     "verdict": review.get_verdict_display(),
                     "answers": answer_labels(criteria, review.answers),
                     "notes": review.notes,

@@ -228,12 +228,16 @@ def test_it_shows_other_reviews_only_after_submitting(run, scorer, other_scorer,
     )
     client = client_for(scorer)
     url = reverse("scoring:review", kwargs={"review_key": run.review_key})
-    assert "Breaks the build badly" not in client.get(url).content.decode()
+    blind = client.get(url).content.decode()
+    assert "Breaks the build badly" not in blind
+    assert f"<h3>{other_scorer.username}: " not in blind
     client.post(
         reverse("scoring:review_submit", kwargs={"review_key": run.review_key}),
         post_answers(ANSWERS),
     )
-    assert "Breaks the build badly" in client.get(url).content.decode()
+    revealed = client.get(url).content.decode()
+    assert "Breaks the build badly" in revealed
+    assert f"<h3>{other_scorer.username}: No</h3>" in revealed  # named, with their verdict
 
 
 def test_it_renders_the_transcript_as_a_timeline_with_tool_calls(run, scorer, client_for):

@@ -20,6 +20,7 @@ from scoring.leaderboard import Filters
 from scoring.leaderboard.filters import COUNT, EXCLUDE, MAJORITY, MEAN
 from scoring.leaderboard.verdicts import run_values
 from scoring.models import (
+    Adjudication,
     Comparison,
     Review,
     ReviewVersion,
@@ -117,6 +118,38 @@ def test_it_counts_what_a_run_tally_says(campaign_world):
         sum(1 for r in submitted if r.verdict == v) for v in ("yes", "small_changes", "no")
     )
     assert tally.verdicts == " ".join(f"{r.reviewer_id}:{r.verdict}" for r in submitted)
+
+
+def test_it_counts_answers_ticked_criteria_and_adjudications_from_what_was_written(
+    campaign_world,
+):
+    with_criteria = [
+        r for r in campaign_world["runs"] if r.snapshot["prompt"]["acceptance_criteria"]
+    ]
+    for run in campaign_world["runs"]:
+        submitted = list(run.reviews.submitted())
+        adjudication = Adjudication.objects.filter(run=run).first()
+        tally = RunTally.objects.filter(run=run).first()
+        if not submitted and adjudication is None:
+            assert tally is None or (tally.reviews, tally.adjudicated) == (0, "")
+            continue
+        criteria = run.snapshot["prompt"]["acceptance_criteria"]
+        expected_answers: dict = {}
+        for review in submitted:
+            for key, value in review.answers.items():
+                given = expected_answers.setdefault(key, {})
+                given[str(value)] = given.get(str(value), 0) + 1
+        assert tally.answers == {
+            key: dict(sorted(v.items())) for key, v in expected_answers.items()
+        }
+        assert tally.acceptance_criteria == len(criteria)
+        assert tally.acceptance_ticked == sum(
+            len(set(criteria) & set(review.acceptance_met)) for review in submitted
+        )
+        assert tally.adjudicated == (adjudication.verdict if adjudication else "")
+    # The world has what these cover: ticked criteria, and a standing and a withdrawn verdict.
+    assert RunTally.objects.filter(run__in=with_criteria, acceptance_ticked__gte=2).exists()
+    assert RunTally.objects.filter(adjudicated="no").count() == 1
 
 
 def test_it_keeps_a_deleted_runs_tallies_consistent(campaign_world):
