@@ -439,10 +439,10 @@ def _counted_rows(run_ids: list[int]) -> list[tuple]:
     By SQL written out, as every submitted review recounts its run: the three ORM queries it
     replaced cost more CPU to build than the database spent running them (8% of the web's CPU
     in bench_team_load)."""
-    connection = connections[router.db_for_write(RunTally)]
+    database = connections[router.db_for_write(RunTally)]
     jsonfield = Review._meta.get_field("answers")
     sql = f"""
-        SELECT run.id, {_ACCEPTANCE_CRITERIA[connection.vendor]}, adjudication.verdict,
+        SELECT run.id, {_ACCEPTANCE_CRITERIA[database.vendor]}, adjudication.verdict,
             review.reviewer_id, review.verdict, review.answers, review.acceptance_met
         FROM {Run._meta.db_table} run
         LEFT JOIN {Adjudication._meta.db_table} adjudication ON adjudication.run_id = run.id
@@ -452,9 +452,9 @@ def _counted_rows(run_ids: list[int]) -> list[tuple]:
         ORDER BY run.id, review.reviewer_id"""
 
     def decoded(text):
-        return jsonfield.from_db_value(text, None, connection)
+        return jsonfield.from_db_value(text, None, database)
 
-    with connection.cursor() as cursor:
+    with database.cursor() as cursor:
         cursor.execute(sql, run_ids)
         return [
             (run_id, decoded(criteria), adjudication, *review, decoded(answers), decoded(met))

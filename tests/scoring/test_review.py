@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -421,9 +423,6 @@ def test_it_reveals_on_the_reviewed_runs_page_then_moves_on_blind(db, scorer, cl
 def test_its_pages_never_read_the_models_api_key(db, scorer, client_for):
     # A review page names the model once revealed, and hides it while blind, without its key:
     # the key is neither selected (and decrypted) nor needed to hide or show who made the run.
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
     contestant = make_contestant()
     contestant.model.api_key = "sk-never-on-a-review-page-1234"
     contestant.model.save()
