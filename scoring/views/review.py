@@ -18,7 +18,6 @@ from django.views.decorators.http import require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from evalsite.roles import LEAD, SCORER, role_required
-from runs.identity import IDENTITY_FIELDS
 from runs.models import Campaign, Run
 from scoring import queue as review_queue
 from scoring import reviews
@@ -26,6 +25,7 @@ from scoring.models import Comparison, Review, ReviewHold, ReviewVersion
 from scoring.review_page import (
     MERGE_KEY,
     context_for_range,
+    page_run,
     rendered_diff,
     review_page_data,
     run_judgement_data,
@@ -58,25 +58,15 @@ def _get_run_for_review(review_key: str, *, page: bool = False) -> Run:
     """A run that can be reviewed, or 404: nobody reviews a run that is still going or errored.
 
     Runs are named by their opaque review key, never their id: ids follow the order runs were
-    made in, which could tell a blind reviewer who made one. For the `page`, with who made it:
-    the blind page hides their names, and the revealed one shows them.
+    made in, which could tell a blind reviewer who made one. For the `page`, with who made it
+    (`page_run`): the blind page hides their names, and the revealed one shows them.
     """
-    runs = Run.objects.reviewable().select_related("campaign")
     if page:
-        runs = runs.select_related("contestant__model").only(*_PAGE_FIELDS)
-    # Not the prompt: the page shows the run's snapshot of it, as the agent was given it.
+        if run := page_run(review_key):
+            return run
+        raise Http404("No reviewable run has this key.")
+    runs = Run.objects.reviewable().select_related("campaign")
     return get_object_or_404(runs, review_key=review_key)
-
-
-# What the review page reads: the whole run; of its campaign, how many reviews it wants; of who
-# made it, what hides them while blind and names them once revealed (IDENTITY_FIELDS). Not the
-# model's API key, which would be decrypted for every page, nor the contestant's and model's
-# settings: each column selected costs the page's query time to compile and load.
-_PAGE_FIELDS = (
-    *(field.name for field in Run._meta.concrete_fields),
-    "campaign__reviews_wanted",
-    *IDENTITY_FIELDS,
-)
 
 
 def _get_run_to_write(review_key: str) -> Run:

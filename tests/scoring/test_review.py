@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import operator
 
 import pytest
 from django.db import connection
@@ -11,6 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from runs import diffs
+from runs.identity import IDENTITY_FIELDS
 from runs.models import Campaign, Contestant, LanguageModel, Prompt, PromptSet, Repository, Run
 from scoring import review_page, reviews
 from scoring.models import Criterion, Review, ReviewVersion
@@ -443,6 +445,36 @@ def test_its_pages_never_read_the_models_api_key(db, scorer, client_for):
     assert "zeta-9000" in revealed.content.decode()
     read = [query["sql"] for query in queries.captured_queries if "api_key" in query["sql"]]
     assert read == [], read
+
+
+def test_the_page_reads_the_run_and_who_made_it_as_the_orm_does(db):
+    """The page's written-out statement (`page_run`) loads what the ORM would: every field of
+    the run of its type (JSON decoded, dates, decimals and booleans as such on SQLite too), the
+    campaign's reviews wanted, and who made the run; the model's key is left unread."""
+    contestant = make_contestant(options={"max_steps": 7, "flags": ["--fast"]})
+    run = make_run(
+        contestant=contestant,
+        cancel_requested=False,
+        questions=["Which file?"],
+        phase_timings={"checkout": 1.5},
+    )
+    stored = Run.objects.select_related("campaign", "contestant__model").get(pk=run.pk)
+
+    loaded = review_page.page_run(run.review_key)
+
+    for field in Run._meta.concrete_fields:
+        value, expected = getattr(loaded, field.attname), getattr(stored, field.attname)
+        assert (type(value), value) == (type(expected), expected), field.name
+    assert loaded.campaign.reviews_wanted == stored.campaign.reviews_wanted
+    for path in IDENTITY_FIELDS:
+        read = operator.attrgetter(path.replace("__", "."))
+        assert (type(read(loaded)), read(loaded)) == (type(read(stored)), read(stored)), path
+    assert loaded.contestant.options == {"max_steps": 7, "flags": ["--fast"]}
+    assert "api_key" in loaded.contestant.model.get_deferred_fields()
+
+    assert review_page.page_run("no-such-key") is None
+    Run.objects.filter(pk=run.pk).update(status=Run.RUNNING)
+    assert review_page.page_run(run.review_key) is None  # not reviewable while it runs
 
 
 def test_it_lists_the_queue_blind_with_counts(db, scorer, client_for):
