@@ -6,6 +6,7 @@ A role includes every role below it. Superusers count as admins. Views check rol
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from functools import wraps
 
@@ -15,7 +16,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 
-from evalsite.rawsql import columns
+from evalsite.rawsql import loader
 
 SCORER = "scorer"
 LEAD = "lead"
@@ -43,6 +44,7 @@ def role_of(user: AbstractBaseUser | AnonymousUser) -> str | None:
     return role
 
 
+@functools.cache
 def _user_with_role_sql() -> str:
     # By SQL written once: the ORM's subquery and CASE, built again on every page, cost more
     # CPU than the query they would save.
@@ -52,7 +54,7 @@ def _user_with_role_sql() -> str:
     rank = " ".join(f"WHEN '{role}' THEN {_RANK[role]}" for role in ROLES)
     names = ", ".join(f"'{role}'" for role in ROLES)
     return f"""
-        SELECT {columns(user_model, "u")}, (
+        SELECT {loader(user_model, "u").columns}, (
             SELECT g.name FROM {group} g INNER JOIN {groups} ug ON ug.group_id = g.id
             WHERE ug.user_id = u.id AND g.name IN ({names})
             ORDER BY CASE g.name {rank} END DESC LIMIT 1
@@ -60,13 +62,11 @@ def _user_with_role_sql() -> str:
         FROM {user_model._meta.db_table} u WHERE u.id = %s"""
 
 
-_USER_WITH_ROLE = _user_with_role_sql()
-
-
 def user_with_role(user_id) -> AbstractBaseUser | None:
     """The user, with the highest of their role groups (as ``role_group``, which role_of reads)
     read in the same query; None if there is no such user."""
-    return next(iter(get_user_model()._default_manager.raw(_USER_WITH_ROLE, [user_id])), None)
+    users = loader(get_user_model(), "u")
+    return users.first(_user_with_role_sql(), [user_id], extra=["role_group"])
 
 
 class RoleBackend(ModelBackend):

@@ -16,7 +16,7 @@ from django.db.models.signals import post_delete
 from django.dispatch import receiver
 from django.utils import timezone
 
-from evalsite.rawsql import columns
+from evalsite.rawsql import loader
 from runs.models import Campaign, Contestant, LanguageModel, Prompt, Run
 
 VERDICT_YES = "yes"
@@ -62,8 +62,9 @@ class Rubric(models.Model):
 
     @classmethod
     def _one(cls, condition: str, params: list) -> Rubric | None:
-        sql = f"SELECT {columns(cls)} FROM {cls._meta.db_table} WHERE {condition}"
-        return next(iter(cls.objects.raw(sql, params)), None)
+        rubrics = loader(cls)
+        sql = f"SELECT {rubrics.columns} FROM {cls._meta.db_table} WHERE {condition}"
+        return rubrics.first(sql, params)
 
     @classmethod
     def campaign_counts(cls) -> dict[int, int]:
@@ -86,13 +87,13 @@ class Rubric(models.Model):
         """The criteria of the rubric `for_campaign` reads, in their order, in one query rather
         than two or three: the review page and every submit read them. By SQL written once:
         building it with the ORM cost more CPU than the queries it replaced."""
-        criteria = Criterion._meta.db_table
+        criteria = loader(Criterion)
         # Criterion's own order (Meta.ordering): by rubric, then position, then id.
         sql = (
-            f"SELECT {columns(Criterion)} FROM {criteria} WHERE rubric_id = {_CAMPAIGN_RUBRIC} "
-            "ORDER BY position, id"
+            f"SELECT {criteria.columns} FROM {Criterion._meta.db_table} "
+            f"WHERE rubric_id = {_CAMPAIGN_RUBRIC} ORDER BY position, id"
         )
-        return list(Criterion.objects.raw(sql, [campaign_id]))
+        return criteria.all(sql, [campaign_id])
 
 
 class Criterion(models.Model):
@@ -245,13 +246,15 @@ class Review(models.Model):
     @classmethod
     def of(cls, run_id: int, reviewer_id: int) -> Review | None:
         """The reviewer's review of the run, draft or submitted, or None."""
-        return next(iter(cls.objects.raw(_review_sql(others=False), [run_id, reviewer_id])), None)
+        return loader(Review).first(_review_sql(others=False), [run_id, reviewer_id])
 
     @classmethod
     def submitted_by_others(cls, run_id: int, reviewer_id: int) -> list[Review]:
         """The run's submitted reviews but the reviewer's, the first submitted first, each with
         its reviewer's username as ``reviewer_name``."""
-        return list(cls.objects.raw(_review_sql(others=True), [run_id, reviewer_id]))
+        return loader(Review, "r").all(
+            _review_sql(others=True), [run_id, reviewer_id], extra=["reviewer_name"]
+        )
 
 
 @functools.cache
@@ -260,11 +263,11 @@ def _review_sql(*, others: bool) -> str:
     username = connection.ops.quote_name(users._meta.get_field(users.USERNAME_FIELD).column)
     if not others:
         return (
-            f"SELECT {columns(Review)} FROM {Review._meta.db_table} "
+            f"SELECT {loader(Review).columns} FROM {Review._meta.db_table} "
             "WHERE run_id = %s AND reviewer_id = %s"
         )
     return f"""
-        SELECT {columns(Review, "r")}, u.{username} AS reviewer_name
+        SELECT {loader(Review, "r").columns}, u.{username} AS reviewer_name
         FROM {Review._meta.db_table} r INNER JOIN {users._meta.db_table} u ON u.id = r.reviewer_id
         WHERE r.run_id = %s AND r.reviewer_id <> %s AND r.submitted_at IS NOT NULL
         ORDER BY r.submitted_at, r.id"""

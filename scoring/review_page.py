@@ -42,46 +42,46 @@ def page_run(review_key: str) -> Run | None:
     as the agent was given it. One statement written out once: the ORM built this four-table
     query anew for every page, which cost an eighth of the web's CPU under a team's load.
     """
-    statement, loads = _page_statement()
+    statement, loaders = _page_statement()
     with connection.cursor() as cursor:
         cursor.execute(statement, [review_key, *Run.REVIEWABLE_STATUSES])
         row = cursor.fetchone()
     if row is None:
         return None
-    run, campaign, contestant, model = (load(row[start:end]) for start, end, load in loads)
+    loaded, start = [], 0
+    for loader in loaders:
+        loaded.append(loader.load(row[start : start + loader.width]))
+        start += loader.width
+    run, campaign, contestant, model = loaded
     contestant.model = model
     run.campaign, run.contestant = campaign, contestant
     return run
 
 
 @functools.cache
-def _page_statement() -> tuple[str, list[tuple]]:
-    """`page_run`'s statement, and where each model's columns start and end in its row with
-    how to load them."""
+def _page_statement() -> tuple[str, list[rawsql.Loader]]:
+    """`page_run`'s statement, and the loaders of its row's run, campaign, contestant and
+    model, in the order of their columns."""
     identity: dict[str, list[str]] = {"contestant": ["id", "model"], "model": ["id"]}
     for path in IDENTITY_FIELDS:  # contestant__name, contestant__model__name, ...
         *relation, name = path.split("__")
         identity[relation[-1]].append(name)
-    read = [
-        rawsql.loader(Run, "r"),
-        rawsql.loader(Campaign, "c", ["id", "reviews_wanted"]),
-        rawsql.loader(Contestant, "ct", identity["contestant"]),
-        rawsql.loader(LanguageModel, "m", identity["model"]),
+    loaders = [
+        rawsql.Loader(Run, "r"),
+        rawsql.Loader(Campaign, "c", ["id", "reviews_wanted"]),
+        rawsql.Loader(Contestant, "ct", identity["contestant"]),
+        rawsql.Loader(LanguageModel, "m", identity["model"]),
     ]
-    loads, start = [], 0
-    for _columns, width, load in read:
-        loads.append((start, start + width, load))
-        start += width
     statuses = ", ".join(["%s"] * len(Run.REVIEWABLE_STATUSES))
     statement = f"""
-        SELECT {", ".join(columns for columns, _width, _load in read)}
+        SELECT {", ".join(loader.columns for loader in loaders)}
         FROM {Run._meta.db_table} r
         INNER JOIN {Campaign._meta.db_table} c ON c.id = r.campaign_id
         INNER JOIN {Contestant._meta.db_table} ct ON ct.id = r.contestant_id
         INNER JOIN {LanguageModel._meta.db_table} m ON m.id = ct.model_id
         WHERE r.review_key = %s AND r.status IN ({statuses})
     """
-    return statement, loads
+    return statement, loaders
 
 
 # --- rendering helpers ---------------------------------------------------------------------------
