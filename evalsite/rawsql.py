@@ -58,7 +58,8 @@ class Loader:
         return loaded
 
     def first(self, statement: str, params: Sequence, extra: Sequence[str] = ()):
-        """The instance of the statement's first row (`all`), or None."""
+        """The instance of the statement's first row (`all`), or None: for a statement of one
+        row at most, such as a lookup by key (it reads every row)."""
         found = self.all(statement, params, extra)
         return found[0] if found else None
 
