@@ -16,7 +16,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 
-from evalsite.rawsql import loader
+from evalsite.rawsql import Loader, loader
 
 SCORER = "scorer"
 LEAD = "lead"
@@ -45,28 +45,30 @@ def role_of(user: AbstractBaseUser | AnonymousUser) -> str | None:
 
 
 @functools.cache
-def _user_with_role_sql() -> str:
+def _user_with_role_statement() -> tuple[str, Loader]:
     # By SQL written once: the ORM's subquery and CASE, built again on every page, cost more
-    # CPU than the query they would save.
+    # CPU than the query they would save. With the loader of the users' alias it reads.
     user_model = get_user_model()
+    users = loader(user_model, "u")
     groups = user_model.groups.through._meta.db_table
     group = Group._meta.db_table
     rank = " ".join(f"WHEN '{role}' THEN {_RANK[role]}" for role in ROLES)
     names = ", ".join(f"'{role}'" for role in ROLES)
-    return f"""
-        SELECT {loader(user_model, "u").columns}, (
+    statement = f"""
+        SELECT {users.columns}, (
             SELECT g.name FROM {group} g INNER JOIN {groups} ug ON ug.group_id = g.id
             WHERE ug.user_id = u.id AND g.name IN ({names})
             ORDER BY CASE g.name {rank} END DESC LIMIT 1
         ) AS role_group
         FROM {user_model._meta.db_table} u WHERE u.id = %s"""
+    return statement, users
 
 
 def user_with_role(user_id) -> AbstractBaseUser | None:
     """The user, with the highest of their role groups (as ``role_group``, which role_of reads)
     read in the same query; None if there is no such user."""
-    users = loader(get_user_model(), "u")
-    return users.first(_user_with_role_sql(), [user_id], extra=["role_group"])
+    statement, users = _user_with_role_statement()
+    return users.first(statement, [user_id], extra=["role_group"])
 
 
 class RoleBackend(ModelBackend):

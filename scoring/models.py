@@ -16,7 +16,7 @@ from django.db.models.signals import post_delete
 from django.dispatch import receiver
 from django.utils import timezone
 
-from evalsite.rawsql import loader
+from evalsite.rawsql import Loader, loader
 from runs.models import Campaign, Contestant, LanguageModel, Prompt, Run
 
 VERDICT_YES = "yes"
@@ -246,31 +246,36 @@ class Review(models.Model):
     @classmethod
     def of(cls, run_id: int, reviewer_id: int) -> Review | None:
         """The reviewer's review of the run, draft or submitted, or None."""
-        return loader(Review).first(_review_sql(others=False), [run_id, reviewer_id])
+        statement, reviews = _review_statement(others=False)
+        return reviews.first(statement, [run_id, reviewer_id])
 
     @classmethod
     def submitted_by_others(cls, run_id: int, reviewer_id: int) -> list[Review]:
         """The run's submitted reviews but the reviewer's, the first submitted first, each with
         its reviewer's username as ``reviewer_name``."""
-        return loader(Review, "r").all(
-            _review_sql(others=True), [run_id, reviewer_id], extra=["reviewer_name"]
-        )
+        statement, reviews = _review_statement(others=True)
+        return reviews.all(statement, [run_id, reviewer_id], extra=["reviewer_name"])
 
 
 @functools.cache
-def _review_sql(*, others: bool) -> str:
+def _review_statement(*, others: bool) -> tuple[str, Loader]:
+    """The statement of `Review.of` or `Review.submitted_by_others`, with the loader of the
+    table alias it reads the reviews from."""
+    reviews = loader(Review, "r")
     users = get_user_model()
     username = connection.ops.quote_name(users._meta.get_field(users.USERNAME_FIELD).column)
     if not others:
-        return (
-            f"SELECT {loader(Review).columns} FROM {Review._meta.db_table} "
-            "WHERE run_id = %s AND reviewer_id = %s"
+        statement = (
+            f"SELECT {reviews.columns} FROM {Review._meta.db_table} r "
+            "WHERE r.run_id = %s AND r.reviewer_id = %s"
         )
-    return f"""
-        SELECT {loader(Review, "r").columns}, u.{username} AS reviewer_name
+        return statement, reviews
+    statement = f"""
+        SELECT {reviews.columns}, u.{username} AS reviewer_name
         FROM {Review._meta.db_table} r INNER JOIN {users._meta.db_table} u ON u.id = r.reviewer_id
         WHERE r.run_id = %s AND r.reviewer_id <> %s AND r.submitted_at IS NOT NULL
         ORDER BY r.submitted_at, r.id"""
+    return statement, reviews
 
 
 class ReviewVersion(models.Model):
